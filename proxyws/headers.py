@@ -1,0 +1,152 @@
+"""
+Pure header rules for the proxy: what is forwarded, what is added, what is
+rewritten.
+
+Headers travel as C{(name, values)} pairs, the shape of Twisted's
+C{Headers.getAllRawHeaders()}: one entry per name, the repeated values of the
+name (Set-Cookie, for one) kept separate in their order.
+"""
+
+# RFC 9110 section 7.6.1: hop-by-hop headers concern one connection and are
+# never forwarded; neither is any header that Connection names, nor any
+# Proxy-* header (credentials and settings meant for this proxy).  Upgrade is
+# forwarded only by the websocket path, which writes its own.
+HOP_BY_HOP = frozenset(
+    [
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ]
+)
+
+# Headers the proxy sets itself on requests to the backend; a client's own
+# values of these are replaced (X-Forwarded-For is extended instead).
+_REPLACED_ON_REQUEST = frozenset(
+    [b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port"]
+)
+
+# Response headers holding a URL of the backend that the client must see as a
+# URL of the proxy (Apache ProxyPassReverse rewrites the same three).
+URL_HEADERS = frozenset([b"location", b"content-location", b"uri"])
+
+
+def connectionTokens(values):
+    """
+    The lower-cased header names listed by C{Connection} header values.
+
+    @param values: the values of the C{Connection} header, or L{None}.
+    @return: a L{frozenset} of L{bytes}.
+    """
+    if not values:
+        return frozenset()
+    return frozenset(
+        token.strip().lower() for value in values for token in value.split(b",")
+    )
+
+
+def _forwardable(items, replaced):
+    """
+    Yield C{(lowerName, name, values)} for the end-to-end headers of C{items},
+    leaving out hop-by-hop headers, the headers C{Connection} names, Proxy-*
+    headers and the names in C{replaced}.
+    """
+    named = ()
+    for name, values in items:
+        if name.lower() == b"connection":
+            named = connectionTokens(values)
+            break
+    for name, values in items:
+        lower = name.lower()
+        if (
+            lower in HOP_BY_HOP
+            or lower in named
+            or lower in replaced
+            or lower.startswith(b"proxy-")
+        ):
+            continue
+        yield lower, name, values
+
+
+def requestHeaders(
+    items, clientAddress, scheme, frontHost, frontPort, backendHost, preserveHost
+):
+    """
+    The headers to send to the backend for a client's request.
+
+    @param items: the client's headers as C{(name, values)} pairs (a list).
+    @param clientAddress: the client's IP address as L{bytes}.
+    @param scheme: C{b"http"} or C{b"https"}: how the client reached us.
+    @param frontHost: the client's C{Host} header value, or L{None}.
+    @param frontPort: the port the client connected to, as L{bytes}.
+    @param backendHost: the C{Host} header naming the backend.
+    @param preserveHost: send the client's C{Host} rather than the backend's
+        (Apache's ProxyPreserveHost).
+    @return: a L{list} of C{(name, values)} pairs.
+    """
+    out = [
+        (b"Host", [frontHost if preserveHost and frontHost else backendHost]),
+    ]
+    forwardedFor = None
+    for name, values in items:
+        if name.lower() == b"x-forwarded-for":
+            forwardedFor = b", ".join(values) + b", " + clientAddress
+    out.extend((name, values) for _, name, values in _forwardable(items, _REPLACED_ON_REQUEST))
+    out.append((b"X-Forwarded-For", [forwardedFor or clientAddress]))
+    out.append((b"X-Forwarded-Proto", [scheme]))
+    if frontHost:
+        out.append((b"X-Forwarded-Host", [frontHost]))
+    out.append((b"X-Forwarded-Port", [frontPort]))
+    return out
+
+
+def rewriteURL(value, backendOrigin, frontOrigin, reverse):
+    """
+    Map a URL of the backend to the URL of the proxy that reaches it
+    (Apache's ProxyPassReverse).
+
+    An absolute URL under the backend's origin and path prefix becomes an
+    absolute URL under the front origin and prefix; a path-absolute URL
+    (C{/base/x}) under the backend path prefix becomes one under the front
+    prefix.  Anything else is returned unchanged.
+
+    @param value: the header value.
+    @param backendOrigin: C{b"http://backend:port"}, lower case.
+    @param frontOrigin: C{b"https://front.example"} as the client named it.
+    @param reverse: C{(backendPrefix, frontPrefix)} paths, or L{None}.
+    @return: the rewritten value.
+    """
+    if reverse is None:
+        return value
+    backendPrefix, frontPrefix = reverse
+    if value[:1] == b"/" and value[:2] != b"//":
+        if value.startswith(backendPrefix) and backendPrefix != frontPrefix:
+            return frontPrefix + value[len(backendPrefix) :]
+        return value
+    origin = value[: len(backendOrigin)]
+    if origin.lower() == backendOrigin:
+        path = value[len(backendOrigin) :] or b"/"
+        # The origin must end here: "http://b" is not "http://bad.example".
+        if path[:1] == b"/" and path.startswith(backendPrefix):
+            return frontOrigin + frontPrefix + path[len(backendPrefix) :]
+    return value
+
+
+def responseHeaders(items, backendOrigin, frontOrigin, reverse):
+    """
+    The headers to send to the client for a backend's response.
+
+    @param items: the backend's headers as C{(name, values)} pairs.
+    @param backendOrigin: see L{rewriteURL}.
+    @param frontOrigin: see L{rewriteURL}.
+    @param reverse: see L{rewriteURL}.
+    @return: a L{list} of C{(name, values)} pairs.
+    """
+    out = []
+    for lower, name, values in _forwardable(items, ()):
+        if lower in URL_HEADERS:
+            values = [rewriteURL(v, backendOrigin, frontOrigin, reverse) for v in values]
+        out.append((name, values))
+    return out

@@ -1,0 +1,432 @@
+"""
+The HTTP proxy path: one L{ReverseProxyResource} per route, relaying each
+request to its backend over a pooled HTTP/1.1 connection.
+
+Bodies stream both ways and are never held whole: the request body is handed
+to the backend connection as it arrives (L{RequestBody}), the response body
+is written to the client as it arrives (L{_ResponseRelay}).  Each side's
+transport is registered as a streaming producer on the other, so a slow
+reader on either side pauses the socket on the other side.
+"""
+
+from twisted.internet import error as netError
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import _newclient
+from twisted.web.http import datetimeToString
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from . import headers as rules
+from .errors import BadGateway, GatewayTimeout, ResponseError
+
+# Methods that may be sent again on a fresh connection when a kept-alive one
+# turned out to be closed before any response came (RFC 9110 9.2.2), and
+# only when they carry no body.
+IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+
+# Request headers the proxy does not pass on besides the hop-by-hop ones: it
+# answers "Expect: 100-continue" itself, and the HTTP client writes the
+# framing (Content-Length or chunked) of the body it sends.
+_NOT_FORWARDED = (b"expect", b"content-length")
+
+# Failures of a connection attempt, and what the client is told.
+_CONNECT_FAILURES = [
+    (netError.TimeoutError, GatewayTimeout, "connect timeout: the backend did not accept the connection in time"),
+    (netError.ConnectionRefusedError, BadGateway, "connection refused by the backend"),
+    (netError.DNSLookupError, BadGateway, "the backend host name could not be resolved"),
+]
+
+_log = Logger()
+
+
+def errorPage(request, error):
+    """
+    Answer C{request} with the status of a L{ResponseError} and a short
+    plain-text body saying what went wrong.
+    """
+    body = "{} {}\n\n{}\n".format(
+        error.status, error.phrase.decode("ascii"), error.detail
+    ).encode("utf-8")
+    request.setResponseCode(error.status, error.phrase)
+    request.responseHeaders.setRawHeaders(b"Date", [datetimeToString()])
+    request.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+    request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
+    request.write(body)
+    request.finish()
+
+
+def _connectError(reason):
+    for failureType, errorType, text in _CONNECT_FAILURES:
+        if reason.check(failureType):
+            return errorType(text)
+    return BadGateway("cannot connect to the backend: {}".format(reason.getErrorMessage()))
+
+
+@implementer(IBodyProducer)
+class RequestBody:
+    """
+    The body of a client's request, produced to the backend as it arrives.
+
+    Data that arrives before the backend connection is ready, or while the
+    backend is not reading, is held here and the client's socket is paused,
+    so at most one socket read is held at a time.
+
+    @ivar length: the body length or C{UNKNOWN_LENGTH} (chunked).
+    """
+
+    def __init__(self, transport, length):
+        """
+        @param transport: the client's transport (a push producer).
+        @param length: the declared length, or L{None} for chunked.
+        """
+        self._transport = transport
+        self.length = UNKNOWN_LENGTH if length is None else length
+        self._consumer = None
+        self._pending = []
+        self._paused = False
+        self._complete = False
+        self._stopped = False
+        self._finished = Deferred()
+
+    def startProducing(self, consumer):
+        """
+        The backend connection is ready: send what has arrived.
+        """
+        self._consumer = consumer
+        self._flush()
+        return self._finished
+
+    def _flush(self):
+        pending, self._pending = self._pending, []
+        for data in pending:
+            self._consumer.write(data)
+        if self._complete and not self._finished.called:
+            self._finished.callback(None)
+        elif not self._paused:
+            self._transport.resumeProducing()
+
+    def dataReceived(self, data):
+        """
+        A piece of the body from the client.
+        """
+        if self._stopped:
+            return
+        if self._consumer is None or self._paused:
+            self._pending.append(data)
+            self._transport.pauseProducing()
+        else:
+            self._consumer.write(data)
+
+    def bodyComplete(self):
+        """
+        The client has sent the whole body.
+        """
+        self._complete = True
+        if self._consumer is not None and not self._pending and not self._stopped:
+            self._finished.callback(None)
+
+    def pauseProducing(self):
+        """
+        The backend is not reading: stop reading from the client.
+        """
+        self._paused = True
+        self._transport.pauseProducing()
+
+    def resumeProducing(self):
+        """
+        The backend reads again.
+        """
+        self._paused = False
+        if self._consumer is not None:
+            self._flush()
+
+    def stopProducing(self):
+        """
+        The backend connection is gone: drop the rest of the body.
+        """
+        self._stopped = True
+        self._pending = []
+        self._transport.resumeProducing()
+
+
+class _ResponseRelay:
+    """
+    Receives a backend response body (C{Response.deliverBody}) and writes it
+    to the client, pausing the backend when the client does not read.
+    """
+
+    def __init__(self, exchange):
+        self._exchange = exchange
+
+    def makeConnection(self, transport):
+        """
+        Register the backend connection as the producer of the response.
+        """
+        self._exchange.request.registerProducer(transport, True)
+
+    def dataReceived(self, data):
+        """
+        A piece of the body: pass it on, and restart the read timer.
+        """
+        self._exchange.bodyReceived(data)
+
+    def connectionLost(self, reason):
+        """
+        The body is complete, or the backend failed part-way.
+        """
+        self._exchange.bodyEnded(reason)
+
+
+class _Exchange:
+    """
+    One request relayed to a backend.
+
+    States, each with the method that enters it:
+      - connecting (L{start}): waiting for a pooled or new connection;
+      - waiting (L{_connected}): request sent, waiting for the response head;
+      - streaming (L{_responded}): relaying the response body;
+      - done (L{_done}): finished, failed or cancelled.
+
+    @ivar request: the client's request.
+    """
+
+    def __init__(self, reactor, pool, route, request, target, body):
+        self._reactor = reactor
+        self._pool = pool
+        self._route = route
+        self.request = request
+        self._target = target
+        self._body = body
+        self._pending = None
+        self._connection = None
+        self._timer = None
+        self._timeoutError = None
+        self._finished = False
+
+    def start(self, fresh=False):
+        """
+        Get a connection to the backend.
+        """
+        route = self._route
+        self._pending = self._pool.connection(route.backend, route.connectTimeout, fresh)
+        self._pending.addCallbacks(self._connected, self._connectFailed)
+
+    def _connectFailed(self, reason):
+        if not reason.check(CancelledError):
+            self._fail(_connectError(reason), reason)
+
+    def _connected(self, connection):
+        self._connection = connection
+        request = self.request
+        outgoing = _newclient.Request(
+            request.method,
+            self._target,
+            Headers(dict(backendRequestHeaders(request, self._route))),
+            self._body,
+            persistent=True,
+        )
+        self._armTimer(
+            self._route.responseTimeout,
+            GatewayTimeout("response timeout: the backend sent no response in time"),
+        )
+        self._pending = connection.request(outgoing)
+        self._pending.addCallbacks(self._responded, self._requestFailed)
+
+    def _requestFailed(self, reason):
+        connection, self._connection = self._connection, None
+        if self._finished or reason.check(CancelledError):
+            return
+        if (
+            connection.reused
+            and self._timeoutError is None
+            and self._body is None
+            and self.request.method in IDEMPOTENT
+            and reason.check(_newclient.RequestNotSent, _newclient.ResponseNeverReceived)
+        ):
+            # A kept-alive connection the backend had closed: try a new one.
+            self._cancelTimer()
+            self.start(fresh=True)
+            return
+        self._fail(BadGateway("the backend closed the connection without a response"), reason)
+
+    def _responded(self, response):
+        self._cancelTimer()
+        request = self.request
+        route = self._route
+        request.setResponseCode(response.code, response.phrase)
+        out = request.responseHeaders
+        for name, values in rules.responseHeaders(
+            list(response.headers.getAllRawHeaders()),
+            route.backend.origin(route.backend.httpScheme),
+            frontOrigin(request),
+            route.reverse,
+        ):
+            out.setRawHeaders(name, values)
+        if response.length is not UNKNOWN_LENGTH and response.length:
+            # The HTTP client keeps the framing headers to itself.
+            out.setRawHeaders(b"Content-Length", [b"%d" % response.length])
+        # Send the head now: a stream (server-sent events, xhr-streaming)
+        # must reach the client before its first event.
+        request.write(b"")
+        self._armTimer(
+            route.readTimeout,
+            GatewayTimeout("read timeout: the backend stopped sending the response"),
+        )
+        response.deliverBody(_ResponseRelay(self))
+
+    def bodyReceived(self, data):
+        """
+        A piece of the response body.
+        """
+        self._timer.reset(self._route.readTimeout)
+        self.request.write(data)
+
+    def bodyEnded(self, reason):
+        """
+        The response body is complete, or broke off.
+        """
+        self._cancelTimer()
+        if self._finished:
+            return
+        request = self.request
+        request.unregisterProducer()
+        if reason.check(_newclient.ResponseDone, _newclient.PotentialDataLoss):
+            self._done()
+            request.finish()
+            return
+        _log.warn(
+            "{method} {uri}: response from {backend} broke off: {reason}",
+            method=request.method,
+            uri=request.uri,
+            backend=self._route.backend.url,
+            reason=self._timeoutError.detail if self._timeoutError else reason.getErrorMessage(),
+        )
+        self._done()
+        # The head is sent: the client can only learn of it by the
+        # connection closing before the end of the body.
+        request.channel.transport.abortConnection()
+
+    def clientGone(self, reason):
+        """
+        The client disconnected: cancel the backend request.
+        """
+        if self._finished:
+            return
+        self._done()
+        if self._pending is not None and not self._pending.called:
+            self._pending.cancel()
+        elif self._connection is not None:
+            self._connection.transport.abortConnection()
+
+    def _armTimer(self, seconds, error):
+        self._timer = self._reactor.callLater(seconds, self._timedOut, error)
+
+    def _cancelTimer(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timedOut(self, error):
+        self._timer = None
+        self._timeoutError = error
+        if self._connection is not None:
+            self._connection.transport.abortConnection()
+        if not self.request.startedWriting:
+            self._fail(error, None)
+
+    def _fail(self, error, reason):
+        if self._finished:
+            return
+        self._done()
+        if self._connection is not None:
+            self._connection.transport.abortConnection()
+        request = self.request
+        _log.info(
+            "{method} {uri}: {status} from {backend}: {detail}",
+            method=request.method,
+            uri=request.uri,
+            status=error.status,
+            backend=self._route.backend.url,
+            detail=reason.getErrorMessage() if reason is not None else error.detail,
+        )
+        if self._timeoutError is not None:
+            error = self._timeoutError
+        if not request.startedWriting and request.channel is not None:
+            errorPage(request, error)
+
+    def _done(self):
+        self._finished = True
+        self._cancelTimer()
+
+
+def frontOrigin(request):
+    """
+    The scheme and host of the proxy as the client named it.
+
+    @return: such as C{b"https://app.example.com:8443"}.
+    """
+    scheme = b"https" if request.isSecure() else b"http"
+    host = request.requestHeaders.getRawHeaders(b"Host")
+    if host:
+        return scheme + b"://" + host[0]
+    address = request.getHost()
+    return scheme + b"://" + address.host.encode("ascii") + b":%d" % address.port
+
+
+def backendRequestHeaders(request, route):
+    """
+    The headers to send to the backend for C{request} on C{route}.
+    """
+    items = [
+        (name, values)
+        for name, values in request.requestHeaders.getAllRawHeaders()
+        if name.lower() not in _NOT_FORWARDED
+    ]
+    host = request.requestHeaders.getRawHeaders(b"Host")
+    return rules.requestHeaders(
+        items,
+        clientAddress=request.getClientAddress().host.encode("ascii"),
+        scheme=b"https" if request.isSecure() else b"http",
+        frontHost=host[0] if host else None,
+        frontPort=b"%d" % request.getHost().port,
+        backendHost=route.backend.hostHeader,
+        preserveHost=route.preserveHost,
+    )
+
+
+class ReverseProxyResource(Resource):
+    """
+    Relays requests for one route to its backend.
+
+    @ivar route: the L{proxyws.config.Route}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, reactor, pool, route):
+        """
+        @param reactor: the reactor (clock).
+        @param pool: the L{proxyws.pool.BackendPool}.
+        @param route: the L{proxyws.config.Route}.
+        """
+        Resource.__init__(self)
+        self._reactor = reactor
+        self._pool = pool
+        self.route = route
+
+    def proxy(self, request, target, body=None):
+        """
+        Relay C{request} to the backend.
+
+        @param target: the backend request target (path and query).
+        @param body: a L{RequestBody} when the request has a body.
+        """
+        exchange = _Exchange(self._reactor, self._pool, self.route, request, target, body)
+        request.notifyFinish().addErrback(exchange.clientGone)
+        exchange.start()
+        return NOT_DONE_YET

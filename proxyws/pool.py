@@ -1,0 +1,237 @@
+"""
+Persistent HTTP/1.1 connections to backends.
+
+One L{BackendPool} serves the whole server.  For each backend it keeps the
+idle keep-alive connections (at most C{maxIdle}, each closed after
+C{idleTimeout} seconds unused) and, when C{maxConnections} is set, makes
+requests wait for a connection once that many are busy, as nginx's upstream
+C{max_conns} with a queue does.
+
+Connections speak Twisted's own HTTP/1.1 client protocol.  The pool never
+repeats a request by itself: L{proxyws.httpproxy} decides when a request that
+failed on a stale idle connection may be sent again.
+"""
+
+from collections import deque
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.protocol import Factory
+from twisted.web._newclient import HTTP11ClientProtocol
+
+import ipaddress
+
+
+class _PooledProtocol(HTTP11ClientProtocol):
+    """
+    An HTTP/1.1 client connection that tells its pool when it closes.
+
+    @ivar backendKey: the key of the backend it is connected to.
+    @ivar reused: whether it has served a request before (so a failure to
+        send may be a stale connection rather than a backend problem).
+    """
+
+    pool = None
+    backendKey = None
+    reused = False
+
+    def connectionMade(self):
+        """
+        Disable Nagle: requests and bodies are written in pieces.
+        """
+        HTTP11ClientProtocol.connectionMade(self)
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
+
+    def connectionLost(self, reason):
+        """
+        Tell the pool, then let the HTTP client clean up.
+        """
+        if self.pool is not None:
+            self.pool._lost(self)
+        HTTP11ClientProtocol.connectionLost(self, reason)
+
+
+class _PooledFactory(Factory):
+    """
+    Builds L{_PooledProtocol} connections for one backend.
+    """
+
+    noisy = False
+
+    def __init__(self, pool, key):
+        self._pool = pool
+        self._key = key
+
+    def buildProtocol(self, addr):
+        """
+        @return: a L{_PooledProtocol} that reports to the pool.
+        """
+        protocol = _PooledProtocol(self._pool._quiescent)
+        protocol.pool = self._pool
+        protocol.backendKey = self._key
+        return protocol
+
+
+def backendEndpoint(reactor, backend, timeout, tlsPolicy=None):
+    """
+    A client endpoint for a backend.
+
+    @param backend: a L{proxyws.config.Backend}.
+    @param timeout: the connect timeout in seconds.
+    @param tlsPolicy: a callable taking the backend and returning the
+        C{IOpenSSLClientConnectionCreator} for C{https}/C{wss} backends.
+    """
+    host, port = backend.host, backend.port
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        endpoint = HostnameEndpoint(reactor, host.encode("idna"), port, timeout=timeout)
+    else:
+        endpointType = TCP4ClientEndpoint if version == 4 else TCP6ClientEndpoint
+        endpoint = endpointType(reactor, host, port, timeout=timeout)
+    if backend.secure:
+        endpoint = wrapClientTLS(tlsPolicy(backend), endpoint)
+    return endpoint
+
+
+class BackendPool:
+    """
+    Keep-alive connections to every backend, with limits.
+
+    @ivar _idle: backend key -> list of idle connections, most recent last.
+    @ivar _timers: idle connection -> the call that closes it.
+    @ivar _busy: backend key -> number of open connections not idle.
+    @ivar _waiting: backend key -> deque of C{(Deferred, connect)} waiting
+        for the connection limit.
+    """
+
+    def __init__(
+        self, reactor, maxIdle=32, idleTimeout=60.0, maxConnections=0, tlsPolicy=None
+    ):
+        """
+        @param reactor: the reactor (clock and TCP).
+        @param maxIdle: idle connections kept per backend.
+        @param idleTimeout: seconds an idle connection is kept.
+        @param maxConnections: open connections per backend, 0 for no limit.
+        @param tlsPolicy: see L{backendEndpoint}.
+        """
+        self._reactor = reactor
+        self._maxIdle = maxIdle
+        self._idleTimeout = idleTimeout
+        self._maxConnections = maxConnections
+        self._tlsPolicy = tlsPolicy
+        self._idle = {}
+        self._timers = {}
+        self._busy = {}
+        self._waiting = {}
+        self._factories = {}
+
+    def connection(self, backend, connectTimeout, fresh=False):
+        """
+        Get a connection to C{backend} to send one request on.
+
+        @param backend: a L{proxyws.config.Backend}.
+        @param connectTimeout: seconds allowed for a new connection.
+        @param fresh: never take an idle connection.
+        @return: a L{Deferred} firing with a connection (an
+            C{HTTP11ClientProtocol}) in the quiescent state, or failing with
+            the connection error.  Cancelling it gives up waiting.
+        """
+        key = backend.key
+        if not fresh:
+            idle = self._idle.get(key)
+            while idle:
+                protocol = idle.pop()
+                self._timers.pop(protocol).cancel()
+                if protocol.state == "QUIESCENT":
+                    self._busy[key] = self._busy.get(key, 0) + 1
+                    protocol.reused = True
+                    return succeed(protocol)
+        limit = self._maxConnections
+        if limit and self._busy.get(key, 0) + len(self._idle.get(key, ())) >= limit:
+            waiter = Deferred(lambda d: self._waiting[key].remove(entry))
+            entry = (waiter, backend, connectTimeout)
+            self._waiting.setdefault(key, deque()).append(entry)
+            return waiter
+        return self._connect(backend, connectTimeout)
+
+    def _connect(self, backend, connectTimeout):
+        key = backend.key
+        factory = self._factories.get(key)
+        if factory is None:
+            factory = self._factories[key] = _PooledFactory(self, key)
+        endpoint = backendEndpoint(self._reactor, backend, connectTimeout, self._tlsPolicy)
+        self._busy[key] = self._busy.get(key, 0) + 1
+
+        def failed(reason):
+            self._release(key)
+            return reason
+
+        return endpoint.connect(factory).addErrback(failed)
+
+    def _release(self, key):
+        """
+        One busy connection of C{key} is gone: let a waiter connect.
+        """
+        self._busy[key] -= 1
+        waiting = self._waiting.get(key)
+        if waiting:
+            waiter, backend, connectTimeout = waiting.popleft()
+            self._connect(backend, connectTimeout).chainDeferred(waiter)
+
+    def _quiescent(self, protocol):
+        """
+        A response is complete and C{protocol} can take another request.
+        """
+        key = protocol.backendKey
+        self._busy[key] -= 1
+        waiting = self._waiting.get(key)
+        if waiting:
+            # Hand it over on the next turn: the client protocol finishes
+            # cleaning up the previous response after this call returns.
+            waiter = waiting.popleft()[0]
+            self._busy[key] += 1
+            protocol.reused = True
+            self._reactor.callLater(0, waiter.callback, protocol)
+            return
+        idle = self._idle.setdefault(key, [])
+        if len(idle) >= self._maxIdle:
+            protocol.pool = None
+            protocol.transport.loseConnection()
+            return
+        idle.append(protocol)
+        self._timers[protocol] = self._reactor.callLater(
+            self._idleTimeout, protocol.transport.loseConnection
+        )
+
+    def _lost(self, protocol):
+        """
+        C{protocol}'s connection closed: forget it.
+        """
+        key = protocol.backendKey
+        protocol.pool = None
+        timer = self._timers.pop(protocol, None)
+        if timer is not None:
+            timer.cancel()
+            self._idle[key].remove(protocol)
+        else:
+            self._release(key)
+
+    def idleCount(self, backend):
+        """
+        @return: how many idle connections to C{backend} are kept now.
+        """
+        return len(self._idle.get(backend.key, ()))
+
+    def closeIdle(self):
+        """
+        Close every idle connection (at shutdown).
+        """
+        for protocol in list(self._timers):
+            protocol.transport.loseConnection()

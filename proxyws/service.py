@@ -1,0 +1,187 @@
+"""
+The running server: listeners, the site, the backend pool and the logs, and
+a graceful stop.
+
+Listening sockets are bound by L{bindListeners} while the command line is
+parsed, before twistd daemonizes or anything starts, so that a port already
+in use stops start-up with one clear line.  L{ProxyService} adopts them.
+"""
+
+import socket
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from .accesslog import AccessLog
+from .errors import ConfigError
+from .httpproxy import ReverseProxyResource
+from .pool import BackendPool
+from .resource import RootResource
+from .routing import Router
+from .site import ProxySite
+from .tls import backendPolicy, serverOptions
+
+_log = Logger()
+
+
+def bindListeners(config):
+    """
+    Bind and listen on every socket the config asks for.
+
+    @param config: a L{proxyws.config.Config}.
+    @return: a L{list} of C{(listener, socket)}, with the demo backend's
+        socket last when the config has one (its listener is the
+        L{proxyws.config.DemoSettings}).
+    @raise ConfigError: when an address cannot be bound.
+    """
+    wanted = [("listen[{}]".format(i), l) for i, l in enumerate(config.listeners)]
+    if config.demo is not None:
+        wanted.append(("demo", config.demo))
+    bound = []
+    try:
+        for keyPath, listener in wanted:
+            bound.append((listener, _bind(config, keyPath, listener)))
+    except ConfigError:
+        for _, sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def _bind(config, keyPath, listener):
+    family = socket.AF_INET6 if ":" in listener.address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # "::" means IPv6 only; list "0.0.0.0" too for IPv4.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((listener.address, listener.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(
+            config.path,
+            keyPath,
+            "cannot listen on {} port {}: {}".format(
+                listener.address, listener.port, e.strerror or e
+            ),
+        ) from None
+    return sock
+
+
+def buildSite(config, reactor, accessLog):
+    """
+    Build the site that every listener serves, and its backend pool.
+
+    @return: C{(site, pool)}.
+    """
+    server = config.server
+    pool = BackendPool(
+        reactor,
+        maxIdle=server.backendKeepalive,
+        idleTimeout=server.backendIdleTimeout,
+        maxConnections=server.backendMaxConnections,
+        tlsPolicy=backendPolicy,
+    )
+    handlers = {
+        route.index: ReverseProxyResource(reactor, pool, route) for route in config.routes
+    }
+    root = RootResource(Router(config.routes), handlers)
+    return ProxySite(root, accessLog, reactor, server.clientTimeout), pool
+
+
+class ProxyService(Service):
+    """
+    Serves a config on pre-bound sockets until stopped.
+
+    @ivar site: the L{ProxySite}, once started.
+    @ivar ports: the listening ports, once started.
+    """
+
+    site = None
+
+    def __init__(self, config, sockets, reactor, accessLog=None):
+        """
+        @param config: a L{proxyws.config.Config}.
+        @param sockets: the result of L{bindListeners}.
+        @param reactor: the reactor to run on.
+        @param accessLog: an C{IAccessLog} to use instead of opening the
+            config's C{access_log}.
+        """
+        self.config = config
+        self._sockets = sockets
+        self._reactor = reactor
+        self.ports = []
+        self._pool = None
+        self._accessLog = accessLog
+
+    def startService(self):
+        """
+        Open the access log, build the site and start listening.
+        """
+        Service.startService(self)
+        if self._accessLog is None:
+            self._accessLog = AccessLog.open(self.config.server.accessLog)
+        self.site, self._pool = buildSite(self.config, self._reactor, self._accessLog)
+        for index, (listener, sock) in enumerate(self._sockets):
+            factory = self._factoryFor(listener)
+            port = self._reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+            sock.close()
+            self.ports.append(port)
+            address = port.getHost()
+            _log.info(
+                "proxyws listening on {address} port {port}{tls}",
+                address=address.host,
+                port=address.port,
+                tls=" (TLS)" if getattr(listener, "tls", None) else "",
+            )
+        self._sockets = []
+
+    def _factoryFor(self, listener):
+        if listener is self.config.demo:
+            from .demo import demoSite
+
+            return demoSite(self._reactor)
+        if listener.tls is not None:
+            return TLSMemoryBIOFactory(serverOptions(listener.tls), False, self.site)
+        return self.site
+
+    def stopService(self):
+        """
+        Stop gracefully: stop accepting, let requests in flight finish until
+        the shutdown deadline, then close what is left.
+
+        @return: a L{Deferred} that fires when everything is closed.
+        """
+        Service.stopService(self)
+        for _, sock in self._sockets:
+            sock.close()
+        if self.site is None:
+            return None
+        _log.info("proxyws stopping: waiting for requests in flight")
+        self.site.resource.stopping = True
+        stopped = DeferredList([port.stopListening() for port in self.ports])
+        drained = self.site.drain()
+        deadline = self._reactor.callLater(
+            self.config.server.shutdownTimeout, self._deadline, drained
+        )
+        finished = Deferred()
+
+        def done(_):
+            if deadline.active():
+                deadline.cancel()
+            self._pool.closeIdle()
+            self._accessLog.close()
+            _log.info("proxyws stopped")
+            finished.callback(None)
+
+        DeferredList([stopped, drained]).addCallback(done)
+        return finished
+
+    def _deadline(self, drained):
+        _log.warn("shutdown deadline reached: closing the remaining connections")
+        self.site.abortAll()

@@ -1,0 +1,207 @@
+"""
+The front end: a twisted.web L{Site} whose requests stream their bodies.
+
+Twisted's own L{Request} reads a whole request body into a file before it is
+rendered.  L{ProxyRequest} instead starts processing as soon as the headers
+of a request with a body are in, and hands the body on piece by piece (see
+L{proxyws.httpproxy.RequestBody}).  Requests without a body are processed as
+usual, when they are complete.
+
+L{ProxySite} writes the access log with proxyws's own combined-format
+formatter and knows its open connections, so that a graceful stop can let
+requests in flight finish and close idle keep-alive connections.
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Request, Site
+
+from .accesslog import formatCombined, requestLine
+from .httpproxy import RequestBody
+
+
+class ProxyRequest(Request):
+    """
+    A request that is processed when its headers are in, with a body that
+    streams (when it has one).
+
+    @ivar _body: the L{RequestBody} handed to the backend, if any.
+    @ivar _bodyPending: the request has a body that is still arriving.
+    @ivar _finishPending: the response is complete but the request body is
+        not; the request finishes when the body is in.
+    """
+
+    content = None
+    _body = None
+    _bodyPending = False
+    _finishPending = False
+
+    def gotLength(self, length):
+        """
+        The headers are in: a request with a body is processed now.
+
+        @param length: the body length, L{None} for chunked, 0 for none.
+        """
+        if length == 0:
+            return
+        channel = self.channel
+        self._bodyPending = True
+        self._length = length
+        self._setRequestLine(channel._command, channel._path, channel._version)
+        self.process()
+
+    def takeBody(self):
+        """
+        Take the request body to stream it somewhere.
+
+        @return: a L{RequestBody}, or L{None} when the request has no body.
+        """
+        if not self._bodyPending:
+            return None
+        self._body = RequestBody(self.channel.transport, self._length)
+        return self._body
+
+    def handleContentChunk(self, data):
+        """
+        A piece of the body; dropped if nobody took the body.
+        """
+        if self._body is not None:
+            self._body.dataReceived(data)
+
+    def requestReceived(self, command, path, version):
+        """
+        The whole request is in: complete the body, or process the request.
+        """
+        if not self._bodyPending:
+            self._setRequestLine(command, path, version)
+            self.process()
+            return
+        self._bodyPending = False
+        if self._body is not None:
+            self._body.bodyComplete()
+        if self._finishPending:
+            Request.finish(self)
+
+    def _setRequestLine(self, command, path, version):
+        self.method = command
+        self.uri = path
+        self.clientproto = version
+        self.path = path.partition(b"?")[0]
+        self.args = {}
+
+    def finish(self):
+        """
+        Finish the response, once the request body is all in.
+        """
+        if self._bodyPending:
+            self._finishPending = True
+        else:
+            Request.finish(self)
+
+    def process(self):
+        """
+        Hand the request to the site's root resource, without Twisted's
+        resource traversal or default headers.
+        """
+        self.site = self.channel.site
+        self.site.resource.render(self)
+
+
+class ProxyChannel(HTTPChannel):
+    """
+    An HTTP connection from a client, known to its site while it is open.
+    """
+
+    def connectionLost(self, reason):
+        """
+        Tell the site, then clean up as usual.
+        """
+        self.site.channelClosed(self)
+        HTTPChannel.connectionLost(self, reason)
+
+
+class ProxySite(Site):
+    """
+    The site every listener serves.
+
+    @ivar accessLog: an C{IAccessLog} receiving one line per request.
+    """
+
+    requestFactory = ProxyRequest
+    protocol = ProxyChannel
+    noisy = False
+
+    def __init__(self, resource, accessLog, reactor, timeout):
+        """
+        @param resource: the root resource.
+        @param accessLog: where access-log lines go.
+        @param reactor: the reactor (clock).
+        @param timeout: seconds an idle client connection is kept.
+        """
+        Site.__init__(self, resource, reactor=reactor, timeout=timeout)
+        self.accessLog = accessLog
+        self._channels = set()
+        self._drained = None
+
+    def buildProtocol(self, addr):
+        """
+        Build a L{ProxyChannel} and remember it.
+        """
+        channel = Site.buildProtocol(self, addr)
+        self._channels.add(channel)
+        return channel
+
+    def channelClosed(self, channel):
+        """
+        C{channel}'s connection is closed.
+        """
+        self._channels.discard(channel)
+        if self._drained is not None and not self._channels:
+            drained, self._drained = self._drained, None
+            drained.callback(None)
+
+    def log(self, request):
+        """
+        Write the access-log line of a finished request.
+        """
+        headers = request.requestHeaders
+        referer = headers.getRawHeaders(b"Referer")
+        agent = headers.getRawHeaders(b"User-Agent")
+        self.accessLog.write(
+            formatCombined(
+                request.getClientAddress().host,
+                None,
+                None,
+                self.reactor.seconds(),
+                requestLine(request.method, request.uri, request.clientproto),
+                request.code,
+                request.sentLength,
+                referer[0] if referer else None,
+                agent[0] if agent else None,
+            )
+        )
+
+    def drain(self):
+        """
+        Stop keeping connections alive: close the idle ones now and each busy
+        one when its response is complete.
+
+        @return: a L{Deferred} that fires when every connection is closed.
+        """
+        drained = Deferred()
+        if not self._channels:
+            drained.callback(None)
+            return drained
+        self._drained = drained
+        for channel in list(self._channels):
+            channel.persistent = False
+            if not channel.requests:
+                channel.transport.loseConnection()
+        return drained
+
+    def abortAll(self):
+        """
+        Close every connection at once (the shutdown deadline has passed).
+        """
+        for channel in list(self._channels):
+            channel.transport.abortConnection()

@@ -1,0 +1,72 @@
+"""
+The twistd surface: C{twistd -n proxyws --config FILE.toml}.
+
+L{Options.postOptions} loads and validates the whole config and binds the
+listening sockets, so that a bad config or a port in use stops start-up with
+one line on standard error and exit status 1, before anything runs.
+L{makeService} only builds the service; it is the one place where the global
+reactor is resolved.
+"""
+
+import sys
+
+from twisted.python import usage
+
+from .config import loadConfig
+from .errors import ConfigError
+
+
+class Options(usage.Options):
+    """
+    Command-line options of the C{proxyws} twistd plugin.
+    """
+
+    synopsis = "--config FILE.toml"
+    longdesc = (
+        "Run proxyws, a reverse proxy for HTTP and websocket applications, "
+        "on the TOML configuration FILE.toml (see README.rst)."
+    )
+    optParameters = [
+        ["config", "c", None, "The TOML configuration file (required)."],
+    ]
+
+    def postOptions(self):
+        """
+        Load and validate the config, and bind its listening sockets.
+
+        @raise usage.UsageError: when C{--config} is missing.
+        @raise SystemExit: with status 1 after printing one line, when the
+            config does not load or a socket cannot be bound.  (A
+            C{UsageError} would make twistd print its whole usage text
+            before the line that matters.)
+        """
+        if not self["config"]:
+            raise usage.UsageError("--config FILE.toml is required")
+        from .service import bindListeners
+        from .tls import serverOptions
+
+        try:
+            config = loadConfig(self["config"])
+            for index, listener in enumerate(config.listeners):
+                if listener.tls is not None:
+                    serverOptions(listener.tls, config.path, "listen[{}].tls".format(index))
+            self["sockets"] = bindListeners(config)
+        except ConfigError as e:
+            sys.stderr.write("proxyws: {}\n".format(e))
+            sys.stderr.flush()
+            raise SystemExit(1)
+        self["loaded"] = config
+
+
+def makeService(options):
+    """
+    Build the proxyws service from parsed options.
+
+    @param options: an L{Options} after C{parseOptions}.
+    @return: an L{IService}.
+    """
+    from twisted.internet import reactor
+
+    from .service import ProxyService
+
+    return ProxyService(options["loaded"], options["sockets"], reactor)
