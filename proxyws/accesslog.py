@@ -59,13 +59,7 @@ _timeCache = (None, b"")
 
 def _escapeMatch(match):
     """
-    Replace one byte matched by C{_MUST_ESCAPE} with its escape.
-
-    @param match: A match of exactly one byte.
-    @type match: L{re.Match}
-
-    @return: The escape sequence.
-    @rtype: L{bytes}
+    Return the escape of the one byte C{match} (of C{_MUST_ESCAPE}) found.
     """
     return _ESCAPES[match.group()[0]]
 
@@ -89,13 +83,7 @@ def escapeLogItem(item):
 
 def _optional(item):
     """
-    Escape a field that may be missing.
-
-    @param item: The raw field, or L{None}.
-    @type item: L{bytes} or L{None}
-
-    @return: The escaped field, or C{b"-"} for L{None}.
-    @rtype: L{bytes}
+    Escape C{item}, a field that may be missing: L{None} is C{b"-"}.
     """
     if item is None:
         return b"-"
@@ -134,16 +122,13 @@ def formatTime(when):
 
 def requestLine(method, uri, clientproto):
     """
-    Rebuild the request line Apache logs as C{%r}.
+    Rebuild the request line Apache logs as C{%r} from its L{bytes} parts.
 
     @param method: The request method, e.g. C{b"GET"}.
-    @type method: L{bytes}
     @param uri: The request target as received, query string included.
-    @type uri: L{bytes}
     @param clientproto: The protocol version, e.g. C{b"HTTP/1.1"}.
-    @type clientproto: L{bytes}
 
-    @return: C{method}, C{uri} and C{clientproto} joined by single spaces.
+    @return: The three parts joined by single spaces.
     @rtype: L{bytes}
     """
     return b" ".join((method, uri, clientproto))
@@ -154,25 +139,20 @@ def formatCombined(host, ident, user, when, requestLine, status, size,
     """
     Format one access log line in Apache's combined format.
 
-    @param host: The client address, written unquoted.
-    @type host: L{str}
-    @param ident: The identd logname, or L{None} for C{-}.
-    @type ident: L{bytes} or L{None}
-    @param user: The authenticated user, or L{None} for C{-}; an empty user
+    Every parameter that may be L{None} is written C{-} (C{"-"} in quotes)
+    when it is; all L{bytes} are escaped with L{escapeLogItem}.
+
+    @param host: The client address, L{str}, written unquoted.
+    @param ident: The identd logname, L{bytes} or L{None}.
+    @param user: The authenticated user, L{bytes} or L{None}; an empty user
         is written C{""}, as Apache does.
-    @type user: L{bytes} or L{None}
-    @param when: When the request arrived, seconds since the epoch.
-    @type when: L{float}
-    @param requestLine: The request line as received, see L{requestLine}.
-    @type requestLine: L{bytes}
-    @param status: The response status code.
-    @type status: L{int}
-    @param size: The number of body bytes sent; zero is written C{-}.
-    @type size: L{int}
-    @param referer: The Referer header, or L{None} for C{"-"}.
-    @type referer: L{bytes} or L{None}
-    @param userAgent: The User-Agent header, or L{None} for C{"-"}.
-    @type userAgent: L{bytes} or L{None}
+    @param when: When the request arrived, L{float} seconds since the epoch.
+    @param requestLine: The request line as received, L{bytes}; see
+        L{proxyws.accesslog.requestLine}.
+    @param status: The response status code, L{int}.
+    @param size: The number of body bytes sent, L{int}; zero is written C{-}.
+    @param referer: The Referer header, L{bytes} or L{None}.
+    @param userAgent: The User-Agent header, L{bytes} or L{None}.
 
     @return: One line, ending in C{b"\\n"}.
     @rtype: L{bytes}
@@ -233,10 +213,7 @@ class AccessLog:
 
     def __init__(self, path, fd):
         """
-        @param path: See L{AccessLog.path}.
-        @type path: L{str}
-        @param fd: See L{AccessLog.fd}.
-        @type fd: L{int}
+        Use C{fd}, already open, as the log at C{path}; see L{open}.
         """
         self.path = path
         self.fd = fd
@@ -256,7 +233,7 @@ class AccessLog:
         @raise OSError: If the file cannot be opened.
         """
         if path == cls.STDOUT:
-            return cls(path, os.open("/dev/null", cls._FLAGS))
+            return cls(path, 1)
         return cls(path, os.open(path, cls._FLAGS, cls._MODE))
 
     def write(self, line):
@@ -266,9 +243,6 @@ class AccessLog:
         Only standard output, which may be a pipe, is written again after a
         short write: a second write to a shared file could land after
         another process's line.
-
-        @param line: One formatted line, ending in C{b"\\n"}.
-        @type line: L{bytes}
         """
         try:
             written = os.write(self.fd, line)
@@ -330,9 +304,6 @@ class MemoryAccessLog:
     def write(self, line):
         """
         Record one line; see L{IAccessLog.write}.
-
-        @param line: One formatted line.
-        @type line: L{bytes}
         """
         self.lines.append(line)
 

@@ -55,6 +55,27 @@ def _count(value):
     return value
 
 
+def _secondsOrOff(value):
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return _seconds(value)
+
+
+def _origins(value):
+    if not isinstance(value, list) or not all(
+        isinstance(o, str) and (_ORIGIN.fullmatch(o) or _HOST_PATTERN.fullmatch(o))
+        for o in value
+    ):
+        raise ValueError(
+            "a list of origins such as 'https://app.example.com' or host names "
+            "such as '*.example.com'"
+        )
+    return tuple(o.lower().rstrip("/").encode("ascii") for o in value)
+
+
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+/?", re.IGNORECASE)
+
+
 def _port(value):
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError("a port number from 0 to 65535")
@@ -122,6 +143,12 @@ ROUTE_KEYS = {
     "connect_timeout": (_seconds, None),
     "response_timeout": (_seconds, None),
     "read_timeout": (_seconds, None),
+    # websockets
+    "max_message_size": (_count, 0),  # bytes; larger messages close 1009
+    "ws_ping_interval": (_secondsOrOff, 0.0),  # proxy pings on each leg; 0 off
+    "ws_ping_timeout": (_seconds, 30.0),  # a pong must come within this
+    "ws_idle_timeout": (_secondsOrOff, 0.0),  # no message either way; 0 off
+    "allowed_origins": (_origins, ()),  # empty: every Origin
 }
 
 DEMO_KEYS = {
@@ -233,6 +260,11 @@ class Route:
     connectTimeout = attr.ib()
     responseTimeout = attr.ib()
     readTimeout = attr.ib()
+    maxMessageSize = attr.ib(default=0)
+    wsPingInterval = attr.ib(default=0.0)
+    wsPingTimeout = attr.ib(default=30.0)
+    wsIdleTimeout = attr.ib(default=0.0)
+    allowedOrigins = attr.ib(default=())
 
 
 @attr.s(frozen=True, slots=True)
@@ -467,6 +499,11 @@ def _route(reader, index, table, server):
         connectTimeout=values["connect_timeout"] or server.connectTimeout,
         responseTimeout=values["response_timeout"] or server.responseTimeout,
         readTimeout=values["read_timeout"] or server.readTimeout,
+        maxMessageSize=values["max_message_size"],
+        wsPingInterval=values["ws_ping_interval"],
+        wsPingTimeout=values["ws_ping_timeout"],
+        wsIdleTimeout=values["ws_idle_timeout"],
+        allowedOrigins=values["allowed_origins"],
     )
 
 

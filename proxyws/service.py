@@ -22,6 +22,7 @@ from .resource import RootResource
 from .routing import Router
 from .site import ProxySite
 from .tls import backendPolicy, serverOptions
+from .wsproxy import WebSocketProxyResource
 
 _log = Logger()
 
@@ -90,7 +91,11 @@ def buildSite(config, reactor, accessLog):
     handlers = {
         route.index: ReverseProxyResource(reactor, pool, route) for route in config.routes
     }
-    root = RootResource(Router(config.routes), handlers)
+    webSockets = {
+        route.index: WebSocketProxyResource(reactor, route, backendPolicy)
+        for route in config.routes
+    }
+    root = RootResource(Router(config.routes), handlers, webSockets)
     return ProxySite(root, accessLog, reactor, server.clientTimeout), pool
 
 
@@ -177,6 +182,11 @@ class ProxyService(Service):
             self._pool.closeIdle()
             self._accessLog.close()
             _log.info("proxyws stopped")
+            # The reactor noted SIGTERM/SIGINT so that twistd would end by
+            # re-raising it (status -15/-2); a completed graceful stop exits
+            # 0 instead, as README.rst promises.
+            if getattr(self._reactor, "_exitSignal", None) is not None:
+                self._reactor._exitSignal = None
             finished.callback(None)
 
         DeferredList([stopped, drained]).addCallback(done)

@@ -8,8 +8,9 @@ L{proxyws.httpproxy.RequestBody}).  Requests without a body are processed as
 usual, when they are complete.
 
 L{ProxySite} writes the access log with proxyws's own combined-format
-formatter and knows its open connections, so that a graceful stop can let
-requests in flight finish and close idle keep-alive connections.
+formatter and knows its open connections and websockets, so that a graceful
+stop can let requests in flight finish, close idle keep-alive connections
+and close websockets with 1001.
 """
 
 from twisted.internet.defer import Deferred
@@ -141,6 +142,7 @@ class ProxySite(Site):
         Site.__init__(self, resource, reactor=reactor, timeout=timeout)
         self.accessLog = accessLog
         self._channels = set()
+        self._relays = set()
         self._drained = None
 
     def buildProtocol(self, addr):
@@ -156,7 +158,26 @@ class ProxySite(Site):
         C{channel}'s connection is closed.
         """
         self._channels.discard(channel)
-        if self._drained is not None and not self._channels:
+        self._checkDrained()
+
+    def webSocketOpened(self, relay, channel):
+        """
+        C{channel} became the client leg of the websocket C{relay}.
+        """
+        self._channels.discard(channel)
+        self._relays.add(relay)
+        if self._drained is not None:
+            relay.goAway()
+
+    def webSocketClosed(self, relay):
+        """
+        Both legs of C{relay} are closed.
+        """
+        self._relays.discard(relay)
+        self._checkDrained()
+
+    def _checkDrained(self):
+        if self._drained is not None and not self._channels and not self._relays:
             drained, self._drained = self._drained, None
             drained.callback(None)
 
@@ -188,15 +209,14 @@ class ProxySite(Site):
 
         @return: a L{Deferred} that fires when every connection is closed.
         """
-        drained = Deferred()
-        if not self._channels:
-            drained.callback(None)
-            return drained
-        self._drained = drained
+        drained = self._drained = Deferred()
         for channel in list(self._channels):
             channel.persistent = False
             if not channel.requests:
                 channel.transport.loseConnection()
+        for relay in list(self._relays):
+            relay.goAway()
+        self._checkDrained()
         return drained
 
     def abortAll(self):
@@ -205,3 +225,5 @@ class ProxySite(Site):
         """
         for channel in list(self._channels):
             channel.transport.abortConnection()
+        for relay in list(self._relays):
+            relay.abort()

@@ -4,6 +4,8 @@ files they are appended to.
 """
 
 import os
+import shutil
+import tempfile
 import time
 
 from zope.interface.verify import verifyObject
@@ -256,10 +258,12 @@ class AccessLogFileTests(SynchronousTestCase):
 
     def setUp(self):
         """
-        Pick a fresh path in a fresh directory.
+        Pick a fresh path in a fresh directory, removed in cleanup.
+
+        Not C{mktemp}: under pytest it writes into the working tree.
         """
-        directory = FilePath(self.mktemp())
-        directory.makedirs()
+        directory = FilePath(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, directory.path)
         self.path = directory.child("access.log")
 
     def test_interface(self):
@@ -373,6 +377,8 @@ class AccessLogStdoutTests(SynchronousTestCase):
         self.addCleanup(restore)
         os.dup2(writeEnd, 1)
         os.close(writeEnd)
+        # A test whose line never arrives fails instead of hanging.
+        os.set_blocking(self.readEnd, False)
 
     def test_writesToStdout(self):
         """

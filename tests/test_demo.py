@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from datetime import datetime
+from io import BytesIO
 
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
@@ -27,6 +28,8 @@ from twisted.web.server import Site
 from zope.interface.verify import verifyObject
 
 from proxyws.demo import demoResource, demoSite
+
+from .helpers import rawRequest, subprocessEnvironment
 
 
 def _settle(reactor, timeout=2.0):
@@ -55,42 +58,31 @@ def _settle(reactor, timeout=2.0):
     return check()
 
 
-class _Collect(Protocol):
-    """
-    Collect bytes until the connection closes; optionally write first.
-    """
-
-    def __init__(self, request=b""):
-        self.request = request
-        self.received = []
-        self.done = Deferred()
-
-    def connectionMade(self):
-        self.transport.write(self.request)
-
-    def dataReceived(self, data):
-        self.received.append(data)
-
-    def connectionLost(self, reason):
-        self.done.callback(b"".join(self.received))
-
-
 class _StopAfter(Protocol):
     """
     A response body consumer that drops the connection after C{n} reads.
     """
 
     def __init__(self, n):
+        """
+        @param n: how many reads to take before dropping the connection.
+        """
         self.n = n
         self.received = []
         self.done = Deferred()
 
     def dataReceived(self, data):
+        """
+        Keep C{data}; drop the connection after the C{n}th read.
+        """
         self.received.append(data)
         if len(self.received) == self.n:
             self.transport.stopProducing()
 
     def connectionLost(self, reason):
+        """
+        Fire C{done} with everything received.
+        """
         self.done.callback(b"".join(self.received))
 
 
@@ -101,17 +93,28 @@ class _EchoClient(WebSocketClientProtocol):
     """
 
     def onOpen(self):
+        """
+        Send the script.
+        """
         self.replies = []
         for payload, isBinary in self.factory.script:
             self.sendMessage(payload, isBinary)
 
     def onMessage(self, payload, isBinary):
+        """
+        Keep the reply; close normally once every message got one.
+        """
         self.replies.append((payload, isBinary))
-        if len(self.replies) == len(self.factory.script) and not self.factory.waitForServer:
+        done = len(self.replies) == len(self.factory.script)
+        if done and not self.factory.waitForServer:
             self.sendClose(1000)
 
     def onClose(self, wasClean, code, reason):
-        self.factory.closed.callback((getattr(self, "replies", []), wasClean, code, reason))
+        """
+        Fire C{factory.closed} with the replies and how the close went.
+        """
+        replies = getattr(self, "replies", [])
+        self.factory.closed.callback((replies, wasClean, code, reason))
 
 
 class DemoLoopbackTests(unittest.TestCase):
@@ -136,8 +139,9 @@ class DemoLoopbackTests(unittest.TestCase):
 
         @return: a L{Deferred} firing with C{(response, body)}.
         """
-        producer = None if body is None else FileBodyProducer(_bytesIO(body))
-        response = yield self.agent.request(method, self.base + path, Headers(headers or {}), producer)
+        producer = None if body is None else FileBodyProducer(BytesIO(body))
+        url = self.base + path
+        response = yield self.agent.request(method, url, Headers(headers or {}), producer)
         content = yield readBody(response)
         return response, content
 
@@ -147,12 +151,7 @@ class DemoLoopbackTests(unittest.TestCase):
 
         @return: a L{Deferred} firing with all bytes received until close.
         """
-        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
-        protocol = _Collect(data)
-        endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", self.port.getHost().port)
-        connectProtocol(endpoint, protocol)
-        return protocol.done
+        return rawRequest(self.port.getHost().port, data)
 
     def websocket(self, script, waitForServer=False):
         """
@@ -173,14 +172,15 @@ class DemoLoopbackTests(unittest.TestCase):
         C{/} is an HTML page titled "proxyws is working" listing the request
         line and headers as received, HTML-escaped, proxy headers marked.
         """
-        response, body = yield self.fetch(
-            b"/", headers={"X-Forwarded-For": ["203.0.113.7"], "X-Evil": ["<script>alert(1)</script>"]}
-        )
+        headers = {"X-Forwarded-For": ["203.0.113.7"], "X-Evil": ["<script>alert(1)</script>"]}
+        response, body = yield self.fetch(b"/", headers=headers)
         self.assertEqual(response.code, 200)
-        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/html; charset=utf-8"])
+        contentType = response.headers.getRawHeaders(b"content-type")
+        self.assertEqual(contentType, [b"text/html; charset=utf-8"])
         self.assertIn(b"<title>proxyws is working</title>", body)
         self.assertIn(b"GET / HTTP/1.1", body)
-        self.assertIn(b'<tr class="proxy"><td>X-Forwarded-For</td><td>203.0.113.7</td></tr>', body)
+        row = b'<tr class="proxy"><td>X-Forwarded-For</td><td>203.0.113.7</td></tr>'
+        self.assertIn(row, body)
         self.assertIn(b"<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>", body)
         self.assertNotIn(b"<script>alert", body)
 
@@ -241,7 +241,8 @@ class DemoLoopbackTests(unittest.TestCase):
         SSE content type and no caching, then ends the response.
         """
         response, body = yield self.fetch(b"/events?count=3&interval=0.01")
-        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/event-stream"])
+        contentType = response.headers.getRawHeaders(b"content-type")
+        self.assertEqual(contentType, [b"text/event-stream"])
         self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-cache"])
         events = body.split(b"\n\n")
         self.assertEqual(events[-1], b"")
@@ -268,7 +269,8 @@ class DemoLoopbackTests(unittest.TestCase):
         Malformed or out-of-range C{count}, C{interval} and C{chunks} get a
         400 naming the argument.
         """
-        for path in [b"/events?interval=abc", b"/events?count=0", b"/stream?chunks=nan", b"/stream?delay=inf"]:
+        paths = [b"/events?interval=abc", b"/events?count=0", b"/stream?chunks=nan"]
+        for path in paths + [b"/stream?delay=inf", b"/stream?size=%C3%A9"]:
             response, body = yield self.fetch(path)
             self.assertEqual(response.code, 400, path)
             self.assertIn(path.split(b"?")[1].split(b"=")[0] + b"=", body)
@@ -388,12 +390,11 @@ class DemoLoopbackTests(unittest.TestCase):
         A close command with a code that may not be sent gets an error
         message back, and the connection stays open.
         """
-        script = [(b"close:1006:x", False), (b"close:abc", False)]
+        codes = ["1006", "abc", "\u00b2", ""]
+        script = [(f"close:{code}:x".encode("utf-8"), False) for code in codes]
         replies, _, code, _ = yield self.websocket(script)
-        self.assertEqual(
-            replies,
-            [(b"error: cannot close with code '1006'", False), (b"error: cannot close with code 'abc'", False)],
-        )
+        expected = [f"error: cannot close with code {code!r}" for code in codes]
+        self.assertEqual(replies, [(e.encode("utf-8"), False) for e in expected])
         self.assertEqual(code, 1000)
 
 
@@ -448,7 +449,9 @@ class DemoClockTests(unittest.TestCase):
         Importing L{proxyws.demo} does not install a reactor.
         """
         code = "import sys, proxyws.demo; print('twisted.internet.reactor' in sys.modules)"
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, check=True, env=subprocessEnvironment()
+        )
         self.assertEqual(out.stdout.strip(), b"False")
 
 
@@ -460,12 +463,3 @@ def _channel(clock):
     site = demoSite(clock)
     site.timeOut = None
     return site.buildProtocol(None)
-
-
-def _bytesIO(data):
-    """
-    @return: a L{io.BytesIO} over C{data}.
-    """
-    from io import BytesIO
-
-    return BytesIO(data)
