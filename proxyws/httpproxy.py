@@ -60,6 +60,17 @@ def errorPage(request, error):
     request.finish()
 
 
+def _describe(reason):
+    """
+    A short text for a failure, unwrapping the lists of failures that
+    Twisted's HTTP client wraps its errors in.
+    """
+    inner = getattr(reason.value, "reasons", None)
+    if inner:
+        return "; ".join(_describe(r) for r in inner)
+    return reason.getErrorMessage() or reason.type.__name__
+
+
 def _connectError(reason):
     for failureType, errorType, text in _CONNECT_FAILURES:
         if reason.check(failureType):
@@ -301,8 +312,8 @@ class _Exchange:
             return
         _log.warn(
             "{method} {uri}: response from {backend} broke off: {reason}",
-            method=request.method,
-            uri=request.uri,
+            method=request.method.decode('latin-1'),
+            uri=request.uri.decode('latin-1'),
             backend=self._route.backend.url,
             reason=self._timeoutError.detail if self._timeoutError else reason.getErrorMessage(),
         )
@@ -348,11 +359,11 @@ class _Exchange:
         request = self.request
         _log.info(
             "{method} {uri}: {status} from {backend}: {detail}",
-            method=request.method,
-            uri=request.uri,
+            method=request.method.decode('latin-1'),
+            uri=request.uri.decode('latin-1'),
             status=error.status,
             backend=self._route.backend.url,
-            detail=reason.getErrorMessage() if reason is not None else error.detail,
+            detail=_describe(reason) if reason is not None else error.detail,
         )
         if self._timeoutError is not None:
             error = self._timeoutError

@@ -84,6 +84,8 @@ class ProxyRequest(Request):
             Request.finish(self)
 
     def _setRequestLine(self, command, path, version):
+        # Apache's %t is when the request arrived, not when it was logged.
+        self.received = self.channel.site.reactor.seconds()
         self.method = command
         self.uri = path
         self.clientproto = version
@@ -193,7 +195,7 @@ class ProxySite(Site):
                 request.getClientAddress().host,
                 None,
                 None,
-                self.reactor.seconds(),
+                request.received,
                 requestLine(request.method, request.uri, request.clientproto),
                 request.code,
                 request.sentLength,

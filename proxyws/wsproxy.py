@@ -332,7 +332,7 @@ class Relay:
         route = self._route
         _log.debug(
             "websocket {uri}: serving URL {url}",
-            uri=self.request.uri,
+            uri=self.request.uri.decode('latin-1'),
             url=self.backendURL(),
         )
         endpoint = backendEndpoint(
@@ -451,7 +451,7 @@ class Relay:
             return
         _log.info(
             "websocket {uri}: backend {url} refused the upgrade: {code}",
-            uri=request.uri,
+            uri=request.uri.decode('latin-1'),
             url=self.backendURL(),
             code=code,
         )
@@ -472,7 +472,7 @@ class Relay:
         request = self.request
         _log.info(
             "websocket {uri}: {status} from {url}: {detail}",
-            uri=request.uri,
+            uri=request.uri.decode('latin-1'),
             status=error.status,
             url=self.backendURL(),
             detail=detail,
@@ -612,7 +612,7 @@ class Relay:
                 request.getClientAddress().host,
                 None,
                 None,
-                self._reactor.seconds(),
+                request.received,
                 requestLine(request.method, request.uri, request.clientproto),
                 101 if front.partner is not None else 400,
                 front.trafficStats.outgoingOctetsWireLevel,
@@ -622,7 +622,7 @@ class Relay:
         )
         _log.info(
             "websocket {uri} to {url} closed: {why}",
-            uri=request.uri,
+            uri=request.uri.decode('latin-1'),
             url=self.backendURL(),
             why=self._why or "closed",
         )
@@ -692,7 +692,7 @@ class WebSocketProxyResource:
         if not originAllowed(self.route.allowedOrigins, origin[0] if origin else None):
             _log.info(
                 "websocket {uri}: Origin {origin} not allowed",
-                uri=request.uri,
+                uri=request.uri.decode('latin-1'),
                 origin=origin[0] if origin else None,
             )
             errorPage(request, Forbidden("this Origin may not open websockets here"))

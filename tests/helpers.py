@@ -4,8 +4,10 @@ cleanup, and a raw TCP client.
 """
 
 import os
+import shutil
 import socket
 import sys
+import tempfile
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Protocol
@@ -69,7 +71,9 @@ def startProxy(testCase, configText, filename="test.toml"):
     """
     from twisted.internet import reactor
 
-    config = parseConfig(configText, os.path.join(testCase.mktemp(), filename))
+    directory = tempfile.mkdtemp()
+    testCase.addCleanup(shutil.rmtree, directory, True)
+    config = parseConfig(configText, os.path.join(directory, filename))
     log = MemoryAccessLog()
     service = ProxyService(config, bindListeners(config), reactor, accessLog=log)
     service.startService()
