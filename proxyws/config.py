@@ -149,6 +149,7 @@ ROUTE_KEYS = {
     "ws_ping_timeout": (_seconds, 30.0),  # a pong must come within this
     "ws_idle_timeout": (_secondsOrOff, 0.0),  # no message either way; 0 off
     "allowed_origins": (_origins, ()),  # empty: every Origin
+    "compression": (_boolean, True),  # permessage-deflate on both legs
 }
 
 DEMO_KEYS = {
@@ -265,6 +266,7 @@ class Route:
     wsPingTimeout = attr.ib(default=30.0)
     wsIdleTimeout = attr.ib(default=0.0)
     allowedOrigins = attr.ib(default=())
+    compression = attr.ib(default=True)
 
 
 @attr.s(frozen=True, slots=True)
@@ -504,6 +506,7 @@ def _route(reader, index, table, server):
         wsPingTimeout=values["ws_ping_timeout"],
         wsIdleTimeout=values["ws_idle_timeout"],
         allowedOrigins=values["allowed_origins"],
+        compression=values["compression"],
     )
 
 

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
 from . import headers as rules
+from . import wscompress
 from .accesslog import formatCombined, requestLine
 from .errors import BadGateway, BadRequest, Forbidden, GatewayTimeout
 from .httpproxy import _connectError, errorPage
@@ -158,7 +159,11 @@ class _Leg:
         """
         WebSocketProtocol.onMessageBegin(self, isBinary)
         if self.partner is not None:
-            self.partner.beginMessage(isBinary)
+            # Relayed compressed payloads keep their "compressed" bit; with
+            # differing settings the other leg compresses as it negotiated.
+            self.partner.beginMessage(
+                isBinary, doNotCompress=self.exactFrames and not self._isMessageCompressed
+            )
 
     def onMessageFrameBegin(self, length):
         """
@@ -221,6 +226,12 @@ class FrontendProtocol(_Leg, WebSocketServerProtocol):
         """
         return self.relay.clientAnswer()
 
+    def perMessageCompressionAccept(self, offers):
+        """
+        Accept the client's compression offer only as the backend did.
+        """
+        return self.relay.mirrorCompression(offers)
+
     def onOpen(self):
         """
         Both legs are open.
@@ -237,8 +248,11 @@ class BackendProtocol(_Leg, WebSocketClientProtocol):
 
     def onConnecting(self, transportDetails):
         """
-        Send the backend the client's path, headers and subprotocols.
+        Send the backend the client's path, headers, subprotocols and
+        compression offers.
         """
+        self.perMessageCompressionOffers = self.relay.compressionOffers(self)
+        self.perMessageCompressionAccept = wscompress.acceptResponse
         return self.relay.backendRequest()
 
     def connectionMade(self):
@@ -323,6 +337,7 @@ class Relay:
         self._idleTimer = None
         self._answer = None
         self._closed = set()
+        self._offers = []
         self._why = None
 
     def start(self):
@@ -531,13 +546,40 @@ class Relay:
         """
         return self._answer
 
+    def compressionOffers(self, backend):
+        """
+        @return: the client's permessage-deflate offers, to make to the
+            backend (none when the route turns compression off).
+        """
+        if not self._route.compression:
+            return []
+        self._offers = wscompress.parseOffers(
+            self.request.requestHeaders.getRawHeaders(b"Sec-WebSocket-Extensions"),
+            backend._parseExtensionsHeader,
+        )
+        return self._offers
+
+    def mirrorCompression(self, offers):
+        """
+        @return: the client leg's answer to the client's offers: the
+            backend leg's parameters, or none.
+        """
+        return wscompress.mirrorAccept(offers, self._backend._perMessageCompress)
+
     def clientOpen(self, front):
         """
         Both legs are open: tie them together, each transport the other's
-        producer.
+        producer, and choose how compressed messages are relayed.
         """
         back = self._backend
         front.partner, back.partner = back, front
+        if wscompress.sameParameters(front._perMessageCompress, back._perMessageCompress):
+            front._perMessageCompress = back._perMessageCompress = wscompress.Passthrough()
+            # Text arrives compressed: the two ends check its UTF-8.
+            front.utf8validateIncoming = back.utf8validateIncoming = False
+        elif front._perMessageCompress is not None or back._perMessageCompress is not None:
+            # Payload sizes change on the way: frames are re-cut.
+            front.exactFrames = back.exactFrames = False
         front.transport.registerProducer(back.transport, True)
         back.transport.registerProducer(front.transport, True)
         if self._route.wsIdleTimeout:

@@ -15,12 +15,14 @@ from autobahn.twisted.websocket import (
     connectWS,
 )
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IListeningPort, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
-from twisted.web.client import Agent, FileBodyProducer, ResponseDone, readBody
+from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import IResource
@@ -32,11 +34,24 @@ from proxyws.demo import demoResource, demoSite
 from .helpers import rawRequest, subprocessEnvironment
 
 
-def _settle(reactor, timeout=2.0):
+def _tcpSelectables(reactor):
     """
-    Wait until no TCP connection or port is left in the reactor, so that
-    both sides have run C{connectionLost} and cancelled their timers.
+    @return: the TCP connections and listening ports in C{reactor}.
+    """
+    return {
+        selectable
+        for selectable in set(reactor.getReaders()) | set(reactor.getWriters())
+        if ITCPTransport.providedBy(selectable) or IListeningPort.providedBy(selectable)
+    }
 
+
+def _settle(reactor, before, timeout=2.0):
+    """
+    Wait until the TCP connections and ports opened since C{before} are
+    gone, so that both sides have run C{connectionLost} (and cancelled
+    their timers) before trial looks for a dirty reactor.
+
+    @param before: L{_tcpSelectables} at the start of the test.
     @return: a L{Deferred} that fires once they are all gone.
     """
     from twisted.internet.task import deferLater
@@ -44,11 +59,7 @@ def _settle(reactor, timeout=2.0):
     deadline = reactor.seconds() + timeout
 
     def check():
-        left = [
-            selectable
-            for selectable in set(reactor.getReaders()) | set(reactor.getWriters())
-            if ITCPTransport.providedBy(selectable) or IListeningPort.providedBy(selectable)
-        ]
+        left = _tcpSelectables(reactor) - before
         if not left:
             return None
         if reactor.seconds() > deadline:
@@ -123,10 +134,13 @@ class DemoLoopbackTests(unittest.TestCase):
     """
 
     def setUp(self):
+        """
+        Serve L{demoSite} on a free port until the test and its sockets end.
+        """
         from twisted.internet import reactor
 
         self.reactor = reactor
-        self.addCleanup(_settle, reactor)
+        self.addCleanup(_settle, reactor, _tcpSelectables(reactor))
         self.port = reactor.listenTCP(0, demoSite(reactor), interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         self.base = b"http://127.0.0.1:%d" % (self.port.getHost().port,)
@@ -420,7 +434,7 @@ class DemoClockTests(unittest.TestCase):
         clock.advance(5)
         self.assertTrue(transport.value().endswith(b"0\r\n\r\n"))
         self.assertEqual(clock.getDelayedCalls(), [])
-        channel.connectionLost(None)
+        channel.connectionLost(Failure(ConnectionDone()))
 
     def test_eventsTimerCancelledOnDisconnect(self):
         """
@@ -431,7 +445,7 @@ class DemoClockTests(unittest.TestCase):
         channel.makeConnection(StringTransport())
         channel.dataReceived(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(len(clock.getDelayedCalls()), 1)
-        channel.connectionLost(ResponseDone())
+        channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_demoSiteWritesNoAccessLog(self):
@@ -449,9 +463,8 @@ class DemoClockTests(unittest.TestCase):
         Importing L{proxyws.demo} does not install a reactor.
         """
         code = "import sys, proxyws.demo; print('twisted.internet.reactor' in sys.modules)"
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, check=True, env=subprocessEnvironment()
-        )
+        command = [sys.executable, "-c", code]
+        out = subprocess.run(command, capture_output=True, check=True, env=subprocessEnvironment())
         self.assertEqual(out.stdout.strip(), b"False")
 
 
