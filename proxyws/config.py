@@ -76,6 +76,14 @@ def _origins(value):
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+/?", re.IGNORECASE)
 
 
+def _workers(value):
+    if value == "auto":
+        return os.cpu_count() or 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise ValueError("a number of processes from 1 to 256, or 'auto'")
+    return value
+
+
 def _port(value):
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError("a port number from 0 to 65535")
@@ -110,6 +118,7 @@ _HOST_PATTERN = re.compile(r"(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.
 # Settings of [server], with their defaults.  Each timeout is in seconds.
 SERVER_KEYS = {
     "access_log": (_string, "-"),  # a file, or "-" for standard output
+    "workers": (_workers, 1),  # processes; "auto" = one per core
     "client_timeout": (_seconds, 75.0),  # idle keep-alive client (nginx 75s)
     "shutdown_timeout": (_seconds, 30.0),  # in-flight requests on SIGTERM
     "connect_timeout": (_seconds, 60.0),  # default for routes (nginx 60s)
@@ -276,6 +285,7 @@ class ServerSettings:
     """
 
     accessLog = attr.ib()
+    workers = attr.ib()
     clientTimeout = attr.ib()
     shutdownTimeout = attr.ib()
     connectTimeout = attr.ib()

@@ -14,7 +14,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import _newclient
-from twisted.web.http import datetimeToString
+from twisted.web.http import NO_BODY_CODES, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
@@ -103,6 +103,7 @@ class RequestBody:
         self._complete = False
         self._stopped = False
         self._finished = Deferred()
+        self._sent = None
 
     def startProducing(self, consumer):
         """
@@ -112,12 +113,26 @@ class RequestBody:
         self._flush()
         return self._finished
 
+    def whenSent(self, callback):
+        """
+        Call C{callback()} once the whole body has been handed to the
+        backend connection.
+        """
+        self._sent = callback
+        if self._finished.called:
+            callback()
+
+    def _finish(self):
+        self._finished.callback(None)
+        if self._sent is not None:
+            self._sent()
+
     def _flush(self):
         pending, self._pending = self._pending, []
         for data in pending:
             self._consumer.write(data)
         if self._complete and not self._finished.called:
-            self._finished.callback(None)
+            self._finish()
         elif not self._paused:
             self._transport.resumeProducing()
 
@@ -139,7 +154,7 @@ class RequestBody:
         """
         self._complete = True
         if self._consumer is not None and not self._pending and not self._stopped:
-            self._finished.callback(None)
+            self._finish()
 
     def pauseProducing(self):
         """
@@ -178,7 +193,29 @@ class _ResponseRelay:
         """
         Register the backend connection as the producer of the response.
         """
-        self._exchange.request.registerProducer(transport, True)
+        self._transport = transport
+        self._exchange.request.registerProducer(self, True)
+
+    def pauseProducing(self):
+        """
+        The client does not read: stop reading from the backend, and stop
+        timing the backend meanwhile.
+        """
+        self._exchange.pauseTimer()
+        self._transport.pauseProducing()
+
+    def resumeProducing(self):
+        """
+        The client reads again.
+        """
+        self._exchange.resumeTimer()
+        self._transport.resumeProducing()
+
+    def stopProducing(self):
+        """
+        The client is gone.
+        """
+        self._transport.stopProducing()
 
     def dataReceived(self, data):
         """
@@ -216,6 +253,7 @@ class _Exchange:
         self._pending = None
         self._connection = None
         self._timer = None
+        self._timerPaused = False
         self._timeoutError = None
         self._finished = False
 
@@ -241,12 +279,20 @@ class _Exchange:
             self._body,
             persistent=True,
         )
-        self._armTimer(
-            self._route.responseTimeout,
-            GatewayTimeout("response timeout: the backend sent no response in time"),
-        )
+        if self._body is None:
+            self._startResponseTimer()
+        else:
+            # The backend answers after the body: time it from the end.
+            self._body.whenSent(self._startResponseTimer)
         self._pending = connection.request(outgoing)
         self._pending.addCallbacks(self._responded, self._requestFailed)
+
+    def _startResponseTimer(self):
+        if not self._finished and self._timer is None and not self.request.startedWriting:
+            self._armTimer(
+                self._route.responseTimeout,
+                GatewayTimeout("response timeout: the backend sent no response in time"),
+            )
 
     def _requestFailed(self, reason):
         connection, self._connection = self._connection, None
@@ -278,7 +324,11 @@ class _Exchange:
             route.reverse,
         ):
             out.setRawHeaders(name, values)
-        if response.length is not UNKNOWN_LENGTH and response.length:
+        if (
+            response.length is not UNKNOWN_LENGTH
+            and request.method != b"HEAD"
+            and response.code not in NO_BODY_CODES
+        ):
             # The HTTP client keeps the framing headers to itself.
             out.setRawHeaders(b"Content-Length", [b"%d" % response.length])
         # Send the head now: a stream (server-sent events, xhr-streaming)
@@ -294,7 +344,8 @@ class _Exchange:
         """
         A piece of the response body.
         """
-        self._timer.reset(self._route.readTimeout)
+        if self._timer is not None:
+            self._timer.reset(self._route.readTimeout)
         self.request.write(data)
 
     def bodyEnded(self, reason):
@@ -334,13 +385,32 @@ class _Exchange:
         elif self._connection is not None:
             self._connection.transport.abortConnection()
 
+    def pauseTimer(self):
+        """
+        The proxy stopped reading the backend: the read timeout waits.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+            self._timer = None
+            self._timerPaused = True
+
+    def resumeTimer(self):
+        """
+        The proxy reads the backend again: the read timeout starts over.
+        """
+        if self._timerPaused and not self._finished:
+            self._timerPaused = False
+            self._armTimer(*self._timerArguments)
+
     def _armTimer(self, seconds, error):
+        self._timerArguments = (seconds, error)
         self._timer = self._reactor.callLater(seconds, self._timedOut, error)
 
     def _cancelTimer(self):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._timerPaused = False
 
     def _timedOut(self, error):
         self._timer = None
@@ -356,6 +426,9 @@ class _Exchange:
         self._done()
         if self._connection is not None:
             self._connection.transport.abortConnection()
+        if self._body is not None:
+            # Read and drop the rest of the body so the answer can finish.
+            self._body.stopProducing()
         request = self.request
         _log.info(
             "{method} {uri}: {status} from {backend}: {detail}",

@@ -155,11 +155,29 @@ class BackendPool:
                     return succeed(protocol)
         limit = self._maxConnections
         if limit and self._busy.get(key, 0) + len(self._idle.get(key, ())) >= limit:
-            waiter = Deferred(lambda d: self._waiting[key].remove(entry))
+            waiter = Deferred(lambda d: self._forget(key, entry))
             entry = (waiter, backend, connectTimeout)
             self._waiting.setdefault(key, deque()).append(entry)
             return waiter
         return self._connect(backend, connectTimeout)
+
+    def _forget(self, key, entry):
+        """
+        A waiter gave up (its client left) before it got a connection.
+        """
+        waiting = self._waiting.get(key)
+        if waiting and entry in waiting:
+            waiting.remove(entry)
+
+    def _handOver(self, waiter, protocol):
+        """
+        Give an idle connection to a waiter, or back to the pool when the
+        waiter gave up meanwhile.
+        """
+        if waiter.called:
+            self._quiescent(protocol)
+        else:
+            waiter.callback(protocol)
 
     def _connect(self, backend, connectTimeout):
         key = backend.key
@@ -198,7 +216,7 @@ class BackendPool:
             waiter = waiting.popleft()[0]
             self._busy[key] += 1
             protocol.reused = True
-            self._reactor.callLater(0, waiter.callback, protocol)
+            self._reactor.callLater(0, self._handOver, waiter, protocol)
             return
         idle = self._idle.setdefault(key, [])
         if len(idle) >= self._maxIdle:

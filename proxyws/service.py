@@ -51,15 +51,47 @@ def bindListeners(config):
     return bound
 
 
-def _bind(config, keyPath, listener):
+def bindWorkers(config, count):
+    """
+    Bind the listeners once per worker, and the demo backend once.
+
+    @return: C{(demo, perWorker)}: the demo's C{(settings, socket)} list
+        (empty without a demo) and, for each worker, its list of
+        C{(listener, socket)} in the order of the config's listeners.
+    @raise ConfigError: when an address cannot be bound.
+    """
+    from .workers import bindShared
+
+    copies = []
+    try:
+        for index, listener in enumerate(config.listeners):
+            copies.append(bindShared(config, "listen[{}]".format(index), listener, count))
+        demo = []
+        if config.demo is not None:
+            demo.append((config.demo, _bind(config, "demo", config.demo)))
+    except ConfigError:
+        for sockets in copies:
+            for sock in sockets:
+                sock.close()
+        raise
+    perWorker = [
+        [(listener, copies[n][worker]) for n, listener in enumerate(config.listeners)]
+        for worker in range(count)
+    ]
+    return demo, perWorker
+
+
+def _bind(config, keyPath, listener, port=None, reusePort=False):
     family = socket.AF_INET6 if ":" in listener.address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reusePort:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # "::" means IPv6 only; list "0.0.0.0" too for IPv4.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((listener.address, listener.port))
+        sock.bind((listener.address, listener.port if port is None else port))
         sock.listen(1024)
         sock.setblocking(False)
     except OSError as e:
@@ -97,6 +129,17 @@ def buildSite(config, reactor, accessLog):
     }
     root = RootResource(Router(config.routes), handlers, webSockets)
     return ProxySite(root, accessLog, reactor, server.clientTimeout), pool
+
+
+def exitCleanly(reactor):
+    """
+    After a completed graceful stop, let the process exit with status 0.
+
+    The reactor notes SIGTERM/SIGINT so that twistd ends by raising the
+    signal again (status -15/-2); README.rst promises 0.
+    """
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None
 
 
 class ProxyService(Service):
@@ -182,11 +225,7 @@ class ProxyService(Service):
             self._pool.closeIdle()
             self._accessLog.close()
             _log.info("proxyws stopped")
-            # The reactor noted SIGTERM/SIGINT so that twistd would end by
-            # re-raising it (status -15/-2); a completed graceful stop exits
-            # 0 instead, as README.rst promises.
-            if getattr(self._reactor, "_exitSignal", None) is not None:
-                self._reactor._exitSignal = None
+            exitCleanly(self._reactor)
             finished.callback(None)
 
         DeferredList([stopped, drained]).addCallback(done)

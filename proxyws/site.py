@@ -33,6 +33,8 @@ class ProxyRequest(Request):
     """
 
     content = None
+    # The backend's answer has no Content-Type: the proxy must not add one.
+    defaultContentType = None
     _body = None
     _bodyPending = False
     _finishPending = False

@@ -42,7 +42,7 @@ class Options(usage.Options):
         """
         if not self["config"]:
             raise usage.UsageError("--config FILE.toml is required")
-        from .service import bindListeners
+        from .service import bindListeners, bindWorkers
         from .tls import serverOptions
 
         try:
@@ -50,7 +50,12 @@ class Options(usage.Options):
             for index, listener in enumerate(config.listeners):
                 if listener.tls is not None:
                     serverOptions(listener.tls, config.path, "listen[{}].tls".format(index))
-            self["sockets"] = bindListeners(config)
+            if config.server.workers > 1:
+                self["sockets"], self["workerSockets"] = bindWorkers(
+                    config, config.server.workers
+                )
+            else:
+                self["sockets"] = bindListeners(config)
         except ConfigError as e:
             sys.stderr.write("proxyws: {}\n".format(e))
             sys.stderr.flush()
@@ -67,6 +72,17 @@ def makeService(options):
     """
     from twisted.internet import reactor
 
-    from .service import ProxyService
+    from twisted.application.service import MultiService
 
-    return ProxyService(options["loaded"], options["sockets"], reactor)
+    from .service import ProxyService
+    from .workers import WorkerSupervisor
+
+    config = options["loaded"]
+    if config.server.workers == 1:
+        return ProxyService(config, options["sockets"], reactor)
+    parent = MultiService()
+    WorkerSupervisor(config, options["workerSockets"], reactor).setServiceParent(parent)
+    if options["sockets"]:
+        # The demo backend is served by the parent.
+        ProxyService(config, options["sockets"], reactor).setServiceParent(parent)
+    return parent

@@ -175,7 +175,7 @@ class ValueTests(SynchronousTestCase):
         """
         config = parseConfig(MINIMAL)
         self.assertEqual(config.server, ServerSettings(
-            accessLog="-", clientTimeout=75.0, shutdownTimeout=30.0,
+            accessLog="-", workers=1, clientTimeout=75.0, shutdownTimeout=30.0,
             connectTimeout=60.0, responseTimeout=60.0, readTimeout=60.0,
             backendKeepalive=32, backendIdleTimeout=60.0,
             backendMaxConnections=0))
@@ -187,6 +187,7 @@ class ValueTests(SynchronousTestCase):
         config = parseConfig("""\
 [server]
 access_log = "-"
+workers = 3
 client_timeout = 5
 shutdown_timeout = 1.5
 connect_timeout = 2
@@ -197,7 +198,7 @@ backend_idle_timeout = 6
 backend_max_connections = 7
 """ + LISTEN)
         self.assertEqual(config.server, ServerSettings(
-            accessLog="-", clientTimeout=5.0, shutdownTimeout=1.5,
+            accessLog="-", workers=3, clientTimeout=5.0, shutdownTimeout=1.5,
             connectTimeout=2.0, responseTimeout=3.0, readTimeout=4.0,
             backendKeepalive=0, backendIdleTimeout=6.0,
             backendMaxConnections=7))

@@ -1,0 +1,919 @@
+"""
+Tests for L{proxyws.httpproxy}: the HTTP proxy path, driven without sockets.
+
+A real L{proxyws.site.ProxySite} built by L{proxyws.service.buildSite} runs
+on a L{MemoryReactorClock}.  The client is a L{StringTransportWithDisconnection}
+under a channel of that site; each backend connection is whatever the proxy
+asked the reactor for (an entry of C{reactor.tcpClients}), accepted by
+building its protocol and connecting it to another in-memory transport.
+Bytes go in with C{dataReceived} and come out of C{transport.value()}.
+"""
+
+import gc
+import os
+import time
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionRefusedError,
+    ConnectingCancelledError,
+    TimeoutError,
+)
+from twisted.internet.testing import (
+    MemoryReactorClock,
+    StringTransportWithDisconnection,
+)
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from proxyws import accesslog
+from proxyws.accesslog import MemoryAccessLog
+from proxyws.config import parseConfig
+from proxyws.service import buildSite
+
+# The client, and the address it connected to.
+CLIENT = IPv4Address("TCP", "10.0.0.1", 5555)
+FRONT = IPv4Address("TCP", "127.0.0.1", 8080)
+
+# 10/Oct/2000:13:55:36 UTC, Apache's example time.
+ARRIVAL = 971186136
+
+PREFIX_ROUTE = 'path = "/app/"\nbackend = "http://127.0.0.1:9000/base/"\n'
+REGEX_ROUTE = "match = '^/app/(.*)'\nbackend = \"http://127.0.0.1:9000/base/$1\"\n"
+
+CONFIG = """
+[server]
+connect_timeout = 5
+response_timeout = 10
+read_timeout = 7
+{server}
+
+[[listen]]
+address = "127.0.0.1"
+port = 8080
+
+[[route]]
+{route}
+"""
+
+# A backend response with a 2-byte body, for tests about anything else.
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+
+def parseResponses(data, headRequests=0):
+    """
+    Split what a client received into responses.
+
+    @param data: the bytes written to the client.
+    @param headRequests: how many of the first responses answer HEAD
+        requests (and so have no body whatever their headers say).
+    @return: a L{list} of C{(status line, [(lower name, value)], body)};
+        a response whose body is not complete is left out.
+    """
+    responses = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        status, *lines = head.split(b"\r\n")
+        headers = []
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers.append((name.strip().lower(), value.strip()))
+        fields = dict(headers)
+        code = int(status.split(b" ")[1])
+        if len(responses) < headRequests or code in (204, 304):
+            body = b""
+        elif b"content-length" in fields:
+            length = int(fields[b"content-length"])
+            if len(rest) < length:
+                break
+            body, rest = rest[:length], rest[length:]
+        elif fields.get(b"transfer-encoding") == b"chunked":
+            body = b""
+            while True:
+                size, sep, rest = rest.partition(b"\r\n")
+                if not sep:
+                    return responses
+                size = int(size, 16)
+                if size == 0:
+                    if not rest.startswith(b"\r\n"):
+                        return responses
+                    rest = rest[2:]
+                    break
+                if len(rest) < size + 2:
+                    return responses
+                body, rest = body + rest[:size], rest[size + 2 :]
+        else:
+            body, rest = rest, b""
+        responses.append((status, headers, body))
+        data = rest
+    return responses
+
+
+class ProxyTestCase(SynchronousTestCase):
+    """
+    A proxy on a memory reactor, with its clients and backend connections.
+    """
+
+    def setUp(self):
+        """
+        A clock at L{ARRIVAL}; no proxy yet.
+        """
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(ARRIVAL)
+
+    def buildProxy(self, server="", route=PREFIX_ROUTE):
+        """
+        Build the site and pool for a config with one route.
+
+        @param server: extra lines for the C{[server]} table.
+        @param route: the body of the C{[[route]]} table.
+        """
+        config = parseConfig(CONFIG.format(server=server, route=route), "/tmp/x.toml")
+        self.log = MemoryAccessLog()
+        self.site, self.pool = buildSite(config, self.reactor, self.log)
+
+    def connectClient(self):
+        """
+        Open a client connection to the site.
+
+        @return: C{(channel, transport)}.
+        """
+        channel = self.site.buildProtocol(CLIENT)
+        transport = StringTransportWithDisconnection(hostAddress=FRONT, peerAddress=CLIENT)
+        transport.protocol = channel
+        channel.makeConnection(transport)
+        self.addCleanup(self._closeClient, channel, transport)
+        return channel, transport
+
+    def _closeClient(self, channel, transport):
+        # End every client connection as a real client would, so that what
+        # the proxy does then also runs within the test.
+        if transport.connected:
+            transport.loseConnection()
+
+    def acceptBackend(self, index=-1):
+        """
+        Accept the connection attempt C{reactor.tcpClients[index]}.
+
+        @return: C{(protocol, transport)} of the proxy's side of the
+            backend connection; C{transport.value()} is what the proxy sent.
+        """
+        host, port, factory, timeout, bindAddress = self.reactor.tcpClients[index]
+        address = IPv4Address("TCP", host, port)
+        protocol = factory.buildProtocol(address)
+        transport = StringTransportWithDisconnection(peerAddress=address)
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def failConnect(self, reason, index=-1):
+        """
+        Fail the connection attempt C{reactor.tcpClients[index]}.
+        """
+        factory = self.reactor.tcpClients[index][2]
+        factory.clientConnectionFailed(self.reactor.connectors[index], Failure(reason))
+
+    def assertErrorResponse(self, data, status, text):
+        """
+        C{data} is one plain-text error response.
+
+        @param status: the full status line.
+        @param text: the body.
+        """
+        [(line, headers, body)] = parseResponses(data)
+        self.assertEqual(line, status)
+        fields = dict(headers)
+        self.assertEqual(fields[b"content-type"], b"text/plain; charset=utf-8")
+        self.assertEqual(fields[b"content-length"], b"%d" % len(text))
+        self.assertEqual(body, text)
+
+
+class RequestAndResponseTests(ProxyTestCase):
+    """
+    What goes to the backend, what comes back, what is logged.
+    """
+
+    def setUp(self):
+        """
+        Log times in UTC.
+        """
+        ProxyTestCase.setUp(self)
+        old = os.environ.get("TZ")
+
+        def restore():
+            if old is None:
+                os.environ.pop("TZ", None)
+            else:
+                os.environ["TZ"] = old
+            time.tzset()
+
+        self.addCleanup(restore)
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+        self.patch(accesslog, "_timeCache", (None, b""))
+
+    def test_getRelayedBothWays(self):
+        """
+        A GET reaches the backend with the rewritten target, the backend's
+        Host, X-Forwarded-* and no hop-by-hop headers; the response, repeated
+        Set-Cookie included, reaches the client; one combined-format line is
+        logged with the time the request arrived.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"GET /app/x?q=1 HTTP/1.1\r\n"
+            b"Host: h\r\n"
+            b"Connection: keep-alive, X-Drop\r\n"
+            b"X-Drop: secret\r\n"
+            b"Keep-Alive: timeout=5\r\n"
+            b"TE: trailers\r\n"
+            b"Proxy-Authorization: Basic eDp5\r\n"
+            b"X-Keep: y\r\n"
+            b"Referer: http://ref.example/\r\n"
+            b"User-Agent: agent/1.0\r\n"
+            b"\r\n"
+        )
+        [(host, port, factory, timeout, bindAddress)] = self.reactor.tcpClients
+        self.assertEqual((host, port, timeout), ("127.0.0.1", 9000, 5.0))
+        protocol, backend = self.acceptBackend()
+        self.assertEqual(
+            backend.value(),
+            b"GET /base/x?q=1 HTTP/1.1\r\n"
+            b"Host: 127.0.0.1:9000\r\n"
+            b"X-Keep: y\r\n"
+            b"Referer: http://ref.example/\r\n"
+            b"User-Agent: agent/1.0\r\n"
+            b"X-Forwarded-For: 10.0.0.1\r\n"
+            b"X-Forwarded-Proto: http\r\n"
+            b"X-Forwarded-Host: h\r\n"
+            b"X-Forwarded-Port: 8080\r\n"
+            b"\r\n",
+        )
+        self.assertEqual(client.value(), b"")
+        # The log line carries the arrival time, not the time of the answer.
+        self.reactor.advance(3)
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\n"
+            b"Content-Type: text/plain\r\n"
+            b"Set-Cookie: a=1\r\n"
+            b"Set-Cookie: b=2\r\n"
+            b"Connection: keep-alive\r\n"
+            b"Keep-Alive: timeout=5\r\n"
+            b"Content-Length: 5\r\n"
+            b"\r\n"
+            b"hello"
+        )
+        self.assertEqual(
+            client.value(),
+            b"HTTP/1.1 200 OK\r\n"
+            b"Content-Type: text/plain\r\n"
+            b"Set-Cookie: a=1\r\n"
+            b"Set-Cookie: b=2\r\n"
+            b"Content-Length: 5\r\n"
+            b"\r\n"
+            b"hello",
+        )
+        self.assertEqual(
+            self.log.lines,
+            [
+                b'10.0.0.1 - - [10/Oct/2000:13:55:36 +0000] "GET /app/x?q=1 HTTP/1.1"'
+                b' 200 5 "http://ref.example/" "agent/1.0"\n'
+            ],
+        )
+        self.assertTrue(client.connected)
+
+    def test_noContentTypeInvented(self):
+        """
+        A response without C{Content-Type} reaches the client without one:
+        the proxy does not label the backend's bytes C{text/html}.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        self.assertEqual(
+            client.value(), b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        )
+
+    def test_emptyBodyKeepsContentLength(self):
+        """
+        A response with C{Content-Length: 0} reaches the client framed the
+        same way, not re-framed as an empty chunked body.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(
+            client.value(),
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n",
+        )
+
+    def test_locationRewrittenForRegexRoute(self):
+        """
+        On C{match = '^/app/(.*)'} to C{http://127.0.0.1:9000/base/$1}, the
+        target is expanded and a C{Location} under the backend's
+        C{/base/} becomes the same place under the client's C{/app/}.
+        """
+        self.buildProxy(route=REGEX_ROUTE)
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/old?a=b HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        self.assertTrue(backend.value().startswith(b"GET /base/old?a=b HTTP/1.1\r\n"))
+        protocol.dataReceived(
+            b"HTTP/1.1 302 Found\r\n"
+            b"Location: http://127.0.0.1:9000/base/x\r\n"
+            b"Content-Length: 0\r\n"
+            b"\r\n"
+        )
+        [(status, headers, body)] = parseResponses(client.value())
+        self.assertEqual(status, b"HTTP/1.1 302 Found")
+        self.assertIn((b"location", b"http://h/app/x"), headers)
+
+
+class KeepAliveTests(ProxyTestCase):
+    """
+    Backend connections are kept, shared and limited by the pool.
+    """
+
+    def test_connectionReused(self):
+        """
+        Once a response is complete, the next request goes on the same
+        backend connection.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        backend.clear()
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertTrue(backend.value().startswith(b"GET /base/2 HTTP/1.1\r\n"))
+        protocol.dataReceived(OK)
+        responses = parseResponses(client.value())
+        self.assertEqual([body for _, _, body in responses], [b"ok", b"ok"])
+        self.assertTrue(backend.connected)
+
+    def test_noKeepalive(self):
+        """
+        With C{backend_keepalive = 0} a connection is closed after its
+        response and the next request makes a new one.
+        """
+        self.buildProxy(server="backend_keepalive = 0")
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        self.assertFalse(backend.connected)
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        protocol2, backend2 = self.acceptBackend()
+        self.assertTrue(backend2.value().startswith(b"GET /base/2 HTTP/1.1\r\n"))
+        protocol2.dataReceived(OK)
+        responses = parseResponses(client.value())
+        self.assertEqual([body for _, _, body in responses], [b"ok", b"ok"])
+
+    def test_maxConnections(self):
+        """
+        With C{backend_max_connections = 1}, two clients at once share one
+        backend connection: the second request waits and is sent on it once
+        the first response is complete.
+        """
+        self.buildProxy(server="backend_max_connections = 1")
+        channel1, client1 = self.connectClient()
+        channel2, client2 = self.connectClient()
+        channel1.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        channel2.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        protocol, backend = self.acceptBackend()
+        self.assertTrue(backend.value().startswith(b"GET /base/1 HTTP/1.1\r\n"))
+        self.assertNotIn(b"/base/2", backend.value())
+        backend.clear()
+        protocol.dataReceived(OK)
+        self.reactor.advance(0)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertTrue(backend.value().startswith(b"GET /base/2 HTTP/1.1\r\n"))
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
+        [(_, _, body1)] = parseResponses(client1.value())
+        [(_, _, body2)] = parseResponses(client2.value())
+        self.assertEqual((body1, body2), (b"ok", b"two"))
+
+
+class FailureTests(ProxyTestCase):
+    """
+    What the client is told when the backend cannot be reached or is slow,
+    and what happens to the backend when the client leaves.
+    """
+
+    def test_connectRefused(self):
+        """
+        A refused connection is a 502 that says so.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.failConnect(ConnectionRefusedError())
+        self.assertErrorResponse(
+            client.value(),
+            b"HTTP/1.1 502 Bad Gateway",
+            b"502 Bad Gateway\n\nconnection refused by the backend\n",
+        )
+        self.assertEqual(len(self.log.lines), 1)
+        self.assertIn(b'" 502 ', self.log.lines[0])
+
+    def test_connectTimeout(self):
+        """
+        The connect timeout is the endpoint's; when it fires the client gets
+        504 "connect timeout".
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(self.reactor.tcpClients[-1][3], 5.0)
+        self.failConnect(TimeoutError())
+        self.assertErrorResponse(
+            client.value(),
+            b"HTTP/1.1 504 Gateway Timeout",
+            b"504 Gateway Timeout\n\n"
+            b"connect timeout: the backend did not accept the connection in time\n",
+        )
+
+    def test_responseTimeout(self):
+        """
+        A backend that takes the request and does not answer within
+        C{response_timeout} is cut off and the client gets 504.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        self.assertTrue(backend.value().startswith(b"GET /base/x HTTP/1.1\r\n"))
+        self.reactor.advance(9.9)
+        self.assertEqual(client.value(), b"")
+        self.assertTrue(backend.connected)
+        self.reactor.advance(0.1)
+        self.assertErrorResponse(
+            client.value(),
+            b"HTTP/1.1 504 Gateway Timeout",
+            b"504 Gateway Timeout\n\n"
+            b"response timeout: the backend sent no response in time\n",
+        )
+        self.assertTrue(backend.disconnected)
+        self.assertFalse(backend.connected)
+        self.assertTrue(client.connected)
+
+    def test_readTimeoutMidBody(self):
+        """
+        A backend that stops sending for C{read_timeout} part-way through a
+        chunked body: the client's connection is aborted before the
+        terminating chunk, so the client knows the body is incomplete.  Each
+        piece restarts the timer.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        self.reactor.advance(6)
+        protocol.dataReceived(b"6\r\n world\r\n")
+        self.reactor.advance(6)
+        self.assertTrue(client.connected)
+        self.assertTrue(client.value().endswith(b"5\r\nhello\r\n6\r\n world\r\n"))
+        self.reactor.advance(1)
+        self.assertFalse(client.connected)
+        self.assertTrue(client.disconnected)
+        self.assertFalse(client.value().endswith(b"0\r\n\r\n"))
+        self.assertFalse(backend.connected)
+
+    def test_clientGoneWhileWaiting(self):
+        """
+        A client that disconnects while its request is at the backend
+        closes the backend connection (its response can go nowhere).
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(backend.disconnected)
+        self.assertFalse(backend.connected)
+        self.assertEqual(self.pool.idleCount(self.site.resource._http[0].route.backend), 0)
+
+    def test_clientGoneWhileConnecting(self):
+        """
+        A client that disconnects while the backend connection is being
+        made stops the attempt.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(self.reactor.connectors[-1].stoppedConnecting)
+        # The reactor then reports the attempt as failed; nothing is sent.
+        self.failConnect(ConnectingCancelledError(self.reactor.connectors[-1]))
+        self.assertEqual(client.value(), b"")
+
+    def test_requestBodyDrainedAfterConnectFailure(self):
+        """
+        When the backend cannot be reached while a request body is still
+        arriving, the client gets its 502 and the rest of the body is read
+        and dropped: the client is not left paused, the request finishes
+        when the body is in, and the connection takes the next request.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234"
+        )
+        self.assertEqual(client.producerState, "paused")
+        self.failConnect(ConnectionRefusedError())
+        self.assertEqual(client.producerState, "producing")
+        channel.dataReceived(b"56789")
+        self.assertEqual(len(self.log.lines), 1)
+        self.assertErrorResponse(
+            client.value(),
+            b"HTTP/1.1 502 Bad Gateway",
+            b"502 Bad Gateway\n\nconnection refused by the backend\n",
+        )
+        client.clear()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_clientGoneWhileQueued(self):
+        """
+        With C{backend_max_connections = 1}, a client that leaves while its
+        request waits for the connection gives up its place: nothing is sent
+        for it and the connection goes back to the pool.
+        """
+        self.buildProxy(server="backend_max_connections = 1")
+        channel1, client1 = self.connectClient()
+        channel2, client2 = self.connectClient()
+        channel1.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        channel2.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        channel2.connectionLost(Failure(ConnectionDone()))
+        backend.clear()
+        protocol.dataReceived(OK)
+        self.reactor.advance(0)
+        self.assertEqual(backend.value(), b"")
+        route = self.site.resource._http[0].route
+        self.assertEqual(self.pool.idleCount(route.backend), 1)
+
+    def test_clientGoneDuringHandOver(self):
+        """
+        With C{backend_max_connections = 1}, a client that leaves after the
+        pool has picked its request for the freed connection, but before the
+        connection is handed over (one reactor turn later), is forgotten
+        cleanly: nothing is sent for it and the connection goes back to the
+        pool.
+        """
+        # Collect garbage before the test ends, so that an error left
+        # unhandled in a Deferred is logged, and fails, in this test.
+        self.addCleanup(gc.collect)
+        self.buildProxy(server="backend_max_connections = 1")
+        channel1, client1 = self.connectClient()
+        channel2, client2 = self.connectClient()
+        channel1.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        channel2.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        backend.clear()
+        protocol.dataReceived(OK)
+        channel2.connectionLost(Failure(ConnectionDone()))
+        self.reactor.advance(0)
+        self.assertEqual(backend.value(), b"")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        route = self.site.resource._http[0].route
+        self.assertEqual(self.pool.idleCount(route.backend), 1)
+
+
+class FlowControlTests(ProxyTestCase):
+    """
+    Bodies stream both ways, and a slow reader on one side pauses the other.
+    """
+
+    def test_requestBodyStreams(self):
+        """
+        A request body is sent to the backend piece by piece as it arrives;
+        until the backend connection is made the client is not read from.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n"
+            + b"a" * 1000
+        )
+        self.assertEqual(client.producerState, "paused")
+        protocol, backend = self.acceptBackend()
+        self.assertEqual(client.producerState, "producing")
+        head, _, body = backend.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"POST /base/up HTTP/1.1\r\n"))
+        self.assertIn(b"\r\nContent-Length: 100000", head)
+        self.assertEqual(body, b"a" * 1000)
+        backend.clear()
+        for piece in (b"b" * 49000, b"c" * 49999):
+            channel.dataReceived(piece)
+            self.assertEqual(backend.value(), piece)
+            backend.clear()
+        self.assertEqual(client.value(), b"")
+        channel.dataReceived(b"d")
+        self.assertEqual(backend.value(), b"d")
+        protocol.dataReceived(OK)
+        [(status, _, body)] = parseResponses(client.value())
+        self.assertEqual((status, body), (b"HTTP/1.1 200 OK", b"ok"))
+        self.assertEqual(client.producerState, "producing")
+
+    def test_responseBackpressure(self):
+        """
+        A client that does not read pauses the backend connection; when it
+        reads again the backend is resumed.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        self.assertEqual(backend.producerState, "producing")
+        channel.pauseProducing()
+        self.assertEqual(backend.producerState, "paused")
+        channel.resumeProducing()
+        self.assertEqual(backend.producerState, "producing")
+        protocol.dataReceived(b"0\r\n\r\n")
+        [(_, _, body)] = parseResponses(client.value())
+        self.assertEqual(body, b"hello")
+
+    def test_requestBackpressure(self):
+        """
+        A backend that does not read pauses the client connection; what the
+        client sends meanwhile waits and follows when the backend reads.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabc"
+        )
+        protocol, backend = self.acceptBackend()
+        self.assertEqual(client.producerState, "producing")
+        self.assertTrue(backend.value().endswith(b"\r\n\r\nabc"))
+        backend.clear()
+        backend.producer.pauseProducing()
+        self.assertEqual(client.producerState, "paused")
+        channel.dataReceived(b"de")
+        self.assertEqual(backend.value(), b"")
+        backend.producer.resumeProducing()
+        self.assertEqual(client.producerState, "producing")
+        self.assertEqual(backend.value(), b"de")
+        channel.dataReceived(b"f")
+        self.assertEqual(backend.value(), b"def")
+        protocol.dataReceived(OK)
+        [(_, _, body)] = parseResponses(client.value())
+        self.assertEqual(body, b"ok")
+
+    def test_slowUploadIsNotAResponseTimeout(self):
+        """
+        C{response_timeout} is how long the backend may take to answer a
+        request it has whole: a body that keeps arriving for longer than
+        that is not cut off, and the timer starts when the body is in.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: 30\r\n\r\n"
+            + b"a" * 10
+        )
+        protocol, backend = self.acceptBackend()
+        for piece in (b"b" * 10, b"c" * 10):
+            self.reactor.advance(6)
+            channel.dataReceived(piece)
+        self.assertEqual(client.value(), b"")
+        self.assertTrue(backend.connected)
+        self.assertTrue(backend.value().endswith(b"a" * 10 + b"b" * 10 + b"c" * 10))
+        self.reactor.advance(9.9)
+        self.assertEqual(client.value(), b"")
+        protocol.dataReceived(OK)
+        [(status, _, body)] = parseResponses(client.value())
+        self.assertEqual((status, body), (b"HTTP/1.1 200 OK", b"ok"))
+
+    def test_pausedClientIsNotAReadTimeout(self):
+        """
+        C{read_timeout} is about a backend that stops sending: while the
+        proxy itself holds the backend paused because the client does not
+        read, the backend's silence does not end the response.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        channel.pauseProducing()
+        self.reactor.advance(20)
+        self.assertTrue(client.connected)
+        self.assertTrue(backend.connected)
+        channel.resumeProducing()
+        protocol.dataReceived(b"0\r\n\r\n")
+        [(_, _, body)] = parseResponses(client.value())
+        self.assertEqual(body, b"hello")
+
+
+class NoBodyTests(ProxyTestCase):
+    """
+    Responses that have no body: to HEAD, 204 and 304.
+    """
+
+    def assertNoBodyThenUsable(self, method, answer, expectedStatus):
+        """
+        Send C{method}, answer C{answer}: the client gets the status and no
+        body byte, and the next request on the same connections works.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(method + b" /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(answer)
+        head, sep, rest = client.value().partition(b"\r\n\r\n")
+        self.assertTrue(sep)
+        self.assertEqual(head.split(b"\r\n")[0], expectedStatus)
+        self.assertEqual(rest, b"")
+        self.assertNotIn(b"transfer-encoding", head.lower())
+        client.clear()
+        backend.clear()
+        channel.dataReceived(b"GET /app/next HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertTrue(backend.value().startswith(b"GET /base/next HTTP/1.1\r\n"))
+        protocol.dataReceived(OK)
+        [(status, _, body)] = parseResponses(client.value())
+        self.assertEqual((status, body), (b"HTTP/1.1 200 OK", b"ok"))
+        return head
+
+    def test_head(self):
+        """
+        A response to HEAD has no body, and keeps its C{Content-Length} (the
+        size a GET would get).
+        """
+        head = self.assertNoBodyThenUsable(
+            b"HEAD",
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 42\r\n\r\n",
+            b"HTTP/1.1 200 OK",
+        )
+        self.assertIn(b"\r\nContent-Length: 42", head)
+
+    def test_noContent(self):
+        """
+        A 204 has no body.
+        """
+        self.assertNoBodyThenUsable(
+            b"DELETE", b"HTTP/1.1 204 No Content\r\n\r\n", b"HTTP/1.1 204 No Content"
+        )
+
+    def test_notModified(self):
+        """
+        A 304 has no body.
+        """
+        self.assertNoBodyThenUsable(
+            b"GET",
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified",
+        )
+
+
+class NotFoundTests(ProxyTestCase):
+    """
+    Requests no route takes.
+    """
+
+    def test_get(self):
+        """
+        A GET no route matches gets 404 and connects nowhere.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /other HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertErrorResponse(
+            client.value(),
+            b"HTTP/1.1 404 Not Found",
+            b"404 Not Found\n\nno route matches this request\n",
+        )
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.assertTrue(client.connected)
+
+    def test_postBodyConsumed(self):
+        """
+        A POST no route matches: its body is read and dropped, the request
+        finishes (and is logged) once the body is in, and the connection
+        takes the next request.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /other HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234"
+        )
+        self.assertEqual(self.log.lines, [])
+        self.assertEqual(client.producerState, "producing")
+        channel.dataReceived(b"56789")
+        self.assertEqual(len(self.log.lines), 1)
+        self.assertErrorResponse(
+            client.value(),
+            b"HTTP/1.1 404 Not Found",
+            b"404 Not Found\n\nno route matches this request\n",
+        )
+        client.clear()
+        channel.dataReceived(b"GET /other2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertErrorResponse(
+            client.value(),
+            b"HTTP/1.1 404 Not Found",
+            b"404 Not Found\n\nno route matches this request\n",
+        )
+        self.assertEqual(len(self.log.lines), 2)
+        self.assertIn(b'"GET /other2 HTTP/1.1" 404', self.log.lines[1])
+        self.assertTrue(client.connected)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+
+class StaleConnectionTests(ProxyTestCase):
+    """
+    A kept-alive backend connection that the backend closed while idle.
+    """
+
+    def staleConnection(self):
+        """
+        Serve one GET, leaving its backend connection idle in the pool.
+
+        @return: C{(channel, client, protocol, backend)}.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        client.clear()
+        backend.clear()
+        return channel, client, protocol, backend
+
+    def test_getRetried(self):
+        """
+        A GET sent on a connection that turns out closed before any response
+        is sent again, once, on a new connection.
+        """
+        channel, client, protocol, backend = self.staleConnection()
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertTrue(backend.value().startswith(b"GET /base/2 HTTP/1.1\r\n"))
+        # The backend's FIN arrives only now.
+        backend.loseConnection()
+        self.assertEqual(client.value(), b"")
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        protocol2, backend2 = self.acceptBackend()
+        self.assertTrue(backend2.value().startswith(b"GET /base/2 HTTP/1.1\r\n"))
+        protocol2.dataReceived(OK)
+        [(status, _, body)] = parseResponses(client.value())
+        self.assertEqual((status, body), (b"HTTP/1.1 200 OK", b"ok"))
+
+    def test_getRetriedOnlyOnce(self):
+        """
+        A fresh connection that also closes without a response is a 502;
+        there is no third attempt.
+        """
+        channel, client, protocol, backend = self.staleConnection()
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        backend.loseConnection()
+        protocol2, backend2 = self.acceptBackend()
+        backend2.loseConnection()
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        self.assertErrorResponse(
+            client.value(),
+            b"HTTP/1.1 502 Bad Gateway",
+            b"502 Bad Gateway\n\nthe backend closed the connection without a response\n",
+        )
+
+    def test_postNotRetried(self):
+        """
+        A POST with a body on a stale connection is not repeated: 502.
+        """
+        channel, client, protocol, backend = self.staleConnection()
+        channel.dataReceived(
+            b"POST /app/2 HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nabcd"
+        )
+        self.assertTrue(backend.value().startswith(b"POST /base/2 HTTP/1.1\r\n"))
+        self.assertTrue(backend.value().endswith(b"\r\n\r\nabcd"))
+        backend.loseConnection()
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertErrorResponse(
+            client.value(),
+            b"HTTP/1.1 502 Bad Gateway",
+            b"502 Bad Gateway\n\nthe backend closed the connection without a response\n",
+        )

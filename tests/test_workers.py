@@ -1,0 +1,153 @@
+"""
+C{[server] workers = N}: worker processes under one supervising parent.
+"""
+
+import http.client
+import os
+import re
+import signal
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from .helpers import freePort
+from .test_twistd import WAIT, proxyConfigText, startProxyProcess
+
+_COMBINED = re.compile(
+    rb'^127\.0\.0\.1 - - \[[^\]]+\] "GET /headers\?n=\d+ HTTP/1\.1" 200 \d+ "-" "-"$'
+)
+
+
+def children(pid):
+    """
+    The process ids of the children of C{pid}.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/{}/stat".format(entry)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def alive(pid):
+    """
+    Whether process C{pid} exists and is not a zombie.
+    """
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def waitFor(predicate, timeout=WAIT):
+    """
+    Poll C{predicate} until it returns something true, or fail.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met within {}s".format(timeout))
+
+
+def get(port, path):
+    """
+    One GET through the proxy on a new connection, without a User-Agent.
+
+    @return: C{(status, body)}.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        connection.putrequest("GET", path, skip_accept_encoding=True)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+class WorkerTests(SynchronousTestCase):
+    """
+    Two workers serve one listener; the parent restarts a dead worker and
+    stops them all gracefully.
+    """
+
+    def test_workersServeRestartAndStop(self):
+        """
+        With C{workers = 2} there are two worker processes; every request is
+        answered and logged in one whole line; a killed worker is restarted
+        and the parent says so; SIGTERM to the parent stops every worker and
+        the parent exits 0.
+        """
+        port, demoPort = freePort(), freePort()
+        proxy = startProxyProcess(
+            self,
+            proxyConfigText(
+                port,
+                demoPort,
+                server='workers = 2\naccess_log = "{directory}/access.log"',
+                demo=True,
+            ),
+        )
+        proxy.waitForPort(port)
+        workers = waitFor(lambda: len(children(proxy.pid)) == 2 and children(proxy.pid))
+        for n in range(40):
+            status, body = get(port, "/headers?n={}".format(n))
+            self.assertEqual(status, 200)
+
+        os.kill(workers[0], signal.SIGKILL)
+        restarted = waitFor(
+            lambda: len(children(proxy.pid)) == 2
+            and workers[0] not in children(proxy.pid)
+            and children(proxy.pid)
+        )
+        self.assertIn(workers[1], restarted)
+        waitFor(lambda: "worker 0 exited unexpectedly" in proxy.output())
+        for n in range(40, 50):
+            self.assertEqual(get(port, "/headers?n={}".format(n))[0], 200)
+
+        status, seconds = proxy.stop(signal.SIGTERM)
+        self.assertEqual(status, 0, proxy.output())
+        waitFor(lambda: not any(alive(pid) for pid in restarted))
+        with open(os.path.join(proxy.directory, "access.log"), "rb") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 50)
+        for line in lines:
+            self.assertRegex(line, _COMBINED)
+
+    def test_workersAuto(self):
+        """
+        C{workers = "auto"} starts one worker per core.
+        """
+        port, demoPort = freePort(), freePort()
+        proxy = startProxyProcess(
+            self, proxyConfigText(port, demoPort, server='workers = "auto"', demo=True)
+        )
+        proxy.waitForPort(port)
+        waitFor(lambda: len(children(proxy.pid)) == (os.cpu_count() or 1))
+        self.assertEqual(get(port, "/headers")[0], 200)
+        status, seconds = proxy.stop(signal.SIGINT)
+        self.assertEqual(status, 0, proxy.output())
+
+    def test_workerDiesWithParent(self):
+        """
+        A parent killed outright takes its workers with it.
+        """
+        port, demoPort = freePort(), freePort()
+        proxy = startProxyProcess(
+            self, proxyConfigText(port, demoPort, server="workers = 2", demo=True)
+        )
+        proxy.waitForPort(port)
+        workers = waitFor(lambda: len(children(proxy.pid)) == 2 and children(proxy.pid))
+        proxy.kill()
+        waitFor(lambda: not any(alive(pid) for pid in workers))
