@@ -151,6 +151,7 @@ class ProxyService(Service):
     """
 
     site = None
+    _stopped = None
 
     def __init__(self, config, sockets, reactor, accessLog=None):
         """
@@ -205,6 +206,8 @@ class ProxyService(Service):
 
         @return: a L{Deferred} that fires when everything is closed.
         """
+        if self._stopped is not None:
+            return self._stopped
         Service.stopService(self)
         for _, sock in self._sockets:
             sock.close()
@@ -217,7 +220,7 @@ class ProxyService(Service):
         deadline = self._reactor.callLater(
             self.config.server.shutdownTimeout, self._deadline, drained
         )
-        finished = Deferred()
+        finished = self._stopped = Deferred()
 
         def done(_):
             if deadline.active():

@@ -152,6 +152,33 @@ class _Leg:
     relay = None
     partner = None
     exactFrames = True
+    _heldControl = ()
+
+    def sendFrame(self, opcode, payload=b"", fin=True, rsv=0, mask=None,
+                  payload_len=None, chopsize=None, sync=False):
+        """
+        Hold back a control frame (ping, pong, close) while a relayed data
+        frame is only partly written: it goes out right after that frame.
+        """
+        if opcode > 7 and self.send_state == self.SEND_STATE_INSIDE_MESSAGE_FRAME:
+            if not self._heldControl:
+                self._heldControl = []
+            self._heldControl.append((opcode, payload))
+            return
+        WebSocketProtocol.sendFrame(self, opcode, payload, fin, rsv, mask, payload_len, chopsize, sync)
+
+    def sendRelayed(self, payload):
+        """
+        Write relayed frame payload, then any control frame held back.
+        """
+        if self.exactFrames:
+            self.sendMessageFrameData(payload)
+        else:
+            self.sendMessageFrame(payload)
+        if self._heldControl and self.send_state != self.SEND_STATE_INSIDE_MESSAGE_FRAME:
+            held, self._heldControl = self._heldControl, ()
+            for opcode, data in held:
+                WebSocketProtocol.sendFrame(self, opcode, data)
 
     def onMessageBegin(self, isBinary):
         """
@@ -171,6 +198,8 @@ class _Leg:
         of the same length on the other side.
         """
         WebSocketProtocol.onMessageFrameBegin(self, length)
+        if self.failedByMe:
+            return  # too big: this leg is closing with 1009
         if self.partner is not None and self.exactFrames:
             self.partner.beginMessageFrame(length)
 
@@ -179,12 +208,8 @@ class _Leg:
         Frame payload: pass it on as it comes.
         """
         self.relay.activity()
-        if self.partner is None:
-            return
-        if self.exactFrames:
-            self.partner.sendMessageFrameData(payload)
-        else:
-            self.partner.sendMessageFrame(payload)
+        if self.partner is not None and not self.failedByMe:
+            self.partner.sendRelayed(payload)
 
     def onMessageFrameEnd(self):
         """
@@ -195,7 +220,7 @@ class _Leg:
         """
         The message is complete: complete it on the other side.
         """
-        if self.partner is not None:
+        if self.partner is not None and not self.failedByMe:
             self.partner.endMessage()
 
     def onCloseFrame(self, code, reasonRaw):
@@ -309,7 +334,71 @@ class _BackendConnector(Factory):
         """
         protocol = self._factory.buildProtocol(addr)
         protocol.relay = self._relay
+        # Autobahn checks the backend's subprotocol against its factory's
+        # list: give this connection a view holding the client's list.
+        protocol.factory = _FactoryView(self._factory, self._relay.clientProtocols())
         return protocol
+
+
+class _FactoryView:
+    """
+    One connection's view of a shared Autobahn client factory, with its own
+    subprotocol list.
+    """
+
+    def __init__(self, factory, protocols):
+        self._factory = factory
+        self.protocols = protocols
+
+    def __getattr__(self, name):
+        return getattr(self._factory, name)
+
+
+class _ReactorTimer:
+    """
+    Autobahn's timers on a given reactor, to the precision asked.
+
+    Autobahn batches its handshake, ping and close timers on txaio's timer,
+    which rounds deadlines to whole seconds and runs on the global reactor.
+    """
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+
+    def call_later(self, delay, func, *args, **kwargs):
+        """
+        @return: a call whose C{cancel} may be called after it ran.
+        """
+        return _Call(self._reactor.callLater(delay, func, *args, **kwargs))
+
+
+class _Call:
+    def __init__(self, call):
+        self._call = call
+
+    def cancel(self):
+        if self._call.active():
+            self._call.cancel()
+
+
+class _Producer:
+    """
+    One leg's transport as the producer of the other leg's writes.  Pausing
+    and resuming pass through; stopping does not, so that when one leg's
+    connection ends the other can still finish its close handshake.
+    """
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    def pauseProducing(self):
+        self._transport.pauseProducing()
+
+    def resumeProducing(self):
+        self._transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
 
 
 class Relay:
@@ -443,10 +532,10 @@ class Relay:
             },
             useragent=agent[0].decode("latin-1") if agent else "",
             origin=origin[0].decode("latin-1") if origin else None,
-            protocols=self._clientProtocols(),
+            protocols=self.clientProtocols(),
         )
 
-    def _clientProtocols(self):
+    def clientProtocols(self):
         values = self.request.requestHeaders.getRawHeaders(b"Sec-WebSocket-Protocol") or ()
         return [
             token.strip().decode("latin-1")
@@ -580,8 +669,8 @@ class Relay:
         elif front._perMessageCompress is not None or back._perMessageCompress is not None:
             # Payload sizes change on the way: frames are re-cut.
             front.exactFrames = back.exactFrames = False
-        front.transport.registerProducer(back.transport, True)
-        back.transport.registerProducer(front.transport, True)
+        front.transport.registerProducer(_Producer(back.transport), True)
+        back.transport.registerProducer(_Producer(front.transport), True)
         if self._route.wsIdleTimeout:
             self._idleTimer = self._reactor.callLater(
                 self._route.wsIdleTimeout, self._idle
@@ -627,7 +716,14 @@ class Relay:
             return
         self._closed.add(leg.side)
         other = self._frontend if leg is self._backend else self._backend
-        if other.state == other.STATE_OPEN:
+        if other.transport is not None and other.state != other.STATE_CLOSED:
+            # The gone leg no longer produces: let the other read its close.
+            other.transport.unregisterProducer()
+            other.transport.resumeProducing()
+        if other.state == other.STATE_OPEN and other.send_state == other.SEND_STATE_INSIDE_MESSAGE_FRAME:
+            # Cut off in the middle of a frame: no close frame can follow.
+            other.dropConnection(abort=True)
+        elif other.state == other.STATE_OPEN:
             code, text = LOST[leg.side]
             why = leg.wasNotCleanReason or "connection closed"
             if "ping" in why.lower():
@@ -717,12 +813,14 @@ class WebSocketProxyResource:
         self.serverFactory = WebSocketServerFactory(reactor=reactor)
         self.serverFactory.protocol = FrontendProtocol
         self.serverFactory.setProtocolOptions(**options)
+        self.serverFactory._batched_timer = _ReactorTimer(reactor)
         backend = route.backend
         self.clientFactory = WebSocketClientFactory(
             url=backend.origin(backend.wsScheme).decode("ascii") + "/", reactor=reactor
         )
         self.clientFactory.protocol = BackendProtocol
         self.clientFactory.setProtocolOptions(**options)
+        self.clientFactory._batched_timer = _ReactorTimer(reactor)
 
     def proxy(self, request, target):
         """

@@ -275,7 +275,7 @@ class EchoProtocol(WebSocketServerProtocol):
         The TCP connection is gone.
         """
         WebSocketServerProtocol.connectionLost(self, reason)
-        self.lost.fire(reason)
+        self.lost.fire(reason.value)
 
 
 class EchoFactory(WebSocketServerFactory):
@@ -379,12 +379,18 @@ class RawBackendProtocol(Protocol):
     """
 
     def connectionMade(self):
+        """
+        Start recording.
+        """
         self.factory.protocols.append(self)
         self.lost = Event()
         self._buffer = b""
         self._open = False
 
     def dataReceived(self, data):
+        """
+        Take in bytes.
+        """
         self._buffer += data
         if not self._open:
             end = self._buffer.find(b"\r\n\r\n")
@@ -408,7 +414,52 @@ class RawBackendProtocol(Protocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason):
-        self.lost.fire(reason)
+        """
+        The connection is gone.
+        """
+        self.lost.fire(reason.value)
+
+
+class SlowCloseBackendProtocol(RawBackendProtocol):
+    """
+    A raw backend that answers a close frame only after C{REPLY_DELAY}
+    seconds, as a busy peer may, and notes whether the connection was still
+    open then.
+
+    @ivar closeReceived: the payload of the close frame received.
+    @ivar replied: L{Event} fired, when it answers, with whether the
+        connection was still open.
+    """
+
+    REPLY_DELAY = 0.1
+
+    def connectionMade(self):
+        """
+        Start recording.
+        """
+        RawBackendProtocol.connectionMade(self)
+        self.closeReceived = None
+        self.replied = Event()
+
+    def dataReceived(self, data):
+        """
+        Take in bytes.
+        """
+        if not self._open:
+            return RawBackendProtocol.dataReceived(self, data)
+        self._buffer += data
+        frames, self._buffer = decodeFrames(self._buffer)
+        for _, opcode, payload in frames:
+            if opcode == CLOSE and self.closeReceived is None:
+                self.closeReceived = payload
+                reactor().callLater(self.REPLY_DELAY, self._reply)
+
+    def _reply(self):
+        stillOpen = not self.lost.happened
+        if stillOpen:
+            self.transport.write(encodeFrame(CLOSE, self.closeReceived, mask=False))
+            self.transport.loseConnection()
+        self.replied.fire(stillOpen)
 
 
 class SilentProtocol(Protocol):
@@ -417,11 +468,17 @@ class SilentProtocol(Protocol):
     """
 
     def connectionMade(self):
+        """
+        Start recording.
+        """
         self.factory.protocols.append(self)
         self.lost = Event()
 
     def connectionLost(self, reason):
-        self.lost.fire(reason)
+        """
+        The connection is gone.
+        """
+        self.lost.fire(reason.value)
 
 
 def startSocketBackend(testCase, protocol):
@@ -480,15 +537,15 @@ class RecordingClientProtocol(WebSocketClientProtocol):
         """
         The websocket is closed.
         """
-        self.opened.fire(None)
         self.closed.fire((code, reason))
+        self.opened.fire(None)
 
     def connectionLost(self, reason):
         """
         The TCP connection is gone.
         """
         WebSocketClientProtocol.connectionLost(self, reason)
-        self.lost.fire(reason)
+        self.lost.fire(reason.value)
 
     def nextMessage(self, timeout=WAIT):
         """
@@ -538,8 +595,11 @@ def connectAutobahn(testCase, port, path="/", **options):
 
     def check(protocol):
         if protocol is None:
-            closed = factory.built[-1].closed.result if factory.built else None
-            raise AssertionError("websocket closed before open: %r" % (closed,))
+            built = factory.built[-1] if factory.built else None
+            raise AssertionError(
+                "websocket closed before open: %r"
+                % (built and (built.closed.result, built.wasNotCleanReason),)
+            )
         return protocol
 
     return factory.opened.wait().addCallback(check)
@@ -552,7 +612,8 @@ class RawClient(Protocol):
 
     @ivar head: L{Event} fired with the response head.
     @ivar frames: every C{(fin, opcode, payload)} received.
-    @ivar queue: a L{DeferredQueue} of the same frames.
+    @ivar queue: a L{DeferredQueue} of C{(opcode, payload)}: data messages
+        once whole (their fragments joined), control frames as they come.
     @ivar lost: L{Event} of the connection's end.
     """
 
@@ -563,11 +624,18 @@ class RawClient(Protocol):
         self.queue = DeferredQueue()
         self.lost = Event()
         self._buffer = b""
+        self._fragments = []
 
     def connectionMade(self):
+        """
+        Start recording.
+        """
         self.transport.write(self.initial)
 
     def dataReceived(self, data):
+        """
+        Take in bytes.
+        """
         self._buffer += data
         if not self.head.happened:
             end = self._buffer.find(b"\r\n\r\n")
@@ -576,16 +644,25 @@ class RawClient(Protocol):
             head, self._buffer = self._buffer[: end + 4], self._buffer[end + 4 :]
             self.head.fire(head)
         frames, self._buffer = decodeFrames(self._buffer)
-        for frame in frames:
-            self.frames.append(frame)
-            self.queue.put(frame)
+        for fin, opcode, payload in frames:
+            self.frames.append((fin, opcode, payload))
+            if opcode >= CLOSE:
+                self.queue.put((opcode, payload))
+                continue
+            self._fragments.append((opcode, payload))
+            if fin:
+                fragments, self._fragments = self._fragments, []
+                self.queue.put((fragments[0][0], b"".join(p for _, p in fragments)))
 
     def connectionLost(self, reason):
-        self.lost.fire(reason)
-
-    def nextFrame(self, timeout=WAIT):
         """
-        @return: a L{Deferred} of the next C{(fin, opcode, payload)}.
+        The connection is gone.
+        """
+        self.lost.fire(reason.value)
+
+    def nextMessage(self, timeout=WAIT):
+        """
+        @return: a L{Deferred} of the next C{(opcode, payload)}.
         """
         return self.queue.get().addTimeout(timeout, reactor())
 
