@@ -27,6 +27,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectingRequest
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.web.http import _ChunkedTransferDecoder
 from twisted.web.server import NOT_DONE_YET
 
 from . import headers as rules
@@ -36,6 +37,7 @@ from .errors import BadGateway, BadRequest, Forbidden, GatewayTimeout
 from .httpproxy import _connectError, errorPage
 from .pool import backendEndpoint
 from .routing import hostMatches, hostOfHeader
+from .wsfast import FastRelay
 
 # What the other side is told when one side goes away without a close frame
 # (RFC 6455 7.4.1): the client vanished -> the backend is told the client
@@ -119,6 +121,38 @@ def _splitHost(value, defaultPort):
     return value, defaultPort
 
 
+# The most of a refusal's body the proxy waits for and relays.
+REFUSAL_BODY_LIMIT = 65536
+
+
+def refusalBody(fields, data):
+    """
+    The body of a backend's answer other than 101, once enough has come.
+
+    @param fields: the answer's header fields.
+    @param data: the bytes after its head so far.
+    @return: the body (decoded when chunked, at most
+        L{REFUSAL_BODY_LIMIT} bytes), or L{None} to wait for more.
+    """
+    headers = {name.lower(): value for name, value in fields}
+    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        chunks = []
+        done = []
+        decoder = _ChunkedTransferDecoder(chunks.append, done.append)
+        try:
+            decoder.dataReceived(data)
+        except Exception:
+            return b"".join(chunks)
+        body = b"".join(chunks)
+        if done or len(body) >= REFUSAL_BODY_LIMIT:
+            return body[:REFUSAL_BODY_LIMIT]
+        return None
+    length = headers.get(b"content-length", b"")
+    if length.isdigit() and len(data) < min(int(length), REFUSAL_BODY_LIMIT):
+        return None
+    return data[: int(length)] if length.isdigit() else data
+
+
 def parseHead(head):
     """
     Split an HTTP response head into its status and its header lines.
@@ -153,6 +187,28 @@ class _Leg:
     partner = None
     exactFrames = True
     _heldControl = ()
+    fast = False
+
+    def dataReceived(self, data):
+        """
+        Bytes from the peer: frames as they are in the fast mode, else
+        Autobahn's parser.
+        """
+        if self.fast:
+            self.relay.forward(self, data)
+        else:
+            self._dataReceived(data)
+
+    def consumeData(self):
+        """
+        Autobahn's buffered bytes: in the fast mode, relay them as they are.
+        """
+        if self.fast:
+            data, self.data = self.data, b""
+            if data:
+                self.relay.forward(self, data)
+        else:
+            WebSocketProtocol.consumeData(self)
 
     def sendFrame(self, opcode, payload=b"", fin=True, rsv=0, mask=None,
                   payload_len=None, chopsize=None, sync=False):
@@ -245,6 +301,15 @@ class FrontendProtocol(_Leg, WebSocketServerProtocol):
 
     side = "client"
 
+    def dropConnection(self, abort=False):
+        """
+        Close the TCP connection; after a clean close handshake, with a FIN
+        rather than Autobahn's reset, so the client reads the last frames.
+        """
+        if self.wasClean and self.state == self.STATE_CLOSING:
+            abort = False
+        WebSocketServerProtocol.dropConnection(self, abort)
+
     def onConnect(self, request):
         """
         Answer the client's handshake as the backend answered ours.
@@ -297,9 +362,8 @@ class BackendProtocol(_Leg, WebSocketClientProtocol):
         code, phrase, fields = parseHead(self.data[: end + 4])
         if code == 101:
             return WebSocketClientProtocol.processHandshake(self)
-        body = self.data[end + 4 :]
-        length = [v for n, v in fields if n.lower() == b"content-length"]
-        if length and length[0].isdigit() and len(body) < min(int(length[0]), 65536):
+        body = refusalBody(fields, self.data[end + 4 :])
+        if body is None:
             return  # wait for the rest of a small error page
         self.relay.backendRefused(code, phrase, fields, body)
         self.dropConnection(abort=True)
@@ -426,6 +490,7 @@ class Relay:
         self._idleTimer = None
         self._answer = None
         self._closed = set()
+        self._fast = None
         self._offers = []
         self._why = None
 
@@ -662,11 +727,12 @@ class Relay:
         """
         back = self._backend
         front.partner, back.partner = back, front
-        if wscompress.sameParameters(front._perMessageCompress, back._perMessageCompress):
-            front._perMessageCompress = back._perMessageCompress = wscompress.Passthrough()
-            # Text arrives compressed: the two ends check its UTF-8.
-            front.utf8validateIncoming = back.utf8validateIncoming = False
-        elif front._perMessageCompress is not None or back._perMessageCompress is not None:
+        if wscompress.sameParameters(front._perMessageCompress, back._perMessageCompress) or (
+            front._perMessageCompress is None and back._perMessageCompress is None
+        ):
+            # Frames can pass as they are.
+            self._fast = FastRelay(self, front, back)
+        else:
             # Payload sizes change on the way: frames are re-cut.
             front.exactFrames = back.exactFrames = False
         front.transport.registerProducer(_Producer(back.transport), True)
@@ -686,26 +752,56 @@ class Relay:
     def _idle(self):
         self._idleTimer = None
         self._why = "idle timeout"
+        self._closeBoth(1001, b"proxyws: idle timeout")
+
+    def _closeBoth(self, code, reason):
+        if self._fast is not None:
+            self._fast.closeBoth(code, reason)
+            return
         for leg in (self._frontend, self._backend):
-            leg.sendCloseFrame(1001, b"proxyws: idle timeout")
+            if leg.state == leg.STATE_OPEN:
+                leg.sendCloseFrame(code, reason)
 
     def closeReceived(self, leg, code, reasonRaw):
         """
         C{leg}'s peer sent a close frame: send the same to the other side.
         """
+        self.noteClose(leg, code, reasonRaw)
+        other = leg.partner
+        if other is not None and other.state == other.STATE_OPEN:
+            other.sendCloseFrame(code, reasonRaw)
+
+    def noteClose(self, leg, code, reasonRaw):
+        """
+        Remember the first close as the reason the websocket closed.
+        """
         if self._why is None:
             self._why = "{} closed with {} {!r}".format(
                 leg.side, code, (reasonRaw or b"").decode("utf-8", "replace")
             )
-        other = leg.partner
-        if other is not None and other.state == other.STATE_OPEN:
-            other.sendCloseFrame(code, reasonRaw)
+
+    def forward(self, leg, data):
+        """
+        Bytes from C{leg}'s peer in the fast mode.
+        """
+        self._fast.forward(leg, data)
 
     def legClosed(self, leg, wasClean, code, reason):
         """
         C{leg}'s connection is gone: tell the other side if it is open, and
         finish when both are gone.
         """
+        if leg.fast:
+            self._closed.add(leg.side)
+            other = leg.partner
+            if other.transport is not None and other.side not in self._closed:
+                # The gone leg no longer produces: let the other read its close.
+                other.transport.unregisterProducer()
+                other.transport.resumeProducing()
+            self._fast.lost(leg)
+            if len(self._closed) == 2:
+                self._finished()
+            return
         if self._frontend is None:
             # The backend leg closed before the client was upgraded.
             if self._answer is None and self._timer is not None:
@@ -724,15 +820,25 @@ class Relay:
             # Cut off in the middle of a frame: no close frame can follow.
             other.dropConnection(abort=True)
         elif other.state == other.STATE_OPEN:
-            code, text = LOST[leg.side]
-            why = leg.wasNotCleanReason or "connection closed"
-            if "ping" in why.lower():
-                text = "proxyws: {} ping timeout".format(leg.side)
-            if self._why is None:
-                self._why = "{} lost: {}".format(leg.side, why)
+            code, text = self.lostCode(leg, leg.wasNotCleanReason)
             other.sendCloseFrame(code, text.encode("utf-8"))
         if len(self._closed) == 2:
             self._finished()
+
+    def lostCode(self, leg, why):
+        """
+        The close code and reason that tell one side its partner C{leg}
+        went away without a close frame; remembered as why it closed.
+
+        @param why: what happened, if known.
+        """
+        code, text = LOST[leg.side]
+        why = why or "connection closed"
+        if "ping" in why.lower():
+            text = "proxyws: {} ping timeout".format(leg.side)
+        if self._why is None:
+            self._why = "{} lost: {}".format(leg.side, why)
+        return code, text
 
     def _finished(self):
         if self._idleTimer is not None and self._idleTimer.active():
@@ -753,7 +859,8 @@ class Relay:
                 request.received,
                 requestLine(request.method, request.uri, request.clientproto),
                 101 if front.partner is not None else 400,
-                front.trafficStats.outgoingOctetsWireLevel,
+                front.trafficStats.outgoingOctetsWireLevel
+                + (self._fast.sentToClient if self._fast is not None else 0),
                 referer[0] if referer else None,
                 agent[0] if agent else None,
             )
@@ -778,9 +885,7 @@ class Relay:
         """
         self._why = "server shutting down"
         code, text = SHUTDOWN
-        for leg in (self._frontend, self._backend):
-            if leg.state == leg.STATE_OPEN:
-                leg.sendCloseFrame(code, text.encode("utf-8"))
+        self._closeBoth(code, text.encode("utf-8"))
 
 
 class WebSocketProxyResource:

@@ -152,3 +152,156 @@ def twistdCommand(*arguments):
     The command line that runs C{twistd} with this Python.
     """
     return [os.path.join(os.path.dirname(sys.executable), "twistd"), *arguments]
+
+
+# ---------------------------------------------------------------------------
+# In-memory connections for socket-free tests.
+#
+# twisted.test.iosim is not public API, so it is wrapped once, here.  Its
+# FakeTransport is extended to behave like a TCP transport as a producer:
+# it records producerState as StringTransport does, a paused transport's
+# protocol is handed nothing, and a second registerProducer raises.
+# ---------------------------------------------------------------------------
+
+from twisted.internet.error import ConnectionAborted, ConnectionLost  # noqa: E402
+from twisted.test.iosim import FakeTransport  # noqa: E402
+
+
+class MemoryTransport(FakeTransport):
+    """
+    One end of a L{MemoryConnection}.
+
+    @ivar producerState: C{"producing"}, C{"paused"} or C{"stopped"}; while
+        not producing, nothing is delivered to this end's protocol.
+    @ivar aborted: whether this end called C{abortConnection}.
+    """
+
+    producerState = "producing"
+    aborted = False
+
+    def registerProducer(self, producer, streaming):
+        """
+        Register C{producer}, refusing a second one as a real transport does.
+
+        @raise RuntimeError: when a producer is already registered.
+        """
+        if self.producer is not None:
+            raise RuntimeError(
+                "Cannot register producer {!r}, because producer {!r} was never "
+                "unregistered.".format(producer, self.producer)
+            )
+        FakeTransport.registerProducer(self, producer, streaming)
+
+    def pauseProducing(self):
+        """
+        Stop handing received bytes to the protocol.
+        """
+        if self.producerState == "producing":
+            self.producerState = "paused"
+
+    def resumeProducing(self):
+        """
+        Hand received bytes to the protocol again.
+        """
+        if self.producerState == "paused":
+            self.producerState = "producing"
+
+    def stopProducing(self):
+        """
+        Stop for good and close the connection.
+        """
+        self.producerState = "stopped"
+        self.loseConnection()
+
+    def abortConnection(self):
+        """
+        Close at once: unsent bytes are dropped, the peer sees a reset.
+        """
+        self.aborted = True
+        self.stream = []
+        self.loseConnection()
+
+
+class MemoryConnection:
+    """
+    Two protocols connected in memory; L{pump} moves bytes between them.
+
+    @ivar serverIO: the accepting end's L{MemoryTransport}.
+    @ivar clientIO: the connecting end's L{MemoryTransport}.
+    """
+
+    def __init__(self, server, client, serverAddress=None, clientAddress=None):
+        """
+        Connect C{server} and C{client}: both get C{makeConnection}, the
+        server first.
+
+        @param serverAddress: the server's address (its C{getHost}, the
+            client's C{getPeer}).
+        @param clientAddress: the client's address.
+        """
+        self.server = server
+        self.client = client
+        self.serverIO = MemoryTransport(server, True, serverAddress, clientAddress)
+        self.clientIO = MemoryTransport(client, False, clientAddress, serverAddress)
+        server.makeConnection(self.serverIO)
+        client.makeConnection(self.clientIO)
+
+    def pump(self):
+        """
+        Deliver what each end wrote to the other, unless the other is paused;
+        then, when one end has closed and written everything, close both.
+
+        @return: whether anything happened.
+        """
+        ends = ((self.clientIO, self.serverIO), (self.serverIO, self.clientIO))
+        moved = False
+        for source, sink in ends:
+            if sink.disconnected or sink.producerState != "producing":
+                continue
+            data = source.getOutBuffer()
+            if data:
+                sink.bufferReceived(data)
+                moved = True
+        if moved:
+            return True
+        for source, sink in ends:
+            if source.disconnecting and not source.disconnected and not source.stream:
+                if source.aborted:
+                    source.disconnectReason = ConnectionAborted()
+                    sink.disconnectReason = ConnectionLost()
+                self._close(sink, source)
+                return True
+        return False
+
+    def lose(self, reason):
+        """
+        The connection breaks: both ends lose it with C{reason} and bytes
+        not yet delivered are gone.
+
+        @param reason: an exception, such as L{ConnectionLost}.
+        """
+        for end in (self.serverIO, self.clientIO):
+            end.disconnectReason = reason
+        self._close(self.serverIO, self.clientIO)
+
+    def _close(self, first, second):
+        for end in (first, second):
+            end.disconnecting = end.disconnected = True
+            end.stream = []
+        for end in (first, second):
+            end.reportDisconnect()
+
+
+def pumpAll(clock, connections):
+    """
+    Pump C{connections} and run C{clock}'s due calls until nothing moves.
+
+    @param clock: a L{twisted.internet.task.Clock} (or MemoryReactorClock).
+    @param connections: L{MemoryConnection}s.
+    @raise AssertionError: when it never goes quiet.
+    """
+    for _ in range(10000):
+        clock.advance(0)
+        if not any([connection.pump() for connection in connections]):
+            return
+    raise AssertionError("connections never went quiet")

@@ -1,0 +1,217 @@
+"""
+Websocket frame boundaries in a byte stream, for relaying frames as they are.
+
+Once both legs of a relay are open and nothing on the route needs message
+contents (no compression, or the same compression on both legs), the relay
+forwards the bytes of each frame unchanged: a client's masked frames are
+valid frames for the backend, and a backend's unmasked frames are valid for
+the client.  L{FrameScanner} reads only the frame headers (2 to 14 bytes a
+frame) to know where frames end, so that the proxy can put a frame of its
+own (a ping, a close) between two frames, and it keeps the payload of
+control frames (at most 125 bytes) to learn close codes and pongs.
+
+Nothing here does I/O.
+"""
+
+import struct
+
+# RFC 6455 section 5.2 opcodes.
+CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+_LENGTH16 = struct.Struct("!H")
+_LENGTH64 = struct.Struct("!Q")
+
+
+def unmask(key, payload):
+    """
+    Apply (or remove) a websocket masking key.
+
+    @param key: the 4-byte key.
+    @param payload: the payload.
+    @return: the payload with the key applied.
+    """
+    if not payload:
+        return payload
+    repeated = (key * (len(payload) // 4 + 1))[: len(payload)]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
+        len(payload), "big"
+    )
+
+
+def controlFrame(opcode, payload, maskKey=None):
+    """
+    The bytes of one control frame.
+
+    @param opcode: L{CLOSE}, L{PING} or L{PONG}.
+    @param payload: at most 125 bytes.
+    @param maskKey: a 4-byte key for frames sent to a server, or L{None}.
+    """
+    header = bytes((0x80 | opcode, (0x80 if maskKey else 0) | len(payload)))
+    if maskKey:
+        return header + maskKey + unmask(maskKey, payload)
+    return header + payload
+
+
+def closePayload(code, reason=b""):
+    """
+    The payload of a close frame.
+
+    @param code: the status code, or L{None} for none.
+    """
+    if code is None:
+        return b""
+    return _LENGTH16.pack(code) + reason[:123]
+
+
+def parseClose(payload):
+    """
+    The status code and reason of a close frame's payload.
+
+    @return: C{(code, reason)}; C{(None, b"")} when there is no code.
+    """
+    if len(payload) < 2:
+        return None, b""
+    return _LENGTH16.unpack(payload[:2])[0], payload[2:]
+
+
+class MessageTooBig(Exception):
+    """
+    A data frame makes its message larger than the scanner's limit.
+
+    @ivar offset: where that frame's header starts in the bytes fed, or -1
+        when part of it came with earlier bytes.
+    """
+
+    def __init__(self, offset):
+        Exception.__init__(self, offset)
+        self.offset = offset
+
+
+class FrameScanner:
+    """
+    Follows frame boundaries in one direction of a websocket connection.
+
+    @ivar messageBytes: payload bytes of the data message in progress.
+    @ivar controls: control frames completed by the last L{feed}, as
+        C{(opcode, unmasked payload)}.
+    """
+
+    __slots__ = (
+        "_remaining",
+        "_head",
+        "_control",
+        "_opcode",
+        "_key",
+        "messageBytes",
+        "controls",
+        "limit",
+    )
+
+    def __init__(self, limit=0):
+        """
+        @param limit: the largest message payload allowed, 0 for no limit.
+        """
+        self.limit = limit
+        self._remaining = 0
+        self._head = b""
+        self._control = None
+        self._opcode = 0
+        self._key = None
+        self.messageBytes = 0
+        self.controls = []
+
+    def atBoundary(self):
+        """
+        Whether the bytes fed so far end exactly at the end of a frame.
+        """
+        return not self._remaining and not self._head
+
+    def feed(self, data):
+        """
+        Read the frame headers in C{data}, the next bytes of the stream.
+
+        @return: the offset in C{data} of the last frame boundary in it
+            (0 when the stream was at a boundary before it and none other
+            was reached), or -1 when none.
+        @raise ValueError: for a frame header no websocket peer may send.
+        """
+        self.controls = []
+        boundary = 0 if self.atBoundary() else -1
+        position = 0
+        size = len(data)
+        while position < size:
+            if self._remaining:
+                take = min(self._remaining, size - position)
+                if self._control is not None:
+                    self._control.append(data[position : position + take])
+                self._remaining -= take
+                position += take
+                if not self._remaining:
+                    self._endFrame()
+                    boundary = position
+                continue
+            clean = not self._head
+            used = self._header(data, position)
+            if used < 0:
+                return boundary
+            if self.limit and self.messageBytes > self.limit:
+                # Cut before this frame, when all of its header is here.
+                raise MessageTooBig(position if clean else -1)
+            position += used
+            if not self._remaining and not self._head:
+                self._endFrame()
+                boundary = position
+        return boundary
+
+    def _header(self, data, position):
+        """
+        Parse a frame header starting at C{position}, perhaps after bytes
+        kept from earlier.
+
+        @return: the bytes of C{data} it used, or -1 when it needs more.
+        """
+        head = self._head + data[position : position + 14]
+        if len(head) < 2:
+            self._head = head
+            return -1
+        first, second = head[0], head[1]
+        length = second & 0x7F
+        size = 2
+        if length == 126:
+            size = 4
+        elif length == 127:
+            size = 10
+        masked = second & 0x80
+        if masked:
+            size += 4
+        if len(head) < size:
+            self._head = head
+            return -1
+        if length == 126:
+            length = _LENGTH16.unpack_from(head, 2)[0]
+        elif length == 127:
+            length = _LENGTH64.unpack_from(head, 2)[0]
+        used = size - len(self._head)
+        self._head = b""
+        opcode = first & 0x0F
+        self._opcode = opcode
+        if opcode & 0x8:
+            if length > 125 or not first & 0x80:
+                raise ValueError("invalid control frame")
+            self._control = []
+            self._key = head[size - 4 : size] if masked else None
+        else:
+            self._control = None
+            if opcode != CONTINUATION:
+                self.messageBytes = 0
+            self.messageBytes += length
+        self._remaining = length
+        return used
+
+    def _endFrame(self):
+        if self._control is not None:
+            payload = b"".join(self._control)
+            if self._key is not None:
+                payload = unmask(self._key, payload)
+            self.controls.append((self._opcode, payload))
+            self._control = None
