@@ -454,30 +454,31 @@ def frontOrigin(request):
 
     @return: such as C{b"https://app.example.com:8443"}.
     """
-    scheme = b"https" if request.isSecure() else b"http"
     host = request.requestHeaders.getRawHeaders(b"Host")
     if host:
-        return scheme + b"://" + host[0]
+        return request.scheme + b"://" + host[0]
     address = request.getHost()
-    return scheme + b"://" + address.host.encode("ascii") + b":%d" % address.port
+    return request.scheme + b"://" + address.host.encode("ascii") + b":" + request.localPort
 
 
-def backendRequestHeaders(request, route):
+def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):
     """
     The headers to send to the backend for C{request} on C{route}.
+
+    @param excluded: lower-cased names of client headers not to copy.
     """
     items = [
         (name, values)
         for name, values in request.requestHeaders.getAllRawHeaders()
-        if name.lower() not in _NOT_FORWARDED
+        if name.lower() not in excluded
     ]
     host = request.requestHeaders.getRawHeaders(b"Host")
     return rules.requestHeaders(
         items,
-        clientAddress=request.getClientAddress().host.encode("ascii"),
-        scheme=b"https" if request.isSecure() else b"http",
+        clientAddress=request.clientHost.encode("ascii"),
+        scheme=request.scheme,
         frontHost=host[0] if host else None,
-        frontPort=b"%d" % request.getHost().port,
+        frontPort=request.localPort,
         backendHost=route.backend.hostHeader,
         preserveHost=route.preserveHost,
     )

@@ -86,8 +86,12 @@ class ProxyRequest(Request):
             Request.finish(self)
 
     def _setRequestLine(self, command, path, version):
+        channel = self.channel
         # Apache's %t is when the request arrived, not when it was logged.
-        self.received = self.channel.site.reactor.seconds()
+        self.received = channel.site.reactor.seconds()
+        self.scheme = channel.scheme
+        self.clientHost = channel.clientHost
+        self.localPort = channel.localPort
         self.method = command
         self.uri = path
         self.clientproto = version
@@ -115,7 +119,26 @@ class ProxyRequest(Request):
 class ProxyChannel(HTTPChannel):
     """
     An HTTP connection from a client, known to its site while it is open.
+
+    @ivar scheme: C{b"https"} or C{b"http"}: how the client reached us.
+    @ivar clientHost: the client's address as text.
+    @ivar localPort: the port the client connected to, as bytes.
     """
+
+    def connectionMade(self):
+        """
+        Note once what every request on this connection asks about it.
+        """
+        HTTPChannel.connectionMade(self)
+        self.scheme = b"https" if HTTPChannel.isSecure(self) else b"http"
+        self.clientHost = self.transport.getPeer().host
+        self.localPort = b"%d" % self.transport.getHost().port
+
+    def isSecure(self):
+        """
+        Whether the connection uses TLS (worked out once per connection).
+        """
+        return self.scheme == b"https"
 
     def connectionLost(self, reason):
         """
@@ -194,7 +217,7 @@ class ProxySite(Site):
         agent = headers.getRawHeaders(b"User-Agent")
         self.accessLog.write(
             formatCombined(
-                request.getClientAddress().host,
+                request.clientHost,
                 None,
                 None,
                 request.received,

@@ -34,7 +34,7 @@ from . import headers as rules
 from . import wscompress
 from .accesslog import formatCombined, requestLine
 from .errors import BadGateway, BadRequest, Forbidden, GatewayTimeout
-from .httpproxy import _connectError, errorPage
+from .httpproxy import _connectError, backendRequestHeaders, errorPage
 from .pool import backendEndpoint
 from .routing import hostMatches, hostOfHeader
 from .wsfast import FastRelay
@@ -562,26 +562,13 @@ class Relay:
         route = self._route
         headers = request.requestHeaders
         host = headers.getRawHeaders(b"Host")
-        items = [
-            (name, values)
-            for name, values in headers.getAllRawHeaders()
-            if name.lower() not in _HANDSHAKE_HEADERS
-        ]
-        forwarded = rules.requestHeaders(
-            items,
-            clientAddress=request.getClientAddress().host.encode("ascii"),
-            scheme=b"https" if request.isSecure() else b"http",
-            frontHost=host[0] if host else None,
-            frontPort=b"%d" % request.getHost().port,
-            backendHost=route.backend.hostHeader,
-            preserveHost=route.preserveHost,
-        )
+        forwarded = backendRequestHeaders(request, route, _HANDSHAKE_HEADERS)
         hostName, port = route.backend.host, route.backend.port
         if ":" in hostName:
             hostName = "[" + hostName + "]"
         if route.preserveHost and host:
             hostName, port = _splitHost(
-                host[0].decode("latin-1"), 443 if request.isSecure() else 80
+                host[0].decode("latin-1"), 443 if request.scheme == b"https" else 80
             )
         agent = headers.getRawHeaders(b"User-Agent")
         origin = headers.getRawHeaders(b"Origin")
@@ -853,7 +840,7 @@ class Relay:
         agent = headers.getRawHeaders(b"User-Agent")
         site.accessLog.write(
             formatCombined(
-                request.getClientAddress().host,
+                request.clientHost,
                 None,
                 None,
                 request.received,
