@@ -13,15 +13,14 @@ from twisted.internet import error as netError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import _newclient
 from twisted.web.http import NO_BODY_CODES, datetimeToString
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from . import headers as rules
+from .backend import BadResponse
 from .errors import BadGateway, GatewayTimeout, ResponseError
 
 # Methods that may be sent again on a fresh connection when a kept-alive one
@@ -33,6 +32,10 @@ IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 # answers "Expect: 100-continue" itself, and the HTTP client writes the
 # framing (Content-Length or chunked) of the body it sends.
 _NOT_FORWARDED = (b"expect", b"content-length")
+
+# Methods whose requests are sent with "Content-Length: 0" when they have no
+# body, as Twisted's own client does.
+_BODY_EXPECTED = frozenset([b"POST", b"PUT", b"PATCH"])
 
 # Failures of a connection attempt, and what the client is told.
 _CONNECT_FAILURES = [
@@ -65,6 +68,8 @@ def _describe(reason):
     A short text for a failure, unwrapping the lists of failures that
     Twisted's HTTP client wraps its errors in.
     """
+    if isinstance(reason, Exception):
+        return str(reason) or reason.__class__.__name__
     inner = getattr(reason.value, "reasons", None)
     if inner:
         return "; ".join(_describe(r) for r in inner)
@@ -180,26 +185,19 @@ class RequestBody:
         self._transport.resumeProducing()
 
 
-class _ResponseRelay:
+class _ResponseProducer:
     """
-    Receives a backend response body (C{Response.deliverBody}) and writes it
-    to the client, pausing the backend when the client does not read.
+    The backend connection as the producer of a response: a client that
+    does not read pauses it, and the read timeout waits meanwhile.
     """
 
-    def __init__(self, exchange):
+    def __init__(self, exchange, transport):
         self._exchange = exchange
-
-    def makeConnection(self, transport):
-        """
-        Register the backend connection as the producer of the response.
-        """
         self._transport = transport
-        self._exchange.request.registerProducer(self, True)
 
     def pauseProducing(self):
         """
-        The client does not read: stop reading from the backend, and stop
-        timing the backend meanwhile.
+        The client does not read: stop reading from the backend.
         """
         self._exchange.pauseTimer()
         self._transport.pauseProducing()
@@ -217,17 +215,20 @@ class _ResponseRelay:
         """
         self._transport.stopProducing()
 
-    def dataReceived(self, data):
-        """
-        A piece of the body: pass it on, and restart the read timer.
-        """
-        self._exchange.bodyReceived(data)
 
-    def connectionLost(self, reason):
-        """
-        The body is complete, or the backend failed part-way.
-        """
-        self._exchange.bodyEnded(reason)
+def _grouped(fields):
+    """
+    Header fields as C{(name, values)} pairs, one pair per name (compared
+    without case), in the order of their first appearance.
+    """
+    grouped = {}
+    for name, value in fields:
+        entry = grouped.get(name.lower())
+        if entry is None:
+            grouped[name.lower()] = (name, [value])
+        else:
+            entry[1].append(value)
+    return list(grouped.values())
 
 
 class _Exchange:
@@ -272,20 +273,29 @@ class _Exchange:
     def _connected(self, connection):
         self._connection = connection
         request = self.request
-        outgoing = _newclient.Request(
-            request.method,
-            self._target,
-            Headers(dict(backendRequestHeaders(request, self._route))),
-            self._body,
-            persistent=True,
-        )
         if self._body is None:
             self._startResponseTimer()
         else:
             # The backend answers after the body: time it from the end.
             self._body.whenSent(self._startResponseTimer)
-        self._pending = connection.request(outgoing)
-        self._pending.addCallbacks(self._responded, self._requestFailed)
+        connection.send(self, self._requestHead(), self._body)
+
+    def _requestHead(self):
+        request = self.request
+        lines = [request.method, b" ", self._target, b" HTTP/1.1\r\n"]
+        for name, values in backendRequestHeaders(request, self._route):
+            for value in values:
+                lines += [name, b": ", value, b"\r\n"]
+        body = self._body
+        if body is not None:
+            if body.length.__class__ is int:
+                lines.append(b"Content-Length: %d\r\n" % body.length)
+            else:
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+        elif request.method in _BODY_EXPECTED:
+            lines.append(b"Content-Length: 0\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     def _startResponseTimer(self):
         if not self._finished and self._timer is None and not self.request.startedWriting:
@@ -294,43 +304,54 @@ class _Exchange:
                 GatewayTimeout("response timeout: the backend sent no response in time"),
             )
 
-    def _requestFailed(self, reason):
+    def requestFailed(self, error, responded):
+        """
+        The connection failed before a whole response head came.
+
+        @param error: what happened.
+        @param responded: whether any of the response had arrived.
+        """
         connection, self._connection = self._connection, None
-        if self._finished or reason.check(CancelledError):
+        if self._finished:
             return
         if (
             connection.reused
+            and not responded
             and self._timeoutError is None
             and self._body is None
             and self.request.method in IDEMPOTENT
-            and reason.check(_newclient.RequestNotSent, _newclient.ResponseNeverReceived)
         ):
             # A kept-alive connection the backend had closed: try a new one.
             self._cancelTimer()
             self.start(fresh=True)
             return
-        self._fail(BadGateway("the backend closed the connection without a response"), reason)
+        if isinstance(error, BadResponse):
+            self._fail(BadGateway("the backend sent an invalid response"), error)
+        else:
+            self._fail(BadGateway("the backend closed the connection without a response"), error)
 
-    def _responded(self, response):
+    def responded(self, code, phrase, fields, length):
+        """
+        The response head: pass it on.
+
+        @param fields: the backend's header fields, as received.
+        @param length: the body length, or L{None} when it is not known
+            (chunked, until the connection closes, no body).
+        """
         self._cancelTimer()
         request = self.request
         route = self._route
-        request.setResponseCode(response.code, response.phrase)
+        request.setResponseCode(code, phrase)
         out = request.responseHeaders
         for name, values in rules.responseHeaders(
-            list(response.headers.getAllRawHeaders()),
+            _grouped(field for field in fields if field[0].lower() != b"content-length"),
             route.backend.origin(route.backend.httpScheme),
             frontOrigin(request),
             route.reverse,
         ):
             out.setRawHeaders(name, values)
-        if (
-            response.length is not UNKNOWN_LENGTH
-            and request.method != b"HEAD"
-            and response.code not in NO_BODY_CODES
-        ):
-            # The HTTP client keeps the framing headers to itself.
-            out.setRawHeaders(b"Content-Length", [b"%d" % response.length])
+        if length is not None and code not in NO_BODY_CODES:
+            out.setRawHeaders(b"Content-Length", [b"%d" % length])
         # Send the head now: a stream (server-sent events, xhr-streaming)
         # must reach the client before its first event.
         request.write(b"")
@@ -338,7 +359,7 @@ class _Exchange:
             route.readTimeout,
             GatewayTimeout("read timeout: the backend stopped sending the response"),
         )
-        response.deliverBody(_ResponseRelay(self))
+        request.registerProducer(_ResponseProducer(self, self._connection.transport), True)
 
     def bodyReceived(self, data):
         """
@@ -348,25 +369,26 @@ class _Exchange:
             self._timer.reset(self._route.readTimeout)
         self.request.write(data)
 
-    def bodyEnded(self, reason):
+    def bodyEnded(self, error):
         """
-        The response body is complete, or broke off.
+        The response body is complete (C{error} is L{None}), or broke off.
         """
         self._cancelTimer()
         if self._finished:
             return
         request = self.request
         request.unregisterProducer()
-        if reason.check(_newclient.ResponseDone, _newclient.PotentialDataLoss):
+        self._connection = None
+        if error is None:
             self._done()
             request.finish()
             return
         _log.warn(
             "{method} {uri}: response from {backend} broke off: {reason}",
-            method=request.method.decode('latin-1'),
-            uri=request.uri.decode('latin-1'),
+            method=request.method.decode("latin-1"),
+            uri=request.uri.decode("latin-1"),
             backend=self._route.backend.url,
-            reason=self._timeoutError.detail if self._timeoutError else reason.getErrorMessage(),
+            reason=self._timeoutError.detail if self._timeoutError else str(error),
         )
         self._done()
         # The head is sent: the client can only learn of it by the

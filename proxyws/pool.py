@@ -7,11 +7,12 @@ C{idleTimeout} seconds unused) and, when C{maxConnections} is set, makes
 requests wait for a connection once that many are busy, as nginx's upstream
 C{max_conns} with a queue does.
 
-Connections speak Twisted's own HTTP/1.1 client protocol.  The pool never
+Connections are L{proxyws.backend.BackendConnection}s.  The pool never
 repeats a request by itself: L{proxyws.httpproxy} decides when a request that
 failed on a stale idle connection may be sent again.
 """
 
+import ipaddress
 from collections import deque
 
 from twisted.internet.defer import Deferred, succeed
@@ -22,39 +23,8 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.protocol import Factory
-from twisted.web._newclient import HTTP11ClientProtocol
 
-import ipaddress
-
-
-class _PooledProtocol(HTTP11ClientProtocol):
-    """
-    An HTTP/1.1 client connection that tells its pool when it closes.
-
-    @ivar backendKey: the key of the backend it is connected to.
-    @ivar reused: whether it has served a request before (so a failure to
-        send may be a stale connection rather than a backend problem).
-    """
-
-    pool = None
-    backendKey = None
-    reused = False
-
-    def connectionMade(self):
-        """
-        Disable Nagle: requests and bodies are written in pieces.
-        """
-        HTTP11ClientProtocol.connectionMade(self)
-        if hasattr(self.transport, "setTcpNoDelay"):
-            self.transport.setTcpNoDelay(True)
-
-    def connectionLost(self, reason):
-        """
-        Tell the pool, then let the HTTP client clean up.
-        """
-        if self.pool is not None:
-            self.pool._lost(self)
-        HTTP11ClientProtocol.connectionLost(self, reason)
+from .backend import BackendConnection
 
 
 class _PooledFactory(Factory):
@@ -72,7 +42,7 @@ class _PooledFactory(Factory):
         """
         @return: a L{_PooledProtocol} that reports to the pool.
         """
-        protocol = _PooledProtocol(self._pool._quiescent)
+        protocol = BackendConnection()
         protocol.pool = self._pool
         protocol.backendKey = self._key
         return protocol
@@ -139,9 +109,9 @@ class BackendPool:
         @param backend: a L{proxyws.config.Backend}.
         @param connectTimeout: seconds allowed for a new connection.
         @param fresh: never take an idle connection.
-        @return: a L{Deferred} firing with a connection (an
-            C{HTTP11ClientProtocol}) in the quiescent state, or failing with
-            the connection error.  Cancelling it gives up waiting.
+        @return: a L{Deferred} firing with an idle
+            L{proxyws.backend.BackendConnection}, or failing with the
+            connection error.  Cancelling it gives up waiting.
         """
         key = backend.key
         if not fresh:
@@ -149,7 +119,7 @@ class BackendPool:
             while idle:
                 protocol = idle.pop()
                 self._timers.pop(protocol).cancel()
-                if protocol.state == "QUIESCENT":
+                if protocol.idle and protocol.transport.connected:
                     self._busy[key] = self._busy.get(key, 0) + 1
                     protocol.reused = True
                     return succeed(protocol)
