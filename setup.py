@@ -28,6 +28,8 @@ setup(
         "service-identity>=24.1",
         "zope.interface>=6.0",
         "attrs>=23.1",
+        "bcrypt>=4.0",
+        "libpass>=1.9",
     ],
     extras_require={
         "test": ["pytest>=8", "websockets>=13"],

@@ -84,6 +84,63 @@ def _workers(value):
     return value
 
 
+def _tlsVersion(value):
+    if value in ("1.0", "1.1"):
+        raise ValueError("'1.2' or '1.3' (TLS {} is obsolete and refused)".format(value))
+    if value not in ("1.2", "1.3"):
+        raise ValueError("'1.2' or '1.3'")
+    return value
+
+
+def _clientCert(value):
+    if value not in ("none", "optional", "required"):
+        raise ValueError("'none', 'optional' or 'required'")
+    return value
+
+
+def _stringList(value):
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("a list of strings")
+    return tuple(value)
+
+
+def _redirect(value):
+    if value is False:
+        return None
+    if value is True:
+        return Redirect()
+    if isinstance(value, dict) and set(value) <= {"port", "status"}:
+        port = value.get("port", 443)
+        status = value.get("status", 301)
+        if _isPort(port) and status in (301, 302, 307, 308):
+            return Redirect(port=port, status=status)
+    raise ValueError(
+        "true, or a table such as {port = 8443, status = 308} "
+        "(status 301, 302, 307 or 308)"
+    )
+
+
+def _isPort(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+def _unknownHost(value):
+    if value not in (404, 421):
+        raise ValueError("404 or 421")
+    return value
+
+
+def _networks(value):
+    if not isinstance(value, list):
+        raise ValueError("a list of addresses or CIDRs such as '10.0.0.0/8'")
+    try:
+        return tuple(ipaddress.ip_network(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError("a list of addresses or CIDRs such as '10.0.0.0/8'") from None
+
+
 def _port(value):
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError("a port number from 0 to 65535")
@@ -119,6 +176,8 @@ _HOST_PATTERN = re.compile(r"(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.
 SERVER_KEYS = {
     "access_log": (_string, "-"),  # a file, or "-" for standard output
     "workers": (_workers, 1),  # processes; "auto" = one per core
+    "trusted_proxies": (_networks, ()),  # X-Forwarded-For believed from these
+    "unknown_host": (_unknownHost, 404),  # with [[host]]s and no default
     "client_timeout": (_seconds, 75.0),  # idle keep-alive client (nginx 75s)
     "shutdown_timeout": (_seconds, 30.0),  # in-flight requests on SIGTERM
     "connect_timeout": (_seconds, 60.0),  # default for routes (nginx 60s)
@@ -134,11 +193,55 @@ LISTEN_KEYS = {
     "address": (_address, None),
     "port": (_port, None),
     "tls": (None, None),  # a table of TLS_KEYS; checked on its own
+    "redirect_https": (_redirect, None),  # answer everything with a redirect
+    "hsts": (_string, None),  # Strict-Transport-Security value
+    "proxy_protocol": (_boolean, False),  # PROXY protocol v1/v2 first
 }
 
 TLS_KEYS = {
     "cert": (_string, None),  # PEM: the certificate, then its chain
     "key": (_string, None),  # PEM: the private key
+    "key_passphrase_file": (_string, None),  # for an encrypted key
+    "key_passphrase_env": (_string, None),  # ... or from the environment
+    "min_version": (_tlsVersion, "1.2"),  # "1.2" or "1.3"
+    "ciphers": (_string, None),  # OpenSSL cipher list (TLS 1.2)
+    "client_ca": (_string, None),  # PEM CAs for client certificates
+    "client_cert": (_clientCert, "none"),  # "none", "optional", "required"
+    "client_subject_header": (_string, None),  # pass the verified subject on
+}
+
+# A [[host]]'s own certificate (for SNI) takes only these.
+HOST_TLS_KEYS = ("cert", "key", "key_passphrase_file", "key_passphrase_env")
+
+# Backend TLS of a route (https:// and wss://).
+BACKEND_TLS_KEYS = {
+    "ca": (_string, None),  # PEM CAs; default: the system's
+    "server_name": (_string, None),  # name checked and sent as SNI
+    "verify": (_boolean, True),  # false: no check at all (warned at start)
+    "cert": (_string, None),  # client certificate for mutual TLS
+    "key": (_string, None),
+}
+
+AUTH_KEYS = {
+    "htpasswd": (_string, None),  # Apache htpasswd file
+    "realm": (_string, "proxyws"),
+}
+
+# Access control, on a [[host]] or a [[route]] (a route's own win).
+ACCESS_KEYS = {
+    "order": (_string, None),  # "allow,deny" or "deny,allow" (Apache 2.2)
+    "allow": (_stringList, None),  # addresses, CIDRs or "all"
+    "deny": (_stringList, None),
+    "require_ip": (_stringList, None),  # Apache 2.4 "Require ip"
+    "auth": (None, None),  # a table of AUTH_KEYS
+}
+
+HOST_KEYS = {
+    "names": (_hosts, None),
+    "default": (_boolean, False),  # takes requests for unknown hosts
+    "tls": (None, None),  # HOST_TLS_KEYS, for SNI
+    "route": (None, None),  # [[host.route]] tables
+    **ACCESS_KEYS,
 }
 
 # Settings of each [[route]]: exactly one of path and match; the timeouts
@@ -159,6 +262,9 @@ ROUTE_KEYS = {
     "ws_idle_timeout": (_secondsOrOff, 0.0),  # no message either way; 0 off
     "allowed_origins": (_origins, ()),  # empty: every Origin
     "compression": (_boolean, True),  # permessage-deflate on both legs
+    "redirect_https": (_redirect, None),  # plain HTTP requests are redirected
+    "backend_tls": (None, None),  # BACKEND_TLS_KEYS
+    **ACCESS_KEYS,
 }
 
 DEMO_KEYS = {
@@ -166,7 +272,7 @@ DEMO_KEYS = {
     "port": (_port, 8081),
 }
 
-TOP_KEYS = ("server", "listen", "route", "demo")
+TOP_KEYS = ("server", "listen", "route", "host", "demo")
 
 # Backend URL schemes, with the default port and the scheme used for plain
 # HTTP and for websocket upgrades to the same backend.
@@ -181,14 +287,78 @@ SCHEMES = {
 @attr.s(frozen=True, slots=True)
 class TLSSettings:
     """
-    The TLS settings of a listener.
+    The TLS settings of a listener (or the certificate of a host).
 
     @ivar cert: path of the PEM certificate (and chain).
     @ivar key: path of the PEM private key.
+    @ivar passphrase: the key's passphrase (bytes), or L{None}.
+    @ivar minVersion: C{"1.2"} or C{"1.3"}.
+    @ivar clientCert: C{"none"}, C{"optional"} or C{"required"}.
     """
 
     cert = attr.ib()
     key = attr.ib()
+    passphrase = attr.ib(default=None, repr=False)
+    passphraseFile = attr.ib(default=None)
+    passphraseEnv = attr.ib(default=None)
+    minVersion = attr.ib(default="1.2")
+    ciphers = attr.ib(default=None)
+    clientCA = attr.ib(default=None)
+    clientCert = attr.ib(default="none")
+    clientSubjectHeader = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
+class Redirect:
+    """
+    Answer plain HTTP with a redirect to https.
+    """
+
+    port = attr.ib(default=443)
+    status = attr.ib(default=301)
+
+
+@attr.s(frozen=True, slots=True)
+class BackendTLS:
+    """
+    How an https:// or wss:// backend is checked.
+    """
+
+    ca = attr.ib(default=None)
+    serverName = attr.ib(default=None)
+    verify = attr.ib(default=True)
+    cert = attr.ib(default=None)
+    key = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
+class Access:
+    """
+    Access control of a host or route: address rules and Basic auth.
+
+    @ivar rules: a L{proxyws.access.AccessRules}, or L{None}.
+    @ivar htpasswd: the htpasswd file's path, or L{None}.
+    @ivar realm: the Basic auth realm.
+    """
+
+    rules = attr.ib(default=None)
+    htpasswd = attr.ib(default=None)
+    realm = attr.ib(default="proxyws")
+
+
+@attr.s(frozen=True, slots=True)
+class Host:
+    """
+    A C{[[host]]}: a virtual host.
+
+    @ivar names: lower-cased names and C{*.} wildcards.
+    @ivar tls: its own certificate (L{TLSSettings}) for SNI, or L{None}.
+    """
+
+    index = attr.ib()
+    names = attr.ib()
+    default = attr.ib()
+    tls = attr.ib()
 
 
 @attr.s(frozen=True, slots=True)
@@ -202,6 +372,9 @@ class Listener:
     address = attr.ib()
     port = attr.ib()
     tls = attr.ib(default=None)
+    redirect = attr.ib(default=None)
+    hsts = attr.ib(default=None)
+    proxyProtocol = attr.ib(default=False)
 
 
 @attr.s(frozen=True, slots=True)
@@ -276,6 +449,10 @@ class Route:
     wsIdleTimeout = attr.ib(default=0.0)
     allowedOrigins = attr.ib(default=())
     compression = attr.ib(default=True)
+    vhost = attr.ib(default=None)
+    access = attr.ib(default=None)
+    redirect = attr.ib(default=None)
+    backendTLS = attr.ib(default=None)
 
 
 @attr.s(frozen=True, slots=True)
@@ -294,6 +471,8 @@ class ServerSettings:
     backendKeepalive = attr.ib()
     backendIdleTimeout = attr.ib()
     backendMaxConnections = attr.ib()
+    trustedProxies = attr.ib(default=())
+    unknownHost = attr.ib(default=404)
 
 
 @attr.s(frozen=True, slots=True)
@@ -320,6 +499,7 @@ class Config:
     listeners = attr.ib()
     routes = attr.ib()
     demo = attr.ib(default=None)
+    hosts = attr.ib(default=())
 
 
 def _camel(key):
@@ -459,8 +639,8 @@ def _backend(reader, url, keyPath, groups):
     )
 
 
-def _route(reader, index, table, server):
-    keyPath = "route[{}]".format(index)
+def _route(reader, index, table, server, keyPath=None, host=None, base=""):
+    keyPath = keyPath or "route[{}]".format(index)
     values = reader.settings(table, ROUTE_KEYS, keyPath)
     reader.required(values, ["backend"], keyPath)
     if (values["path"] is None) == (values["match"] is None):
@@ -517,20 +697,149 @@ def _route(reader, index, table, server):
         wsIdleTimeout=values["ws_idle_timeout"],
         allowedOrigins=values["allowed_origins"],
         compression=values["compression"],
+        vhost=host.index if host is not None else None,
+        access=_access(reader, values, keyPath, base, host),
+        redirect=values["redirect_https"],
+        backendTLS=_backendTLS(reader, values["backend_tls"], keyPath + ".backend_tls", base),
     )
 
 
-def _listener(reader, index, table):
+def _tls(reader, table, keyPath, base, keys=TLS_KEYS):
+    """
+    A C{tls} table: L{TLSSettings} with paths resolved against C{base}.
+    """
+    values = reader.settings(reader.table(table, keyPath), keys, keyPath)
+    values = {key: values.get(key, TLS_KEYS[key][1]) for key in TLS_KEYS}
+    reader.required(values, ["cert", "key"], keyPath)
+    if values["key_passphrase_file"] and values["key_passphrase_env"]:
+        raise reader.error(keyPath, "give key_passphrase_file or key_passphrase_env, not both")
+    if values["client_cert"] != "none" and not values["client_ca"]:
+        raise reader.error(
+            keyPath + ".client_cert",
+            "{!r} needs client_ca, the CAs client certificates are checked against".format(
+                values["client_cert"]
+            ),
+        )
+    path = lambda name: os.path.join(base, name) if name else None
+    return TLSSettings(
+        cert=path(values["cert"]),
+        key=path(values["key"]),
+        passphraseFile=path(values["key_passphrase_file"]),
+        passphraseEnv=values["key_passphrase_env"],
+        minVersion=values["min_version"],
+        ciphers=values["ciphers"],
+        clientCA=path(values["client_ca"]),
+        clientCert=values["client_cert"],
+        clientSubjectHeader=values["client_subject_header"],
+    )
+
+
+def _backendTLS(reader, table, keyPath, base):
+    if table is None:
+        return None
+    values = reader.settings(reader.table(table, keyPath), BACKEND_TLS_KEYS, keyPath)
+    if bool(values["cert"]) != bool(values["key"]):
+        raise reader.error(keyPath, "a client certificate needs both cert and key")
+    path = lambda name: os.path.join(base, name) if name else None
+    return BackendTLS(
+        ca=path(values["ca"]),
+        serverName=values["server_name"],
+        verify=values["verify"],
+        cert=path(values["cert"]),
+        key=path(values["key"]),
+    )
+
+
+def _access(reader, values, keyPath, base, host=None):
+    """
+    The access control of a host or route; a route without its own takes
+    its host's.
+    """
+    rules = None
+    try:
+        if values["require_ip"] is not None:
+            from .access import parseRequire
+
+            if values["order"] or values["allow"] or values["deny"]:
+                raise reader.error(keyPath, "use require_ip or order/allow/deny, not both")
+            rules = parseRequire(list(values["require_ip"]), keyPath=keyPath)
+        elif values["order"] or values["allow"] or values["deny"]:
+            from .access import parseRules
+
+            # Apache's default order is "Deny,Allow".
+            rules = parseRules(
+                values["order"] or "deny,allow",
+                list(values["allow"] or ()),
+                list(values["deny"] or ()),
+                keyPath=keyPath,
+            )
+    except ValueError as e:
+        raise reader.error(getattr(e, "keyPath", keyPath), getattr(e, "message", str(e))) from None
+    htpasswd, realm = None, "proxyws"
+    if values["auth"] is not None:
+        where = keyPath + ".auth"
+        auth = reader.settings(reader.table(values["auth"], where), AUTH_KEYS, where)
+        reader.required(auth, ["htpasswd"], where)
+        htpasswd, realm = os.path.join(base, auth["htpasswd"]), auth["realm"]
+    inherited = host.access if host is not None else None
+    if rules is None and htpasswd is None:
+        return inherited
+    if inherited is not None:
+        rules = rules or inherited.rules
+        if htpasswd is None:
+            htpasswd, realm = inherited.htpasswd, inherited.realm
+    return Access(rules=rules, htpasswd=htpasswd, realm=realm)
+
+
+def _listener(reader, index, table, base):
     keyPath = "listen[{}]".format(index)
     values = reader.settings(table, LISTEN_KEYS, keyPath)
     reader.required(values, ["address", "port"], keyPath)
     tls = None
     if values["tls"] is not None:
-        where = keyPath + ".tls"
-        settings = reader.settings(reader.table(values["tls"], where), TLS_KEYS, where)
-        reader.required(settings, ["cert", "key"], where)
-        tls = TLSSettings(**settings)
-    return Listener(address=values["address"], port=values["port"], tls=tls)
+        tls = _tls(reader, values["tls"], keyPath + ".tls", base)
+    return Listener(
+        address=values["address"],
+        port=values["port"],
+        tls=tls,
+        redirect=values["redirect_https"],
+        hsts=values["hsts"],
+        proxyProtocol=values["proxy_protocol"],
+    )
+
+
+@attr.s(frozen=True, slots=True)
+class _HostParse:
+    index = attr.ib()
+    access = attr.ib()
+
+
+def _host(reader, index, table, server, base, firstRoute):
+    """
+    A C{[[host]]} and its routes (numbered from C{firstRoute}).
+
+    @return: C{(Host, routes)}.
+    """
+    keyPath = "host[{}]".format(index)
+    values = reader.settings(table, HOST_KEYS, keyPath)
+    reader.required(values, ["names"], keyPath)
+    tls = None
+    if values["tls"] is not None:
+        tls = _tls(reader, values["tls"], keyPath + ".tls", base, keys=HOST_TLS_KEYS)
+    parsed = _HostParse(index=index, access=_access(reader, values, keyPath, base))
+    routes = tuple(
+        _route(
+            reader,
+            firstRoute + n,
+            t,
+            server,
+            keyPath="{}.route[{}]".format(keyPath, n),
+            host=parsed,
+            base=base,
+        )
+        for n, t in enumerate(reader.tables(values["route"] or [], keyPath + ".route"))
+    )
+    return Host(index=index, names=values["names"], default=values["default"], tls=tls), routes
 
 
 def parseConfig(text, filename="proxyws.toml"):
@@ -561,33 +870,54 @@ def parseConfig(text, filename="proxyws.toml"):
     if server.accessLog != "-":
         server = attr.evolve(server, accessLog=os.path.join(base, server.accessLog))
     listeners = [
-        _listener(reader, i, t)
+        _listener(reader, i, t, base)
         for i, t in enumerate(reader.tables(document.get("listen", []), "listen"))
     ]
     if not listeners:
         raise reader.error("listen", "at least one [[listen]] table is required")
     _checkDistinct(reader, listeners)
-    listeners = [
-        attr.evolve(
-            l,
-            tls=TLSSettings(os.path.join(base, l.tls.cert), os.path.join(base, l.tls.key)),
-        )
-        if l.tls
-        else l
-        for l in listeners
-    ]
-    routes = tuple(
-        _route(reader, i, t, server)
+    routes = [
+        _route(reader, i, t, server, base=base)
         for i, t in enumerate(reader.tables(document.get("route", []), "route"))
-    )
+    ]
+    hosts = []
+    for i, t in enumerate(reader.tables(document.get("host", []), "host")):
+        host, hostRoutes = _host(reader, i, t, server, base, len(routes))
+        hosts.append(host)
+        routes.extend(hostRoutes)
+    _checkHosts(reader, hosts)
+    routes = tuple(routes)
     demo = None
     if "demo" in document:
         demo = DemoSettings(
             **reader.settings(reader.table(document["demo"], "demo"), DEMO_KEYS, "demo")
         )
     return Config(
-        path=filename, server=server, listeners=tuple(listeners), routes=routes, demo=demo
+        path=filename,
+        server=server,
+        listeners=tuple(listeners),
+        routes=routes,
+        demo=demo,
+        hosts=tuple(hosts),
     )
+
+
+def _checkHosts(reader, hosts):
+    seen = {}
+    defaults = [host.index for host in hosts if host.default]
+    if len(defaults) > 1:
+        raise reader.error(
+            "host[{}].default".format(defaults[1]),
+            "only one [[host]] may be the default; host[{}] is already".format(defaults[0]),
+        )
+    for host in hosts:
+        for name in host.names:
+            if name in seen:
+                raise reader.error(
+                    "host[{}].names".format(host.index),
+                    "{!r} is already a name of host[{}]".format(name.decode(), seen[name]),
+                )
+            seen[name] = host.index
 
 
 def _checkDistinct(reader, listeners):

@@ -96,6 +96,24 @@ class BadRequest(ResponseError):
     phrase = b"Bad Request"
 
 
+class MisdirectedRequest(ResponseError):
+    """
+    The request names a host this server does not serve (RFC 9110 15.5.20).
+    """
+
+    status = 421
+    phrase = b"Misdirected Request"
+
+
+class Unauthorized(ResponseError):
+    """
+    The route needs a user name and password that the request lacks.
+    """
+
+    status = 401
+    phrase = b"Unauthorized"
+
+
 class Forbidden(ResponseError):
     """
     The request is not allowed (for example an Origin not on the allow-list).

@@ -497,7 +497,7 @@ def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):
     host = request.requestHeaders.getRawHeaders(b"Host")
     return rules.requestHeaders(
         items,
-        clientAddress=request.clientHost.encode("ascii"),
+        clientAddress=request.peerHost.encode("ascii"),
         scheme=request.scheme,
         frontHost=host[0] if host else None,
         frontPort=request.localPort,

@@ -3,11 +3,13 @@ The root resource: route each request, then hand it to its route's HTTP or
 websocket handler.
 """
 
+from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from .errors import BadRequest, NotFound, ServiceUnavailable
+from .errors import BadRequest, MisdirectedRequest, NotFound, ServiceUnavailable
 from .httpproxy import errorPage
+from .routing import hostOfHeader
 
 
 def isWebSocketUpgrade(request):
@@ -38,7 +40,9 @@ class RootResource(Resource):
     isLeaf = True
     stopping = False
 
-    def __init__(self, router, httpHandlers, webSocketHandlers=None):
+    def __init__(
+        self, router, httpHandlers, webSocketHandlers=None, gate=None, unknownHost=404
+    ):
         """
         @param router: a L{proxyws.routing.Router}.
         @param httpHandlers: route index -> handler with a C{proxy(request,
@@ -46,11 +50,16 @@ class RootResource(Resource):
         @param webSocketHandlers: route index -> handler with a
             C{proxy(request, target)} method for websocket upgrades, or
             L{None} when websockets are not relayed.
+        @param gate: a L{proxyws.gate.Gate} checking access, or L{None}.
+        @param unknownHost: the status for a request for no host's name
+            when there are virtual hosts and none is the default (404/421).
         """
         Resource.__init__(self)
         self._router = router
         self._http = httpHandlers
         self._webSockets = webSocketHandlers or {}
+        self._gate = gate
+        self._unknownHost = MisdirectedRequest if unknownHost == 421 else NotFound
 
     def render(self, request):
         """
@@ -59,16 +68,68 @@ class RootResource(Resource):
         if self.stopping:
             errorPage(request, ServiceUnavailable("the proxy is shutting down"))
             return NOT_DONE_YET
+        listener = request.site.listener
+        if listener is not None:
+            if listener.redirect is not None and request.scheme == b"http":
+                redirectToHTTPS(request, listener.redirect)
+                return NOT_DONE_YET
+            if listener.hsts and request.scheme == b"https":
+                request.responseHeaders.setRawHeaders(
+                    b"Strict-Transport-Security", [listener.hsts.encode("ascii")]
+                )
         host = request.requestHeaders.getRawHeaders(b"Host")
+        host = host[0] if host else None
         try:
-            found = self._router.route(host[0] if host else None, request.uri)
+            found = self._router.route(host, request.uri)
         except BadRequest as e:
             errorPage(request, e)
             return NOT_DONE_YET
         if found is None:
-            errorPage(request, NotFound("no route matches this request"))
+            if self._router.hosts and self._router.hostFor(hostOfHeader(host)) is None:
+                errorPage(request, self._unknownHost("no site is served under this host name"))
+            else:
+                errorPage(request, NotFound("no route matches this request"))
             return NOT_DONE_YET
+        route = found.route
+        if route.redirect is not None and request.scheme == b"http":
+            redirectToHTTPS(request, route.redirect)
+            return NOT_DONE_YET
+        body = request.takeBody()
+        if route.access is not None:
+            admitted = self._gate.admit(request, route.access)
+            if isinstance(admitted, Deferred):
+                admitted.addCallback(self._admitted, request, found, body)
+                return NOT_DONE_YET
+            if not admitted:
+                return NOT_DONE_YET
+        return self._dispatch(request, found, body)
+
+    def _admitted(self, admitted, request, found, body):
+        if admitted and request.channel is not None:
+            self._dispatch(request, found, body)
+
+    def _dispatch(self, request, found, body):
         index = found.route.index
         if index in self._webSockets and isWebSocketUpgrade(request):
             return self._webSockets[index].proxy(request, found.target)
-        return self._http[index].proxy(request, found.target, request.takeBody())
+        return self._http[index].proxy(request, found.target, body)
+
+
+def redirectToHTTPS(request, redirect):
+    """
+    Answer C{request} with a redirect to the same host, path and query over
+    https.
+
+    @param redirect: a L{proxyws.config.Redirect} (port and status).
+    """
+    host = request.requestHeaders.getRawHeaders(b"Host")
+    name = hostOfHeader(host[0]) if host else request.getHost().host.encode("ascii")
+    port = b"" if redirect.port == 443 else b":%d" % redirect.port
+    location = b"https://" + name + port + request.uri
+    body = b"Moved to " + location + b"\n"
+    request.setResponseCode(redirect.status)
+    request.responseHeaders.setRawHeaders(b"Location", [location])
+    request.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+    request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
+    request.write(body)
+    request.finish()

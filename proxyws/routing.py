@@ -250,16 +250,56 @@ class RouteMatch:
 
 class Router:
     """
-    First-match routing over a fixed table of routes.
+    First-match routing over a fixed table of routes, with virtual hosts.
+
+    A request for a name of a C{[[host]]} (exact names before C{*.}
+    wildcards) is matched against that host's routes first, then against
+    the routes outside any host; a request for no host's name goes to the
+    default host, if there is one, or to the routes outside any host.
 
     @ivar routes: the routes in the order they are tried.
     """
 
-    def __init__(self, routes):
+    def __init__(self, routes, hosts=()):
         """
         @param routes: a sequence of L{proxyws.config.Route}.
+        @param hosts: a sequence of L{proxyws.config.Host}.
         """
         self.routes = tuple(routes)
+        self.hosts = tuple(hosts)
+        shared = tuple(r for r in self.routes if r.vhost is None)
+        self._tables = {None: shared}
+        for host in self.hosts:
+            own = tuple(r for r in self.routes if r.vhost == host.index)
+            self._tables[host.index] = own + shared
+        self._exact = {}
+        self._wildcards = []
+        self._default = None
+        for host in self.hosts:
+            for name in host.names:
+                if name[:2] == b"*.":
+                    self._wildcards.append((name[1:], host.index))
+                else:
+                    self._exact[name] = host.index
+            if host.default:
+                self._default = host.index
+        # The longest wildcard suffix wins.
+        self._wildcards.sort(key=lambda entry: -len(entry[0]))
+
+    def hostFor(self, hostName):
+        """
+        The virtual host a request's host name selects.
+
+        @param hostName: the result of L{hostOfHeader}.
+        @return: the host's index, or L{None} for none (and no default).
+        """
+        index = self._exact.get(hostName)
+        if index is not None:
+            return index
+        for suffix, index in self._wildcards:
+            if hostName.endswith(suffix) and len(hostName) > len(suffix):
+                return index
+        return self._default
 
     def route(self, host, target):
         """
@@ -273,7 +313,8 @@ class Router:
         path, query = splitTarget(target)
         path = normalizePath(path)
         hostName = hostOfHeader(host)
-        for route in self.routes:
+        table = self._tables[self.hostFor(hostName) if self.hosts else None]
+        for route in table:
             if route.hosts and not hostMatches(route.hosts, hostName):
                 continue
             backend = backendTarget(route, path, query)

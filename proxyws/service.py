@@ -12,10 +12,13 @@ import socket
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.protocols.haproxy import proxyEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .accesslog import AccessLog
 from .errors import ConfigError
+from .gate import Gate
 from .httpproxy import ReverseProxyResource
 from .pool import BackendPool
 from .resource import RootResource
@@ -106,11 +109,11 @@ def _bind(config, keyPath, listener, port=None, reusePort=False):
     return sock
 
 
-def buildSite(config, reactor, accessLog):
+def buildRoot(config, reactor):
     """
-    Build the site that every listener serves, and its backend pool.
+    Build the root resource every listener serves, and the backend pool.
 
-    @return: C{(site, pool)}.
+    @return: C{(root, pool)}.
     """
     server = config.server
     pool = BackendPool(
@@ -127,8 +130,40 @@ def buildSite(config, reactor, accessLog):
         route.index: WebSocketProxyResource(reactor, route, backendPolicy)
         for route in config.routes
     }
-    root = RootResource(Router(config.routes), handlers, webSockets)
-    return ProxySite(root, accessLog, reactor, server.clientTimeout), pool
+    root = RootResource(
+        Router(config.routes, config.hosts),
+        handlers,
+        webSockets,
+        gate=Gate.forConfig(config, reactor),
+        unknownHost=server.unknownHost,
+    )
+    return root, pool
+
+
+def buildSite(config, reactor, accessLog, listener=None):
+    """
+    Build a site serving C{config}, and its backend pool.
+
+    @param listener: the L{proxyws.config.Listener} the site serves.
+    @return: C{(site, pool)}.
+    """
+    root, pool = buildRoot(config, reactor)
+    site = ProxySite(
+        root,
+        accessLog,
+        reactor,
+        config.server.clientTimeout,
+        listener=listener,
+        trustedProxies=config.server.trustedProxies,
+    )
+    return site, pool
+
+
+def serverContext(config, listener):
+    """
+    The TLS context factory of a listener.
+    """
+    return serverOptions(listener.tls)
 
 
 def exitCleanly(reactor):
@@ -165,6 +200,7 @@ class ProxyService(Service):
         self._sockets = sockets
         self._reactor = reactor
         self.ports = []
+        self.sites = []
         self._pool = None
         self._accessLog = accessLog
 
@@ -175,12 +211,17 @@ class ProxyService(Service):
         Service.startService(self)
         if self._accessLog is None:
             self._accessLog = AccessLog.open(self.config.server.accessLog)
-        self.site, self._pool = buildSite(self.config, self._reactor, self._accessLog)
+        root, self._pool = buildRoot(self.config, self._reactor)
         for index, (listener, sock) in enumerate(self._sockets):
-            factory = self._factoryFor(listener)
-            port = self._reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
-            sock.close()
-            self.ports.append(port)
+            factory = self._factoryFor(listener, root)
+            family = sock.family
+            # The endpoint takes the descriptor over (and closes it).
+            endpoint = AdoptedStreamServerEndpoint(self._reactor, sock.detach(), family)
+            if getattr(listener, "proxyProtocol", False):
+                # Connections start with a PROXY protocol header (v1 or v2).
+                endpoint = proxyEndpoint(endpoint)
+            endpoint.listen(factory).addCallback(self.ports.append)
+            port = self.ports[-1]
             address = port.getHost()
             _log.info(
                 "proxyws listening on {address} port {port}{tls}",
@@ -190,14 +231,26 @@ class ProxyService(Service):
             )
         self._sockets = []
 
-    def _factoryFor(self, listener):
+    def _factoryFor(self, listener, root):
         if listener is self.config.demo:
             from .demo import demoSite
 
             return demoSite(self._reactor)
+        site = ProxySite(
+            root,
+            self._accessLog,
+            self._reactor,
+            self.config.server.clientTimeout,
+            listener=listener,
+            trustedProxies=self.config.server.trustedProxies,
+        )
+        self.sites.append(site)
+        if self.site is None:
+            self.site = site
+        factory = site
         if listener.tls is not None:
-            return TLSMemoryBIOFactory(serverOptions(listener.tls), False, self.site)
-        return self.site
+            factory = TLSMemoryBIOFactory(serverContext(self.config, listener), False, factory)
+        return factory
 
     def stopService(self):
         """
@@ -216,7 +269,7 @@ class ProxyService(Service):
         _log.info("proxyws stopping: waiting for requests in flight")
         self.site.resource.stopping = True
         stopped = DeferredList([port.stopListening() for port in self.ports])
-        drained = self.site.drain()
+        drained = DeferredList([site.drain() for site in self.sites])
         deadline = self._reactor.callLater(
             self.config.server.shutdownTimeout, self._deadline, drained
         )
@@ -236,4 +289,5 @@ class ProxyService(Service):
 
     def _deadline(self, drained):
         _log.warn("shutdown deadline reached: closing the remaining connections")
-        self.site.abortAll()
+        for site in self.sites:
+            site.abortAll()

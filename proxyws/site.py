@@ -13,12 +13,58 @@ stop can let requests in flight finish, close idle keep-alive connections
 and close websockets with 1001.
 """
 
+import ipaddress
+
 from twisted.internet.defer import Deferred
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from .accesslog import formatCombined, requestLine
 from .httpproxy import RequestBody
+
+
+def _within(address, networks):
+    """
+    Whether C{address} (text) is in one of C{networks}.
+    """
+    if not networks:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
+def realClient(forwardedFor, peer, trusted):
+    """
+    The client's address behind trusted proxies: the last address of
+    C{X-Forwarded-For} that is not a trusted proxy (nginx's
+    C{real_ip_recursive on}).
+
+    @param forwardedFor: the header's values, or L{None}.
+    @param peer: the address of the connection's peer, a trusted proxy.
+    @param trusted: the trusted networks.
+    @return: the address as text.
+    """
+    addresses = [
+        a.strip().decode("ascii", "replace")
+        for value in forwardedFor or ()
+        for a in value.split(b",")
+        if a.strip()
+    ]
+    client = peer
+    for address in reversed(addresses):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            break
+        client = address
+        if not _within(address, trusted):
+            break
+    return client
 
 
 class ProxyRequest(Request):
@@ -33,6 +79,7 @@ class ProxyRequest(Request):
     """
 
     content = None
+    remoteUser = None
     # The backend's answer has no Content-Type: the proxy must not add one.
     defaultContentType = None
     _body = None
@@ -90,7 +137,16 @@ class ProxyRequest(Request):
         # Apache's %t is when the request arrived, not when it was logged.
         self.received = channel.site.reactor.seconds()
         self.scheme = channel.scheme
-        self.clientHost = channel.clientHost
+        if channel.peerHost is None:
+            channel.notePeer()
+        self.peerHost = channel.peerHost
+        self.clientHost = channel.peerHost
+        if channel.trusted:
+            self.clientHost = realClient(
+                self.requestHeaders.getRawHeaders(b"X-Forwarded-For"),
+                channel.peerHost,
+                channel.site.trustedProxies,
+            )
         self.localPort = channel.localPort
         self.method = command
         self.uri = path
@@ -121,7 +177,9 @@ class ProxyChannel(HTTPChannel):
     An HTTP connection from a client, known to its site while it is open.
 
     @ivar scheme: C{b"https"} or C{b"http"}: how the client reached us.
-    @ivar clientHost: the client's address as text.
+    @ivar peerHost: the address of the connection's peer as text (from the
+        PROXY protocol header when the listener takes one).
+    @ivar trusted: whether the peer is a trusted proxy.
     @ivar localPort: the port the client connected to, as bytes.
     """
 
@@ -131,8 +189,16 @@ class ProxyChannel(HTTPChannel):
         """
         HTTPChannel.connectionMade(self)
         self.scheme = b"https" if HTTPChannel.isSecure(self) else b"http"
-        self.clientHost = self.transport.getPeer().host
         self.localPort = b"%d" % self.transport.getHost().port
+        self.peerHost = None
+
+    def notePeer(self):
+        """
+        Work out the peer's address, once the first request has come (with
+        the PROXY protocol, the header that names it comes first).
+        """
+        self.peerHost = self.transport.getPeer().host
+        self.trusted = _within(self.peerHost, self.site.trustedProxies)
 
     def isSecure(self):
         """
@@ -159,15 +225,21 @@ class ProxySite(Site):
     protocol = ProxyChannel
     noisy = False
 
-    def __init__(self, resource, accessLog, reactor, timeout):
+    def __init__(
+        self, resource, accessLog, reactor, timeout, listener=None, trustedProxies=()
+    ):
         """
         @param resource: the root resource.
         @param accessLog: where access-log lines go.
         @param reactor: the reactor (clock).
         @param timeout: seconds an idle client connection is kept.
+        @param listener: the L{proxyws.config.Listener} served, if any.
+        @param trustedProxies: networks whose X-Forwarded-For is believed.
         """
         Site.__init__(self, resource, reactor=reactor, timeout=timeout)
         self.accessLog = accessLog
+        self.listener = listener
+        self.trustedProxies = trustedProxies
         self._channels = set()
         self._relays = set()
         self._drained = None
@@ -219,7 +291,7 @@ class ProxySite(Site):
             formatCombined(
                 request.clientHost,
                 None,
-                None,
+                request.remoteUser,
                 request.received,
                 requestLine(request.method, request.uri, request.clientproto),
                 request.code,

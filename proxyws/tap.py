@@ -42,14 +42,15 @@ class Options(usage.Options):
         """
         if not self["config"]:
             raise usage.UsageError("--config FILE.toml is required")
-        from .service import bindListeners, bindWorkers
-        from .tls import serverOptions
+        from .gate import Gate
+        from .service import bindListeners, bindWorkers, serverContext
 
         try:
             config = loadConfig(self["config"])
-            for index, listener in enumerate(config.listeners):
+            for listener in config.listeners:
                 if listener.tls is not None:
-                    serverOptions(listener.tls, config.path, "listen[{}].tls".format(index))
+                    serverContext(config, listener)
+            Gate.forConfig(config)
             if config.server.workers > 1:
                 self["sockets"], self["workerSockets"] = bindWorkers(
                     config, config.server.workers

@@ -435,7 +435,7 @@ class ErrorTextTests(SynchronousTestCase):
         self.assertConfigError(
             "lsten = 1\n",
             "/etc/p.toml: lsten: unknown key (did you mean 'listen'?); "
-            "known keys here are demo, listen, route, server",
+            "known keys here are demo, host, listen, route, server",
             filename="/etc/p.toml")
 
     def test_unknownTopLevelKey(self):
@@ -446,11 +446,11 @@ class ErrorTextTests(SynchronousTestCase):
         self.assertConfigError(
             "routes = 1\n" + LISTEN,
             "proxyws.toml: routes: unknown key (did you mean 'route'?); "
-            "known keys here are demo, listen, route, server")
+            "known keys here are demo, host, listen, route, server")
         self.assertConfigError(
             "zzz = 1\n" + LISTEN,
             "proxyws.toml: zzz: unknown key; "
-            "known keys here are demo, listen, route, server")
+            "known keys here are demo, host, listen, route, server")
 
     def test_unknownServerKey(self):
         """
@@ -478,7 +478,7 @@ class ErrorTextTests(SynchronousTestCase):
         self.assertConfigError(
             LISTEN + "tsl = {}\n",
             "proxyws.toml: listen[0].tsl: unknown key (did you mean "
-            "'tls'?); known keys here are address, port, tls")
+            "'tls'?); known keys here are address, hsts, port, proxy_protocol, redirect_https, tls")
 
     def test_wrongTypes(self):
         """
@@ -686,8 +686,10 @@ class ErrorTextTests(SynchronousTestCase):
             "proxyws.toml: listen[0].tls.key: is required and missing")
         self.assertConfigError(
             LISTEN + 'tls = { cert = "c", key = "k", ca = "x" }\n',
-            "proxyws.toml: listen[0].tls.ca: unknown key; known keys here "
-            "are cert, key")
+            "proxyws.toml: listen[0].tls.ca: unknown key; known keys "
+            "here are cert, ciphers, client_ca, "
+            "client_cert, client_subject_header, key, key_passphrase_env, "
+            "key_passphrase_file, min_version")
 
     def test_trailingSlashMismatch(self):
         """

@@ -450,7 +450,7 @@ class BadConfigTests(SynchronousTestCase):
         self.assertRejected(
             '[[listen]]\nadress = "127.0.0.1"\nport = 0\n',
             "{path}: listen[0].adress: unknown key (did you mean 'address'?); "
-            "known keys here are address, port, tls",
+            "known keys here are address, hsts, port, proxy_protocol, redirect_https, tls",
         )
 
     def test_wrongType(self):
