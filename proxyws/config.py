@@ -401,12 +401,15 @@ class Backend:
     httpScheme = attr.ib()
     wsScheme = attr.ib()
     hostHeader = attr.ib()
+    tls = attr.ib(default=None)
 
     @property
     def key(self):
         """
         What identifies a pool of connections to this backend.
         """
+        if self.tls is not None:
+            return (self.secure, self.host, self.port, self.tls)
         return (self.secure, self.host, self.port)
 
     def origin(self, scheme):
@@ -452,7 +455,6 @@ class Route:
     vhost = attr.ib(default=None)
     access = attr.ib(default=None)
     redirect = attr.ib(default=None)
-    backendTLS = attr.ib(default=None)
 
 
 @attr.s(frozen=True, slots=True)
@@ -679,6 +681,16 @@ def _route(reader, index, table, server, keyPath=None, host=None, base=""):
             reader, values["backend"], keyPath + ".backend", pattern.groups
         )
         template = compileTemplate(backend.path)
+    if values["backend_tls"] is not None:
+        if not backend.secure:
+            raise reader.error(
+                keyPath + ".backend_tls",
+                "backend {!r} does not use TLS (https:// or wss://)".format(values["backend"]),
+            )
+        backend = attr.evolve(
+            backend,
+            tls=_backendTLS(reader, values["backend_tls"], keyPath + ".backend_tls", base),
+        )
     return Route(
         index=index,
         hosts=values["host"],
@@ -700,7 +712,6 @@ def _route(reader, index, table, server, keyPath=None, host=None, base=""):
         vhost=host.index if host is not None else None,
         access=_access(reader, values, keyPath, base, host),
         redirect=values["redirect_https"],
-        backendTLS=_backendTLS(reader, values["backend_tls"], keyPath + ".backend_tls", base),
     )
 
 

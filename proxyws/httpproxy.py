@@ -479,8 +479,10 @@ def frontOrigin(request):
     host = request.requestHeaders.getRawHeaders(b"Host")
     if host:
         return request.scheme + b"://" + host[0]
-    address = request.getHost()
-    return request.scheme + b"://" + address.host.encode("ascii") + b":" + request.localPort
+    address = request.getHost().host.encode("ascii")
+    if b":" in address:
+        address = b"[" + address + b"]"
+    return request.scheme + b"://" + address + b":" + request.localPort
 
 
 def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):

@@ -115,6 +115,14 @@ class RootResource(Resource):
         return self._http[index].proxy(request, found.target, body)
 
 
+def _literal(address):
+    """
+    An IP address as it goes in a URL (IPv6 in brackets).
+    """
+    address = address.encode("ascii")
+    return b"[" + address + b"]" if b":" in address else address
+
+
 def redirectToHTTPS(request, redirect):
     """
     Answer C{request} with a redirect to the same host, path and query over
@@ -123,7 +131,7 @@ def redirectToHTTPS(request, redirect):
     @param redirect: a L{proxyws.config.Redirect} (port and status).
     """
     host = request.requestHeaders.getRawHeaders(b"Host")
-    name = hostOfHeader(host[0]) if host else request.getHost().host.encode("ascii")
+    name = hostOfHeader(host[0]) if host else _literal(request.getHost().host)
     port = b"" if redirect.port == 443 else b":%d" % redirect.port
     location = b"https://" + name + port + request.uri
     body = b"Moved to " + location + b"\n"

@@ -7,6 +7,7 @@ parsed, before twistd daemonizes or anything starts, so that a port already
 in use stops start-up with one clear line.  L{ProxyService} adopts them.
 """
 
+import os
 import socket
 
 from twisted.application.service import Service
@@ -24,7 +25,7 @@ from .pool import BackendPool
 from .resource import RootResource
 from .routing import Router
 from .site import ProxySite
-from .tls import backendPolicy, serverOptions
+from .tls import backendCreator, loadCertificate, serverContextFactory
 from .wsproxy import WebSocketProxyResource
 
 _log = Logger()
@@ -116,6 +117,7 @@ def buildRoot(config, reactor):
     @return: C{(root, pool)}.
     """
     server = config.server
+    backendPolicy = BackendTLSPolicy(config)
     pool = BackendPool(
         reactor,
         maxIdle=server.backendKeepalive,
@@ -157,13 +159,6 @@ def buildSite(config, reactor, accessLog, listener=None):
         trustedProxies=config.server.trustedProxies,
     )
     return site, pool
-
-
-def serverContext(config, listener):
-    """
-    The TLS context factory of a listener.
-    """
-    return serverOptions(listener.tls)
 
 
 def exitCleanly(reactor):
@@ -291,3 +286,111 @@ class ProxyService(Service):
         _log.warn("shutdown deadline reached: closing the remaining connections")
         for site in self.sites:
             site.abortAll()
+
+
+def _passphrase(config, settings, keyPath):
+    """
+    The passphrase of a TLS key, from its file or environment variable.
+    """
+    if settings.passphraseFile:
+        try:
+            with open(settings.passphraseFile, "rb") as f:
+                return f.read().rstrip(b"\r\n")
+        except OSError as e:
+            raise ConfigError(
+                config.path,
+                keyPath + ".key_passphrase_file",
+                "cannot read {!r}: {}".format(settings.passphraseFile, e.strerror or e),
+            ) from None
+    if settings.passphraseEnv:
+        value = os.environ.get(settings.passphraseEnv)
+        if value is None:
+            raise ConfigError(
+                config.path,
+                keyPath + ".key_passphrase_env",
+                "the environment variable {!r} is not set".format(settings.passphraseEnv),
+            )
+        return value.encode("utf-8")
+    return None
+
+
+def _certificate(config, settings, keyPath):
+    return loadCertificate(
+        settings.cert,
+        settings.key,
+        _passphrase(config, settings, keyPath),
+        config.path,
+        keyPath,
+    )
+
+
+def serverContext(config, listener):
+    """
+    The TLS context factory of a listener: its own certificate, and the
+    certificates of the C{[[host]]}s, chosen by SNI.
+
+    @raise ConfigError: for a certificate or setting that cannot be used.
+    """
+    index = config.listeners.index(listener)
+    keyPath = "listen[{}].tls".format(index)
+    tls = listener.tls
+    default = _certificate(config, tls, keyPath)
+    certificates = [default] + [
+        _certificate(config, host.tls, "host[{}].tls".format(host.index))
+        for host in config.hosts
+        if host.tls is not None
+    ]
+    return serverContextFactory(
+        certificates,
+        default,
+        minimumVersion=tls.minVersion,
+        ciphers=tls.ciphers,
+        clientCA=tls.clientCA,
+        clientCertificate=tls.clientCert,
+        configPath=config.path,
+        keyPath=keyPath,
+    )
+
+
+class BackendTLSPolicy:
+    """
+    The TLS client settings of each https:// and wss:// backend, made once.
+    """
+
+    def __init__(self, config):
+        self._creators = {}
+        for route in config.routes:
+            backend = route.backend
+            if not backend.secure or backend.key in self._creators:
+                continue
+            settings = backend.tls
+            keyPath = "route[{}].backend_tls".format(route.index)
+            if settings is None:
+                creator = backendCreator(backend.host, configPath=config.path, keyPath=keyPath)
+            else:
+                if not settings.verify:
+                    _log.warn(
+                        "backend {url}: its TLS certificate is NOT checked (verify = false)",
+                        url=backend.url,
+                    )
+                client = None
+                if settings.cert:
+                    client = loadCertificate(
+                        settings.cert, settings.key, None, config.path, keyPath
+                    )
+                creator = backendCreator(
+                    backend.host,
+                    ca=settings.ca,
+                    serverName=settings.serverName,
+                    verify=settings.verify,
+                    clientCertificate=client,
+                    configPath=config.path,
+                    keyPath=keyPath,
+                )
+            self._creators[backend.key] = creator
+
+    def __call__(self, backend):
+        """
+        @return: the connection creator for C{backend}.
+        """
+        return self._creators[backend.key]

@@ -43,13 +43,14 @@ class Options(usage.Options):
         if not self["config"]:
             raise usage.UsageError("--config FILE.toml is required")
         from .gate import Gate
-        from .service import bindListeners, bindWorkers, serverContext
+        from .service import BackendTLSPolicy, bindListeners, bindWorkers, serverContext
 
         try:
             config = loadConfig(self["config"])
             for listener in config.listeners:
                 if listener.tls is not None:
                     serverContext(config, listener)
+            BackendTLSPolicy(config)
             Gate.forConfig(config)
             if config.server.workers > 1:
                 self["sockets"], self["workerSockets"] = bindWorkers(

@@ -1,90 +1,737 @@
 """
-TLS with pyOpenSSL: contexts for listeners, and certificate checks for
-C{https://} and C{wss://} backends.
+TLS with pyOpenSSL: certificates, listener contexts with SNI, and
+certificate checks for C{https://} and C{wss://} backends.
 
-Listeners offer TLS 1.2 and 1.3 only, ALPN C{http/1.1}, with the
-certificate chain and key read from PEM files.  Backends are verified against
-the system's trusted CAs, with the host name checked by service-identity
-(through Twisted's C{optionsForClientTLS}).
+Plain values come in (file names, passphrases, names, versions); pyOpenSSL
+and Twisted objects come out.  Reading the configuration is not done here:
+every function that can refuse its input takes the config file's name and a
+key path, and raises L{ConfigError} with one readable line, naming the
+sub-key at fault (the names are listed in L{SUBKEYS}).
+
+Listeners (L{serverContextFactory}) offer TLS 1.2 and 1.3, ALPN
+C{http/1.1}, session resumption (tickets, and a session id context so that
+resumption also works with client certificates), optional client
+certificates, and pick a certificate by the server name the client asks for
+(SNI).  Backends (L{backendCreator}) are verified against the system's
+trusted CAs or a given CA file, with the host name checked by
+service-identity.
 """
 
 import datetime
+import errno
+import functools
+import ipaddress
+import re
 
+import attr
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
+from zope.interface import implementer
 
 from .errors import ConfigError
 
-_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+# The sub-keys that messages name under the key path a caller passes: the
+# configuration should use these names for the same settings.
+SUBKEYS = {
+    "certPath": "cert",
+    "keyPath": "key",
+    "minimumVersion": "min_version",
+    "ciphers": "ciphers",
+    "clientCA": "client_ca",
+    "clientCertificate": "client_cert",
+    "ca": "ca",
+    "passphrase": "key_passphrase_file or key_passphrase_env",
+}
+
+# Versions a listener may start from.  Anything older is refused: TLS 1.0
+# and 1.1 are deprecated by RFC 8996 and OpenSSL 3 disables them anyway.
+MINIMUM_VERSIONS = {
+    "1.2": SSL.TLS1_2_VERSION,
+    "1.3": SSL.TLS1_3_VERSION,
+}
+OBSOLETE_VERSIONS = ("1.0", "1.1")
+
+# How a listener treats client certificates.  "optional" asks for one and
+# fails the handshake only for a certificate that does not verify.
+CLIENT_CERTIFICATE_MODES = {
+    "none": SSL.VERIFY_NONE,
+    "optional": SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE,
+    "required": SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT | SSL.VERIFY_CLIENT_ONCE,
+}
+
+# The only application protocol proxyws speaks over TLS, offered to backends
+# and chosen for clients that offer it.
+ALPN_PROTOCOL = b"http/1.1"
+
+# Sessions are cached (and tickets made) under this context: OpenSSL refuses
+# to resume a session with client certificates unless it is set.
+SESSION_ID_CONTEXT = b"proxyws"
+
+_SERVER_OPTIONS = (
+    SSL.OP_NO_COMPRESSION
+    | SSL.OP_CIPHER_SERVER_PREFERENCE
+    | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+)
+
+_CERTIFICATE_MARKER = re.compile(rb"-----BEGIN (X509 |TRUSTED )?CERTIFICATE-----")
+_KEY_MARKER = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+_ENCRYPTED_MARKER = re.compile(rb"-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: *4, *ENCRYPTED")
+
+# What an OSError reading a file is called in messages.
+_FILE_PROBLEMS = {
+    errno.ENOENT: "no such file",
+    errno.EACCES: "permission denied",
+    errno.EISDIR: "is a directory",
+}
 
 
-def _readCertificates(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    pieces = [
-        _PEM_CERTIFICATE + piece
-        for piece in data.split(_PEM_CERTIFICATE)[1:]
-    ]
-    return [crypto.load_certificate(crypto.FILETYPE_PEM, piece) for piece in pieces]
+@attr.s(frozen=True, slots=True, eq=False)
+class Certificate:
+    """
+    A certificate chain with its private key, and the names it is valid for.
+
+    Compared by identity: two loads of the same files are two certificates.
+
+    @ivar chain: C{cryptography} certificates, the leaf first.
+    @ivar key: the leaf's C{cryptography} private key.
+    @ivar names: the DNS names the leaf is valid for, in lower case, as
+        written (C{"*.example.com"} included): from subjectAltName, or the
+        subject's CN when there is no subjectAltName.
+    @ivar addresses: the IP addresses the leaf is valid for, as text.
+    @ivar certPath: the file the chain came from, for messages.
+    """
+
+    chain = attr.ib(converter=tuple)
+    key = attr.ib()
+    names = attr.ib(converter=tuple)
+    addresses = attr.ib(converter=tuple, default=())
+    certPath = attr.ib(default=None)
+
+    @property
+    def subject(self):
+        """
+        The leaf's subject, as an RFC 4514 string.
+        """
+        return self.chain[0].subject.rfc4514_string()
+
+    def privateCertificate(self):
+        """
+        @return: the leaf and key as a Twisted
+            L{twisted.internet.ssl.PrivateCertificate}.
+        """
+        return ssl.PrivateCertificate.fromCertificateAndKeyPair(
+            ssl.Certificate(crypto.X509.from_cryptography(self.chain[0])),
+            ssl.KeyPair(crypto.PKey.from_cryptography_key(self.key)),
+        )
+
+
+# Pure helpers: names, selection, validity.
+
+
+def certificateNames(certificate):
+    """
+    The DNS names and IP addresses a certificate is valid for.
+
+    @param certificate: a C{cryptography} certificate.
+    @return: C{(names, addresses)}: lower-case DNS names from subjectAltName
+        (or the CN when there is none, as RFC 6125 allows), and IP addresses.
+    """
+    try:
+        alternatives = certificate.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
+    except x509.ExtensionNotFound:
+        common = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return tuple(_normalName(a.value) for a in common[:1]), ()
+    names = alternatives.get_values_for_type(x509.DNSName)
+    addresses = alternatives.get_values_for_type(x509.IPAddress)
+    return tuple(_normalName(n) for n in names), tuple(str(a) for a in addresses)
+
+
+def _normalName(name):
+    return name.rstrip(".").lower()
+
+
+def nameMatches(pattern, serverName):
+    """
+    Whether a certificate name covers a server name.
+
+    @param pattern: a name from a certificate; C{"*.example.com"} covers
+        exactly one label in front of C{example.com}.
+    @param serverName: the name a client asked for.
+    @return: L{True} or L{False}; case does not matter.
+    """
+    pattern, serverName = _normalName(pattern), _normalName(serverName)
+    if pattern == serverName:
+        return True
+    if not pattern.startswith("*."):
+        return False
+    label, dot, rest = serverName.partition(".")
+    return bool(label) and bool(dot) and rest == pattern[2:]
+
+
+def selectCertificate(certificates, default, serverName):
+    """
+    The certificate to present for a server name: one that names it exactly,
+    else one whose wildcard covers it, else C{default}.
+
+    @param certificates: L{Certificate}s, in order of preference.
+    @param default: the L{Certificate} for other names and for clients that
+        send none.
+    @param serverName: the name the client sent (text), or L{None}.
+    @return: a L{Certificate}.
+    """
+    if not serverName:
+        return default
+    serverName = _normalName(serverName)
+    for certificate in certificates:
+        if serverName in certificate.names:
+            return certificate
+    for certificate in certificates:
+        if any(nameMatches(n, serverName) for n in certificate.names if n.startswith("*.")):
+            return certificate
+    return default
+
+
+def _validityProblem(certPath, leaf, now):
+    if leaf.not_valid_after_utc < now:
+        return "{!r} expired on {}".format(certPath, leaf.not_valid_after_utc.isoformat())
+    if leaf.not_valid_before_utc > now:
+        return "{!r} is not valid until {}".format(
+            certPath, leaf.not_valid_before_utc.isoformat()
+        )
+    return None
+
+
+def _publicBytes(key):
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+# Loading files.
+
+
+def _readFile(path, problem):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        reason = _FILE_PROBLEMS.get(e.errno) or (e.strerror or str(e)).lower()
+        raise problem("cannot read {!r}: {}".format(path, reason)) from None
+
+
+def _parseCertificates(path, data, problem):
+    if not _CERTIFICATE_MARKER.search(data):
+        raise problem("{!r} holds no PEM certificate".format(path))
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise problem("{!r} holds a PEM certificate that cannot be parsed".format(path)) from None
+
+
+def _parseKey(path, data, passphrase, problem):
+    if not _KEY_MARKER.search(data):
+        raise problem("{!r} holds no PEM private key".format(path))
+    encrypted = bool(_ENCRYPTED_MARKER.search(data))
+    if encrypted and not passphrase:
+        raise problem(
+            "{!r} is encrypted and no passphrase was given; set {}".format(
+                path, SUBKEYS["passphrase"]
+            )
+        )
+    if isinstance(passphrase, str):
+        passphrase = passphrase.encode("utf-8")
+    try:
+        return serialization.load_pem_private_key(data, passphrase if encrypted else None)
+    except (ValueError, TypeError, NotImplementedError):
+        if encrypted:
+            raise problem("the passphrase given does not decrypt {!r}".format(path)) from None
+        raise problem("{!r} holds a PEM private key that cannot be parsed".format(path)) from None
+
+
+def _problemAt(configPath, keyPath, subkey):
+    """
+    @return: a function of a message making the L{ConfigError} for
+        C{keyPath.subkey}.
+    """
+    where = "{}.{}".format(keyPath, subkey) if keyPath else subkey
+    return lambda message: ConfigError(configPath, where, message)
+
+
+def loadCertificate(
+    certPath,
+    keyPath,
+    passphrase=None,
+    configPath="proxyws.toml",
+    keyPathInConfig="listen[0].tls",
+    now=None,
+):
+    """
+    Load and check a certificate chain and its private key from PEM files.
+
+    @param certPath: the PEM file of the certificate, then its chain.
+    @param keyPath: the PEM file of the private key (may be C{certPath}).
+    @param passphrase: the key's passphrase (L{str} or L{bytes}), for an
+        encrypted key; ignored for a key that is not encrypted.
+    @param configPath: the config file, for messages.
+    @param keyPathInConfig: where the settings are in the config, for
+        messages; they name C{.cert} or C{.key} under it.
+    @param now: the time to check validity at (an aware C{datetime}); now by
+        default.
+    @return: a L{Certificate}.
+    @raise ConfigError: for a file that cannot be read, holds no or an
+        invalid certificate or key, an encrypted key without its passphrase,
+        a key that does not match the certificate, or a certificate that has
+        expired or is not valid yet.
+    """
+    certProblem = _problemAt(configPath, keyPathInConfig, SUBKEYS["certPath"])
+    keyProblem = _problemAt(configPath, keyPathInConfig, SUBKEYS["keyPath"])
+    chain = _parseCertificates(certPath, _readFile(certPath, certProblem), certProblem)
+    key = _parseKey(keyPath, _readFile(keyPath, keyProblem), passphrase, keyProblem)
+    if _publicBytes(key.public_key()) != _publicBytes(chain[0].public_key()):
+        raise keyProblem("{!r} does not match the certificate {!r}".format(keyPath, certPath))
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    problem = _validityProblem(certPath, chain[0], now)
+    if problem:
+        raise certProblem(problem)
+    refusal = _openSSLRefusal(chain[0], key)
+    if refusal:
+        raise certProblem("{!r} is refused by OpenSSL: {}".format(certPath, refusal))
+    names, addresses = certificateNames(chain[0])
+    return Certificate(chain, key, names, addresses, certPath)
+
+
+def _openSSLRefusal(leaf, key):
+    """
+    Why OpenSSL will not use a certificate (a key too small or a digest too
+    weak for its security level), or L{None}.
+    """
+    context = SSL.Context(SSL.TLS_METHOD)
+    try:
+        context.use_certificate(leaf)
+        context.use_privatekey(key)
+    except SSL.Error as e:
+        return _openSSLReason(e)
+    return None
+
+
+def _openSSLReason(error):
+    """
+    @return: the reason of the last OpenSSL error in C{error}.
+    """
+    reasons = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    return reasons[-1][2] if reasons else str(error)
+
+
+def loadAuthorities(path, configPath="proxyws.toml", keyPath="ca"):
+    """
+    Load the CA certificates trusted to sign peers' certificates.
+
+    @param path: a PEM file of one or more certificates.
+    @param keyPath: the full key path of the setting, for messages.
+    @return: a L{tuple} of C{cryptography} certificates.
+    @raise ConfigError: for a file that cannot be read or holds no valid
+        certificate.
+    """
+    def problem(message):
+        return ConfigError(configPath, keyPath, message)
+
+    return tuple(_parseCertificates(path, _readFile(path, problem), problem))
+
+
+def _authorities(ca, configPath, keyPath):
+    """
+    CA certificates given either as a file name or already loaded.
+    """
+    if isinstance(ca, (str, bytes)):
+        return loadAuthorities(ca, configPath, keyPath)
+    return tuple(ca)
+
+
+# Listeners.
+
+
+@attr.s(frozen=True, slots=True)
+class _ServerSettings:
+    """
+    What every context of one listener shares.
+
+    @ivar minimumVersion: an C{SSL.TLS1_*_VERSION}.
+    @ivar ciphers: the OpenSSL cipher string (bytes) for TLS up to 1.2, or
+        L{None} for OpenSSL's default.
+    @ivar verifyMode: C{SSL.VERIFY_*} flags for client certificates.
+    @ivar authorities: the CAs client certificates must chain to.
+    """
+
+    minimumVersion = attr.ib()
+    ciphers = attr.ib()
+    verifyMode = attr.ib()
+    authorities = attr.ib(converter=tuple)
+
+
+def _selectProtocol(connection, offered):
+    """
+    ALPN: C{http/1.1} when offered; otherwise go on without ALPN rather than
+    fail the handshake.
+    """
+    if ALPN_PROTOCOL in offered:
+        return ALPN_PROTOCOL
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def _serverContext(certificate, settings, serverNameCallback):
+    """
+    @return: an C{SSL.Context} presenting C{certificate}, set up as
+        C{settings} say.
+    """
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(settings.minimumVersion)
+    context.set_options(_SERVER_OPTIONS)
+    if settings.ciphers is not None:
+        context.set_cipher_list(settings.ciphers)
+    context.use_certificate(certificate.chain[0])
+    for intermediate in certificate.chain[1:]:
+        context.add_extra_chain_cert(intermediate)
+    context.use_privatekey(certificate.key)
+    context.set_session_id(SESSION_ID_CONTEXT)
+    context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    context.set_alpn_select_callback(_selectProtocol)
+    context.set_verify(settings.verifyMode)
+    store = context.get_cert_store()
+    for authority in settings.authorities:
+        store.add_cert(crypto.X509.from_cryptography(authority))
+        context.add_client_ca(authority)
+    context.set_tlsext_servername_callback(serverNameCallback)
+    return context
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerContextFactory:
+    """
+    The TLS side of a listener, for L{TLSMemoryBIOFactory
+    <twisted.protocols.tls.TLSMemoryBIOFactory>}: one C{SSL.Context} per
+    certificate, all set up alike; a connection starts on the default
+    certificate's context and moves to another when the client's server
+    name (SNI) selects it.
+
+    Session tickets and the session cache belong to the context a connection
+    started on, always the default's, so resumption works whichever
+    certificate was presented.
+
+    @ivar certificates: the L{Certificate}s, in order of preference.
+    @ivar default: the L{Certificate} for other names and no name.
+    @ivar _contexts: L{Certificate} -> its C{SSL.Context}.
+    """
+
+    def __init__(self, certificates, default, settings):
+        """
+        @param settings: a L{_ServerSettings}.
+        """
+        self.certificates = tuple(certificates)
+        self.default = default
+        self._contexts = {
+            c: _serverContext(c, settings, self._serverNameReceived)
+            for c in self.certificates
+        }
+
+    def contextFor(self, serverName):
+        """
+        @param serverName: the name a client sent (text), or L{None}.
+        @return: the C{SSL.Context} that presents the certificate for it.
+        """
+        return self._contexts[selectCertificate(self.certificates, self.default, serverName)]
+
+    def _serverNameReceived(self, connection):
+        """
+        OpenSSL's SNI callback: switch C{connection} to the context of the
+        certificate for the name the client sent.
+        """
+        name = connection.get_servername()
+        context = self.contextFor(name.decode("ascii", "replace") if name else None)
+        if context is not connection.get_context():
+            connection.set_context(context)
+
+    def serverConnectionForTLS(self, tlsProtocol):
+        """
+        @param tlsProtocol: the L{TLSMemoryBIOProtocol} of the connection.
+        @return: an C{SSL.Connection} on the default certificate's context.
+        """
+        return SSL.Connection(self._contexts[self.default], None)
+
+    def getContext(self):
+        """
+        For APIs that want an old-style context factory.
+
+        @return: the default certificate's C{SSL.Context}; SNI still works.
+        """
+        return self._contexts[self.default]
+
+
+def _minimumVersion(minimumVersion, problem):
+    if minimumVersion in OBSOLETE_VERSIONS:
+        raise problem(
+            "{!r} is obsolete (RFC 8996) and refused; use '1.2' or '1.3'".format(minimumVersion)
+        )
+    if minimumVersion not in MINIMUM_VERSIONS:
+        raise problem("{!r} is not a TLS version; use '1.2' or '1.3'".format(minimumVersion))
+    return MINIMUM_VERSIONS[minimumVersion]
+
+
+def _verifyMode(clientCertificate, clientCA, configPath, keyPath):
+    if clientCertificate not in CLIENT_CERTIFICATE_MODES:
+        raise _problemAt(configPath, keyPath, SUBKEYS["clientCertificate"])(
+            "{!r} is not one of 'none', 'optional', 'required'".format(clientCertificate)
+        )
+    if clientCertificate != "none" and clientCA is None:
+        raise _problemAt(configPath, keyPath, SUBKEYS["clientCA"])(
+            "is required when {} is {!r}: give the CA file that signs client "
+            "certificates".format(SUBKEYS["clientCertificate"], clientCertificate)
+        )
+    return CLIENT_CERTIFICATE_MODES[clientCertificate]
+
+
+def serverContextFactory(
+    certificates,
+    default=None,
+    minimumVersion="1.2",
+    ciphers=None,
+    clientCA=None,
+    clientCertificate="none",
+    configPath="proxyws.toml",
+    keyPath="listen[0].tls",
+):
+    """
+    The TLS side of a listener.
+
+    @param certificates: L{Certificate}s to choose from by SNI, in order of
+        preference.
+    @param default: the L{Certificate} for clients that send no server name
+        or one no certificate covers; the first of C{certificates} by
+        default.  Added to C{certificates} if missing.
+    @param minimumVersion: C{"1.2"} or C{"1.3"}.
+    @param ciphers: an OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are
+        OpenSSL's), or L{None} for OpenSSL's default.
+    @param clientCA: the CA certificates client certificates must chain to:
+        a PEM file name or loaded C{cryptography} certificates.
+    @param clientCertificate: C{"none"} (not asked for), C{"optional"} (asked
+        for, verified if given) or C{"required"} (handshake fails without).
+    @param configPath: the config file, for messages.
+    @param keyPath: where the listener's TLS settings are in the config;
+        messages name the sub-key at fault (see L{SUBKEYS}).
+    @return: a L{ServerContextFactory}, usable as the C{contextFactory} of
+        C{TLSMemoryBIOFactory}.
+    @raise ConfigError: for no certificate, an obsolete or unknown version, an
+        invalid cipher string, an unknown client certificate mode, client
+        certificates without a CA, or a CA file that cannot be loaded.
+    """
+    certificates = list(certificates)
+    if not certificates and default is None:
+        raise ConfigError(configPath, keyPath, "no certificate is given; give cert and key")
+    default = default or certificates[0]
+    if default not in certificates:
+        certificates.append(default)
+    version = _minimumVersion(
+        minimumVersion, _problemAt(configPath, keyPath, SUBKEYS["minimumVersion"])
+    )
+    verifyMode = _verifyMode(clientCertificate, clientCA, configPath, keyPath)
+    authorities = ()
+    if clientCA is not None:
+        where = "{}.{}".format(keyPath, SUBKEYS["clientCA"])
+        authorities = _authorities(clientCA, configPath, where)
+    cipherString = ciphers.encode("utf-8") if ciphers else None
+    if cipherString is not None:
+        _checkCiphers(cipherString, _problemAt(configPath, keyPath, SUBKEYS["ciphers"]))
+    settings = _ServerSettings(version, cipherString, verifyMode, authorities)
+    return ServerContextFactory(certificates, default, settings)
+
+
+def _checkCiphers(cipherString, problem):
+    try:
+        SSL.Context(SSL.TLS_SERVER_METHOD).set_cipher_list(cipherString)
+    except SSL.Error:
+        raise problem(
+            "{!r} is not an OpenSSL cipher string that selects any cipher; "
+            "see 'openssl ciphers -v'".format(cipherString.decode("utf-8"))
+        ) from None
+
+
+def peerSubject(transport):
+    """
+    The subject of the client certificate verified on a connection.
+
+    A listener only gets a client certificate when it asked for one, and
+    then the handshake fails for a certificate that does not verify: a
+    certificate present here has been verified.
+
+    @param transport: the transport of a connection (the
+        L{TLSMemoryBIOProtocol} for TLS).
+    @return: the subject as an RFC 4514 string (C{"CN=alice,O=Example"}), or
+        L{None} without TLS or client certificate.
+    """
+    getPeerCertificate = getattr(transport, "getPeerCertificate", None)
+    if getPeerCertificate is None:
+        return None
+    try:
+        certificate = getPeerCertificate()
+    except SSL.Error:
+        return None
+    if certificate is None:
+        return None
+    return certificate.to_cryptography().subject.rfc4514_string()
+
+
+# Backends.
+
+
+def _isAddress(name):
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class UnverifiedCreator:
+    """
+    Client connections that check nothing about the server's certificate,
+    for backends configured with C{verify = false}.  The server name is
+    still sent (SNI), since a backend may need it to choose its certificate.
+
+    @ivar serverName: the name sent, or an IP address (then nothing is sent).
+    @ivar _options: the L{ssl.CertificateOptions} giving the context.
+    """
+
+    def __init__(self, serverName, options):
+        self.serverName = serverName
+        self._options = options
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        """
+        @param tlsProtocol: the L{TLSMemoryBIOProtocol} of the connection.
+        @return: an C{SSL.Connection}, with SNI set for a DNS name.
+        """
+        connection = SSL.Connection(self._options.getContext(), None)
+        if not _isAddress(self.serverName):
+            connection.set_tlsext_host_name(self.serverName.encode("idna"))
+        return connection
+
+
+def backendCreator(
+    hostname,
+    ca=None,
+    serverName=None,
+    verify=True,
+    clientCertificate=None,
+    configPath="proxyws.toml",
+    keyPath="route[0].tls",
+):
+    """
+    The TLS client settings for an C{https://} or C{wss://} backend, for
+    C{wrapClientTLS}.  One creator serves any number of connections.
+
+    @param hostname: the backend's host name or IP address.
+    @param ca: the CAs the backend's certificate must chain to (a PEM file
+        name or loaded C{cryptography} certificates); L{None} for the system's
+        trusted CAs.
+    @param serverName: the name to send (SNI) and to check the certificate
+        against, instead of C{hostname}.  SNI is never sent for an IP
+        address, which is checked against the certificate's IP addresses.
+    @param verify: L{False} to check nothing at all (the caller should warn).
+    @param clientCertificate: a L{Certificate} to present to backends that
+        ask for one (mutual TLS), or L{None}.
+    @param configPath: the config file, for messages.
+    @param keyPath: where the backend's TLS settings are in the config.
+    @return: an C{IOpenSSLClientConnectionCreator}.
+    @raise ConfigError: for a CA file that cannot be loaded.
+    """
+    name = serverName or hostname
+    options = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
+    if clientCertificate is not None:
+        # cryptography objects rather than optionsForClientTLS's
+        # clientCertificate: pyOpenSSL deprecates its own X509 and PKey.
+        options.update(
+            privateKey=clientCertificate.key,
+            certificate=clientCertificate.chain[0],
+            extraCertChain=list(clientCertificate.chain[1:]),
+        )
+    if not verify:
+        certificateOptions = ssl.CertificateOptions(
+            verify=False, acceptableProtocols=[ALPN_PROTOCOL], **options
+        )
+        return UnverifiedCreator(name, certificateOptions)
+    if ca is None:
+        trustRoot = ssl.platformTrust()
+    else:
+        where = "{}.{}".format(keyPath, SUBKEYS["ca"])
+        trustRoot = ssl.trustRootFromCertificates(
+            [
+                ssl.Certificate(crypto.X509.from_cryptography(c))
+                for c in _authorities(ca, configPath, where)
+            ]
+        )
+    return ssl.optionsForClientTLS(
+        name,
+        trustRoot=trustRoot,
+        acceptableProtocols=[ALPN_PROTOCOL],
+        extraCertificateOptions=options,
+    )
+
+
+# The interface the rest of proxyws uses today.
 
 
 def serverOptions(settings, configPath="proxyws.toml", keyPath="listen[0].tls"):
     """
-    Build the TLS options of a listener, checking its files.
+    Build the TLS side of a listener from its settings, checking its files:
+    one certificate, no SNI.  Settings older L{TLSSettings
+    <proxyws.config.TLSSettings>} lack take their defaults.
 
     @param settings: a L{proxyws.config.TLSSettings}.
     @param configPath: the config file, for messages.
     @param keyPath: where the settings are in the config, for messages.
-    @return: a L{twisted.internet.ssl.CertificateOptions}.
-    @raise ConfigError: for an unreadable or invalid certificate or key, a
-        key that does not match the certificate, or an expired certificate.
+    @return: a L{ServerContextFactory}.
+    @raise ConfigError: as L{loadCertificate} and L{serverContextFactory}.
     """
-
-    def problem(key, message):
-        return ConfigError(configPath, "{}.{}".format(keyPath, key), message)
-
-    try:
-        chain = _readCertificates(settings.cert)
-    except (OSError, crypto.Error) as e:
-        raise problem("cert", "cannot load {!r}: {}".format(settings.cert, e)) from None
-    if not chain:
-        raise problem("cert", "{!r} holds no PEM certificate".format(settings.cert))
-    try:
-        with open(settings.key, "rb") as f:
-            key = crypto.load_privatekey(crypto.FILETYPE_PEM, f.read())
-    except (OSError, crypto.Error) as e:
-        raise problem("key", "cannot load {!r}: {}".format(settings.key, e)) from None
-    context = SSL.Context(SSL.TLS_SERVER_METHOD)
-    context.use_certificate(chain[0])
-    context.use_privatekey(key)
-    try:
-        context.check_privatekey()
-    except SSL.Error:
-        raise problem(
-            "key", "{!r} does not match the certificate {!r}".format(settings.key, settings.cert)
-        ) from None
-    leaf = chain[0].to_cryptography()
-    now = datetime.datetime.now(datetime.timezone.utc)
-    if leaf.not_valid_after_utc < now:
-        raise problem(
-            "cert",
-            "{!r} expired on {}".format(settings.cert, leaf.not_valid_after_utc.isoformat()),
-        )
-    return ssl.CertificateOptions(
-        privateKey=key,
-        certificate=chain[0],
-        extraCertChain=chain[1:],
-        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
-        acceptableProtocols=[b"http/1.1"],
+    certificate = loadCertificate(
+        settings.cert,
+        settings.key,
+        getattr(settings, "passphrase", None),
+        configPath=configPath,
+        keyPathInConfig=keyPath,
     )
+    return serverContextFactory(
+        [certificate],
+        certificate,
+        minimumVersion=getattr(settings, "minVersion", "1.2"),
+        ciphers=getattr(settings, "ciphers", None),
+        clientCA=getattr(settings, "clientCA", None),
+        clientCertificate=getattr(settings, "clientCert", "none"),
+        configPath=configPath,
+        keyPath=keyPath,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _systemTrustCreator(hostname):
+    return backendCreator(hostname)
 
 
 def backendPolicy(backend):
     """
     The client TLS settings for an C{https://} or C{wss://} backend: the
-    system's trusted CAs and service-identity host name checking.
+    system's trusted CAs and service-identity host name checking.  Creators
+    are reused per host name.
 
     @param backend: a L{proxyws.config.Backend}.
     @return: an C{IOpenSSLClientConnectionCreator}.
     """
-    return ssl.optionsForClientTLS(backend.host)
+    return _systemTrustCreator(backend.host)

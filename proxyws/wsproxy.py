@@ -842,7 +842,7 @@ class Relay:
             formatCombined(
                 request.clientHost,
                 None,
-                None,
+                request.remoteUser,
                 request.received,
                 requestLine(request.method, request.uri, request.clientproto),
                 101 if front.partner is not None else 400,
