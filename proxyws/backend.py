@@ -11,6 +11,7 @@ parser and several wrapper objects per request; on the proxy's hot path
 this one object per connection does it with plain method calls.
 """
 
+from OpenSSL.SSL import Error as SSLError
 from twisted.internet.protocol import Protocol
 from twisted.web.http import (
     _ChunkedTransferDecoder,
@@ -39,9 +40,14 @@ class ConnectionLost(Exception):
     @ivar responded: whether any of the response had arrived.
     """
 
-    def __init__(self, responded):
-        Exception.__init__(self, "the backend closed the connection")
+    def __init__(self, responded, reason=None):
+        """
+        @param reason: the L{Failure} the connection was lost with.
+        """
+        detail = reason.getErrorMessage() if reason is not None else ""
+        Exception.__init__(self, "the backend closed the connection" + (": " + detail if detail else ""))
         self.responded = responded
+        self.tlsFailed = reason is not None and reason.check(SSLError) is not None
 
 
 def parseHead(head):
@@ -271,9 +277,11 @@ class BackendConnection(Protocol):
         if decoder is not None and isinstance(decoder, _UntilClose):
             exchange.bodyEnded(None)
         elif decoder is not None:
-            exchange.bodyEnded(ConnectionLost(True))
+            exchange.bodyEnded(ConnectionLost(True, reason))
         else:
-            exchange.requestFailed(ConnectionLost(bool(self._buffer)), responded=bool(self._buffer))
+            exchange.requestFailed(
+                ConnectionLost(bool(self._buffer), reason), responded=bool(self._buffer)
+            )
 
 
 class _UntilClose:

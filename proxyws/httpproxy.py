@@ -327,6 +327,8 @@ class _Exchange:
             return
         if isinstance(error, BadResponse):
             self._fail(BadGateway("the backend sent an invalid response"), error)
+        elif getattr(error, "tlsFailed", False):
+            self._fail(BadGateway("the TLS handshake with the backend failed"), error)
         else:
             self._fail(BadGateway("the backend closed the connection without a response"), error)
 
@@ -491,11 +493,17 @@ def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):
 
     @param excluded: lower-cased names of client headers not to copy.
     """
+    subjectHeader = request.channel.subjectHeader
+    if subjectHeader is not None:
+        # The client may not set it itself.
+        excluded = tuple(excluded) + (subjectHeader[0].lower(),)
     items = [
         (name, values)
         for name, values in request.requestHeaders.getAllRawHeaders()
         if name.lower() not in excluded
     ]
+    if subjectHeader is not None and subjectHeader[1] is not None:
+        items.append((subjectHeader[0], [subjectHeader[1]]))
     host = request.requestHeaders.getRawHeaders(b"Host")
     return rules.requestHeaders(
         items,

@@ -21,6 +21,7 @@ from twisted.web.server import Request, Site
 
 from .accesslog import formatCombined, requestLine
 from .httpproxy import RequestBody
+from .tls import peerSubject
 
 
 def _within(address, networks):
@@ -183,6 +184,8 @@ class ProxyChannel(HTTPChannel):
     @ivar localPort: the port the client connected to, as bytes.
     """
 
+    subjectHeader = None
+
     def connectionMade(self):
         """
         Note once what every request on this connection asks about it.
@@ -199,6 +202,14 @@ class ProxyChannel(HTTPChannel):
         """
         self.peerHost = self.transport.getPeer().host
         self.trusted = _within(self.peerHost, self.site.trustedProxies)
+        listener = self.site.listener
+        name = listener and listener.tls and listener.tls.clientSubjectHeader
+        if name:
+            subject = peerSubject(self.transport)
+            self.subjectHeader = (
+                name.encode("ascii"),
+                subject.encode("utf-8") if subject is not None else None,
+            )
 
     def isSecure(self):
         """
