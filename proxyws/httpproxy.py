@@ -12,7 +12,6 @@ reader on either side pauses the socket on the other side.
 from twisted.internet import error as netError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.http import NO_BODY_CODES, datetimeToString
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
@@ -21,7 +20,7 @@ from zope.interface import implementer
 
 from . import headers as rules
 from .backend import BadResponse
-from .errors import BadGateway, GatewayTimeout, ResponseError
+from .errors import BadGateway, GatewayTimeout
 
 # Methods that may be sent again on a fresh connection when a kept-alive one
 # turned out to be closed before any response came (RFC 9110 9.2.2), and
@@ -272,7 +271,6 @@ class _Exchange:
 
     def _connected(self, connection):
         self._connection = connection
-        request = self.request
         if self._body is None:
             self._startResponseTimer()
         else:

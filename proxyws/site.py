@@ -291,9 +291,13 @@ class ProxySite(Site):
             drained, self._drained = self._drained, None
             drained.callback(None)
 
-    def log(self, request):
+    def log(self, request, status=None, size=None):
         """
         Write the access-log line of a finished request.
+
+        @param status: the status to log instead of the request's (a
+            websocket logs 101 when it closes).
+        @param size: the bytes sent to log instead of the body's length.
         """
         headers = request.requestHeaders
         referer = headers.getRawHeaders(b"Referer")
@@ -305,8 +309,8 @@ class ProxySite(Site):
                 request.remoteUser,
                 request.received,
                 requestLine(request.method, request.uri, request.clientproto),
-                request.code,
-                request.sentLength,
+                request.code if status is None else status,
+                request.sentLength if size is None else size,
                 referer[0] if referer else None,
                 agent[0] if agent else None,
             )

@@ -209,7 +209,8 @@ def main(argv):
     from .config import loadConfig
     from .service import ProxyService
 
-    path, index = argv[1], int(argv[2])
+    # argv[2], the worker's number, is there to tell workers apart in ps.
+    path = argv[1]
     _dieWithParent()
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
     config = loadConfig(path)

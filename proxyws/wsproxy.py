@@ -17,27 +17,26 @@ codes and reasons pass both ways unchanged; when one side goes away without
 a close frame, the other side is closed with the code in L{LOST}.
 """
 
-from autobahn.twisted.websocket import (
-    WebSocketClientFactory,
-    WebSocketClientProtocol,
-    WebSocketServerFactory,
-    WebSocketServerProtocol,
-)
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketServerFactory
 from autobahn.websocket.types import ConnectingRequest
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.web.http import _ChunkedTransferDecoder
 from twisted.web.server import NOT_DONE_YET
 
 from . import headers as rules
 from . import wscompress
-from .accesslog import formatCombined, requestLine
 from .errors import BadGateway, BadRequest, Forbidden, GatewayTimeout
 from .httpproxy import _connectError, backendRequestHeaders, errorPage
 from .pool import backendEndpoint
 from .routing import hostMatches, hostOfHeader
 from .wsfast import FastRelay
+from .wslegs import (
+    BackendProtocol,
+    FrontendProtocol,
+    _BackendConnector,
+    _Producer,
+    _ReactorTimer,
+    parseHead,
+)
 
 # What the other side is told when one side goes away without a close frame
 # (RFC 6455 7.4.1): the client vanished -> the backend is told the client
@@ -119,350 +118,6 @@ def _splitHost(value, defaultPort):
     if sep and port.isdigit() and (not name.startswith("[") or name.endswith("]")):
         return name, int(port)
     return value, defaultPort
-
-
-# The most of a refusal's body the proxy waits for and relays.
-REFUSAL_BODY_LIMIT = 65536
-
-
-def refusalBody(fields, data):
-    """
-    The body of a backend's answer other than 101, once enough has come.
-
-    @param fields: the answer's header fields.
-    @param data: the bytes after its head so far.
-    @return: the body (decoded when chunked, at most
-        L{REFUSAL_BODY_LIMIT} bytes), or L{None} to wait for more.
-    """
-    headers = {name.lower(): value for name, value in fields}
-    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        chunks = []
-        done = []
-        decoder = _ChunkedTransferDecoder(chunks.append, done.append)
-        try:
-            decoder.dataReceived(data)
-        except Exception:
-            return b"".join(chunks)
-        body = b"".join(chunks)
-        if done or len(body) >= REFUSAL_BODY_LIMIT:
-            return body[:REFUSAL_BODY_LIMIT]
-        return None
-    length = headers.get(b"content-length", b"")
-    if length.isdigit() and len(data) < min(int(length), REFUSAL_BODY_LIMIT):
-        return None
-    return data[: int(length)] if length.isdigit() else data
-
-
-def parseHead(head):
-    """
-    Split an HTTP response head into its status and its header lines.
-
-    @param head: the bytes up to and including the blank line.
-    @return: C{(code, phrase, [(name, value), ...])}; code 0 when the status
-        line is not HTTP.
-    """
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    try:
-        code = int(parts[1])
-    except (IndexError, ValueError):
-        return 0, b"", []
-    fields = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if sep:
-            fields.append((name.strip(), value.strip()))
-    return code, parts[2] if len(parts) > 2 else b"", fields
-
-
-class _Leg:
-    """
-    What both legs do: hand frames and closes to the relay's other leg.
-
-    @ivar relay: the L{Relay}.
-    @ivar partner: the other leg, once both are open.
-    """
-
-    relay = None
-    partner = None
-    exactFrames = True
-    _heldControl = ()
-    fast = False
-
-    def dataReceived(self, data):
-        """
-        Bytes from the peer: frames as they are in the fast mode, else
-        Autobahn's parser.
-        """
-        if self.fast:
-            self.relay.forward(self, data)
-        else:
-            self._dataReceived(data)
-
-    def consumeData(self):
-        """
-        Autobahn's buffered bytes: in the fast mode, relay them as they are.
-        """
-        if self.fast:
-            data, self.data = self.data, b""
-            if data:
-                self.relay.forward(self, data)
-        else:
-            WebSocketProtocol.consumeData(self)
-
-    def sendFrame(self, opcode, payload=b"", fin=True, rsv=0, mask=None,
-                  payload_len=None, chopsize=None, sync=False):
-        """
-        Hold back a control frame (ping, pong, close) while a relayed data
-        frame is only partly written: it goes out right after that frame.
-        """
-        if opcode > 7 and self.send_state == self.SEND_STATE_INSIDE_MESSAGE_FRAME:
-            if not self._heldControl:
-                self._heldControl = []
-            self._heldControl.append((opcode, payload))
-            return
-        WebSocketProtocol.sendFrame(self, opcode, payload, fin, rsv, mask, payload_len, chopsize, sync)
-
-    def sendRelayed(self, payload):
-        """
-        Write relayed frame payload, then any control frame held back.
-        """
-        if self.exactFrames:
-            self.sendMessageFrameData(payload)
-        else:
-            self.sendMessageFrame(payload)
-        if self._heldControl and self.send_state != self.SEND_STATE_INSIDE_MESSAGE_FRAME:
-            held, self._heldControl = self._heldControl, ()
-            for opcode, data in held:
-                WebSocketProtocol.sendFrame(self, opcode, data)
-
-    def onMessageBegin(self, isBinary):
-        """
-        A message starts: start one on the other side.
-        """
-        WebSocketProtocol.onMessageBegin(self, isBinary)
-        if self.partner is not None:
-            # Relayed compressed payloads keep their "compressed" bit; with
-            # differing settings the other leg compresses as it negotiated.
-            self.partner.beginMessage(
-                isBinary, doNotCompress=self.exactFrames and not self._isMessageCompressed
-            )
-
-    def onMessageFrameBegin(self, length):
-        """
-        A frame starts: when both legs send frames as they come, start one
-        of the same length on the other side.
-        """
-        WebSocketProtocol.onMessageFrameBegin(self, length)
-        if self.failedByMe:
-            return  # too big: this leg is closing with 1009
-        if self.partner is not None and self.exactFrames:
-            self.partner.beginMessageFrame(length)
-
-    def onMessageFrameData(self, payload):
-        """
-        Frame payload: pass it on as it comes.
-        """
-        self.relay.activity()
-        if self.partner is not None and not self.failedByMe:
-            self.partner.sendRelayed(payload)
-
-    def onMessageFrameEnd(self):
-        """
-        Nothing to do: the other side's frame ends with its length.
-        """
-
-    def onMessageEnd(self):
-        """
-        The message is complete: complete it on the other side.
-        """
-        if self.partner is not None and not self.failedByMe:
-            self.partner.endMessage()
-
-    def onCloseFrame(self, code, reasonRaw):
-        """
-        The peer closes: pass its code and reason to the other side first.
-        """
-        if self.state == self.STATE_OPEN:
-            self.relay.closeReceived(self, code, reasonRaw)
-        return WebSocketProtocol.onCloseFrame(self, code, reasonRaw)
-
-    def onClose(self, wasClean, code, reason):
-        """
-        The connection is closed.
-        """
-        self.relay.legClosed(self, wasClean, code, reason)
-
-
-class FrontendProtocol(_Leg, WebSocketServerProtocol):
-    """
-    The client's leg: Autobahn's server protocol on the upgraded connection.
-    """
-
-    side = "client"
-
-    def dropConnection(self, abort=False):
-        """
-        Close the TCP connection; after a clean close handshake, with a FIN
-        rather than Autobahn's reset, so the client reads the last frames.
-        """
-        if self.wasClean and self.state == self.STATE_CLOSING:
-            abort = False
-        WebSocketServerProtocol.dropConnection(self, abort)
-
-    def onConnect(self, request):
-        """
-        Answer the client's handshake as the backend answered ours.
-        """
-        return self.relay.clientAnswer()
-
-    def perMessageCompressionAccept(self, offers):
-        """
-        Accept the client's compression offer only as the backend did.
-        """
-        return self.relay.mirrorCompression(offers)
-
-    def onOpen(self):
-        """
-        Both legs are open.
-        """
-        self.relay.clientOpen(self)
-
-
-class BackendProtocol(_Leg, WebSocketClientProtocol):
-    """
-    The backend's leg: Autobahn's client protocol.
-    """
-
-    side = "backend"
-
-    def onConnecting(self, transportDetails):
-        """
-        Send the backend the client's path, headers, subprotocols and
-        compression offers.
-        """
-        self.perMessageCompressionOffers = self.relay.compressionOffers(self)
-        self.perMessageCompressionAccept = wscompress.acceptResponse
-        return self.relay.backendRequest()
-
-    def connectionMade(self):
-        """
-        The TCP (or TLS) connection is up: the handshake starts.
-        """
-        self.relay.backendConnected(self)
-        WebSocketClientProtocol.connectionMade(self)
-
-    def processHandshake(self):
-        """
-        Relay an answer other than 101 to the client as it stands.
-        """
-        end = self.data.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        code, phrase, fields = parseHead(self.data[: end + 4])
-        if code == 101:
-            return WebSocketClientProtocol.processHandshake(self)
-        body = refusalBody(fields, self.data[end + 4 :])
-        if body is None:
-            return  # wait for the rest of a small error page
-        self.relay.backendRefused(code, phrase, fields, body)
-        self.dropConnection(abort=True)
-
-    def onConnect(self, response):
-        """
-        The backend accepted the upgrade.
-        """
-        self.relay.backendAccepted(response.protocol, self.http_response_data)
-
-    def onOpen(self):
-        """
-        The backend leg is open: upgrade the client.
-        """
-        self.relay.backendOpen()
-
-
-class _BackendConnector(Factory):
-    """
-    Builds the backend leg of one relay from the route's client factory.
-    """
-
-    noisy = False
-
-    def __init__(self, relay, factory):
-        self._relay = relay
-        self._factory = factory
-
-    def buildProtocol(self, addr):
-        """
-        @return: a L{BackendProtocol} tied to the relay.
-        """
-        protocol = self._factory.buildProtocol(addr)
-        protocol.relay = self._relay
-        # Autobahn checks the backend's subprotocol against its factory's
-        # list: give this connection a view holding the client's list.
-        protocol.factory = _FactoryView(self._factory, self._relay.clientProtocols())
-        return protocol
-
-
-class _FactoryView:
-    """
-    One connection's view of a shared Autobahn client factory, with its own
-    subprotocol list.
-    """
-
-    def __init__(self, factory, protocols):
-        self._factory = factory
-        self.protocols = protocols
-
-    def __getattr__(self, name):
-        return getattr(self._factory, name)
-
-
-class _ReactorTimer:
-    """
-    Autobahn's timers on a given reactor, to the precision asked.
-
-    Autobahn batches its handshake, ping and close timers on txaio's timer,
-    which rounds deadlines to whole seconds and runs on the global reactor.
-    """
-
-    def __init__(self, reactor):
-        self._reactor = reactor
-
-    def call_later(self, delay, func, *args, **kwargs):
-        """
-        @return: a call whose C{cancel} may be called after it ran.
-        """
-        return _Call(self._reactor.callLater(delay, func, *args, **kwargs))
-
-
-class _Call:
-    def __init__(self, call):
-        self._call = call
-
-    def cancel(self):
-        if self._call.active():
-            self._call.cancel()
-
-
-class _Producer:
-    """
-    One leg's transport as the producer of the other leg's writes.  Pausing
-    and resuming pass through; stopping does not, so that when one leg's
-    connection ends the other can still finish its close handshake.
-    """
-
-    def __init__(self, transport):
-        self._transport = transport
-
-    def pauseProducing(self):
-        self._transport.pauseProducing()
-
-    def resumeProducing(self):
-        self._transport.resumeProducing()
-
-    def stopProducing(self):
-        pass
 
 
 class Relay:
@@ -835,22 +490,11 @@ class Relay:
         request = self.request
         site = self._site
         site.webSocketClosed(self)
-        headers = request.requestHeaders
-        referer = headers.getRawHeaders(b"Referer")
-        agent = headers.getRawHeaders(b"User-Agent")
-        site.accessLog.write(
-            formatCombined(
-                request.clientHost,
-                None,
-                request.remoteUser,
-                request.received,
-                requestLine(request.method, request.uri, request.clientproto),
-                101 if front.partner is not None else 400,
-                front.trafficStats.outgoingOctetsWireLevel
-                + (self._fast.sentToClient if self._fast is not None else 0),
-                referer[0] if referer else None,
-                agent[0] if agent else None,
-            )
+        site.log(
+            request,
+            status=101 if front.partner is not None else 400,
+            size=front.trafficStats.outgoingOctetsWireLevel
+            + (self._fast.sentToClient if self._fast is not None else 0),
         )
         _log.info(
             "websocket {uri} to {url} closed: {why}",
