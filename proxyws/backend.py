@@ -23,6 +23,9 @@ from twisted.web.http import (
 # proxy_buffer_size is 4-8 KiB; large cookies need more).
 MAX_HEAD = 65536
 
+# Bytes read from a backend socket at once.
+READ_SIZE = 262144
+
 # Statuses whose responses never have a body (RFC 9110 6.4.1).
 NO_BODY = frozenset([204, 304])
 
@@ -132,6 +135,9 @@ class BackendConnection(Protocol):
         """
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
+        # Large bodies: read up to 256 KiB a time rather than 64 KiB.
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = READ_SIZE
 
     def send(self, exchange, head, body):
         """

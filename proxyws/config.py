@@ -211,7 +211,9 @@ TLS_KEYS = {
 }
 
 # A [[host]]'s own certificate (for SNI) takes only these.
-HOST_TLS_KEYS = ("cert", "key", "key_passphrase_file", "key_passphrase_env")
+HOST_TLS_KEYS = {
+    key: TLS_KEYS[key] for key in ("cert", "key", "key_passphrase_file", "key_passphrase_env")
+}
 
 # Backend TLS of a route (https:// and wss://).
 BACKEND_TLS_KEYS = {

@@ -15,6 +15,7 @@ close handshake is over, and speaks for a side that went away without one.
 """
 
 import os
+from functools import partial
 
 from twisted.logger import Logger
 
@@ -73,6 +74,17 @@ class FastRelay:
                 if call is not None:
                     call.cancel()
                     setattr(leg, name, None)
+        # Bytes go straight from the transports to forward(), past the
+        # Autobahn protocols (and the endpoint's wrapper for the backend).
+        front.dataReceived = partial(self.forward, front)
+        back.dataReceived = partial(self.forward, back)
+        channel = relay.request.channel
+        if channel is not None:
+            channel.dataReceived = front.dataReceived
+        wrapper = getattr(back.transport, "protocol", None)
+        if getattr(wrapper, "_wrappedProtocol", None) is back:
+            wrapper.dataReceived = back.dataReceived
+        self._timed = bool(self._route.wsIdleTimeout)
         _log.debug("websocket {uri}: relaying frames as they are", uri=relay.request.uri.decode("latin-1"))
         self._pinger = None
         if self._route.wsPingInterval:
@@ -95,7 +107,8 @@ class FastRelay:
             self._abortBoth()
             return
         if leg not in self._silenced:
-            self._relay.activity()
+            if self._timed:
+                self._relay.activity()
             other = leg.partner
             pending = self._pending[other]
             if pending and boundary >= 0:
@@ -105,12 +118,15 @@ class FastRelay:
                 del pending[:]
                 self._write(other, data[boundary:])
             else:
-                self._write(other, data)
-        for opcode, payload in scanner.controls:
-            if opcode == CLOSE:
-                self._closed(leg, payload)
-            elif opcode == PONG:
-                self._ponged(leg)
+                other.transport.write(data)
+                if other is self._front:
+                    self.sentToClient += len(data)
+        if scanner.controls:
+            for opcode, payload in scanner.controls:
+                if opcode == CLOSE:
+                    self._closed(leg, payload)
+                elif opcode == PONG:
+                    self._ponged(leg)
 
     def _write(self, leg, data):
         if data:

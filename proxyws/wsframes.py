@@ -118,7 +118,7 @@ class FrameScanner:
         self._opcode = 0
         self._key = None
         self.messageBytes = 0
-        self.controls = []
+        self.controls = ()
 
     def atBoundary(self):
         """
@@ -135,7 +135,7 @@ class FrameScanner:
             was reached), or -1 when none.
         @raise ValueError: for a frame header no websocket peer may send.
         """
-        self.controls = []
+        self.controls = ()
         boundary = 0 if self.atBoundary() else -1
         position = 0
         size = len(data)
@@ -170,7 +170,7 @@ class FrameScanner:
 
         @return: the bytes of C{data} it used, or -1 when it needs more.
         """
-        head = self._head + data[position : position + 14]
+        head = self._head + data[position : position + 14] if self._head else data[position : position + 14]
         if len(head) < 2:
             self._head = head
             return -1
@@ -213,5 +213,7 @@ class FrameScanner:
             payload = b"".join(self._control)
             if self._key is not None:
                 payload = unmask(self._key, payload)
+            if not self.controls:
+                self.controls = []
             self.controls.append((self._opcode, payload))
             self._control = None
