@@ -206,7 +206,9 @@ class BackendPool:
         protocol.pool = None
         timer = self._timers.pop(protocol, None)
         if timer is not None:
-            timer.cancel()
+            # Idle: closed by the backend, or by its own idle timer.
+            if timer.active():
+                timer.cancel()
             self._idle[key].remove(protocol)
         else:
             self._release(key)

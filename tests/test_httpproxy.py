@@ -382,6 +382,28 @@ class KeepAliveTests(ProxyTestCase):
         responses = parseResponses(client.value())
         self.assertEqual([body for _, _, body in responses], [b"ok", b"ok"])
 
+    def test_idleTimeout(self):
+        """
+        An idle backend connection is closed after C{backend_idle_timeout}
+        and forgotten: the next request makes a new connection.
+        """
+        self.buildProxy(server="backend_idle_timeout = 5")
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        route = self.site.resource._http[0].route
+        self.assertEqual(self.pool.idleCount(route.backend), 1)
+        self.reactor.advance(5)
+        self.assertFalse(backend.connected)
+        self.assertEqual(self.pool.idleCount(route.backend), 0)
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        protocol2, backend2 = self.acceptBackend()
+        protocol2.dataReceived(OK)
+        responses = parseResponses(client.value())
+        self.assertEqual([body for _, _, body in responses], [b"ok", b"ok"])
+
     def test_maxConnections(self):
         """
         With C{backend_max_connections = 1}, two clients at once share one
