@@ -2,9 +2,10 @@
 A minimal, fast websocket echo backend for the benchmark.
 
 Usage: C{python wsecho.py PORT}.  It listens on 127.0.0.1:PORT, accepts an
-upgrade on any path, and echoes every data frame as it comes (same opcode,
-same FIN bit, so fragmented messages come back fragmented the same way),
-answers pings, and echoes a close frame then closes the connection.  It is
+upgrade on any path, and echoes every message as one frame of the same
+opcode once it is complete (a fragmented message is assembled first, as
+application servers do), answers pings, and echoes a close frame then closes
+the connection.  It is
 written on raw asyncio protocols (uvloop when installed) so that the backend
 costs as little CPU as possible; frames are not validated.
 """
@@ -33,6 +34,8 @@ class EchoProtocol(asyncio.Protocol):
         self._transport = transport
         self._buffer = bytearray()
         self._open = False
+        self._opcode = None
+        self._fragments = []
 
     def data_received(self, data):
         """
@@ -118,8 +121,23 @@ class EchoProtocol(asyncio.Protocol):
             elif opcode == PING:
                 out.append(frameHeader(0x80 | PONG, length) + payload)
             elif opcode != PONG:
-                out.append(frameHeader(first, length) + payload)
+                self._message(first, opcode, payload, out)
         return pos
+
+    def _message(self, first, opcode, payload, out):
+        """
+        A data frame: echo the message it completes, if it does.
+        """
+        if opcode:
+            self._opcode = opcode
+        if not first & 0x80:
+            self._fragments.append(bytes(payload))
+            return
+        if self._fragments:
+            self._fragments.append(bytes(payload))
+            payload = b"".join(self._fragments)
+            self._fragments = []
+        out.append(frameHeader(0x80 | self._opcode, len(payload)) + payload)
 
     def connection_lost(self, exc):
         """
