@@ -19,6 +19,8 @@ from twisted.web.http import (
     _MalformedChunkedDataError,
 )
 
+from .writes import writeNow
+
 # A response head larger than this is refused (nginx's default
 # proxy_buffer_size is 4-8 KiB; large cookies need more).
 MAX_HEAD = 65536
@@ -152,7 +154,7 @@ class BackendConnection(Protocol):
         self.idle = False
         self._exchange = exchange
         self._head = exchange.request.method == b"HEAD"
-        self.transport.write(head)
+        writeNow(self.transport, head)
         if body is not None:
             self._bodySent = False
             chunked = body.length.__class__ is not int

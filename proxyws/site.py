@@ -22,6 +22,7 @@ from twisted.web.server import Request, Site
 from .accesslog import formatCombined, requestLine
 from .httpproxy import RequestBody
 from .tls import peerSubject
+from .writes import writeNow
 
 
 def _within(address, networks):
@@ -216,6 +217,29 @@ class ProxyChannel(HTTPChannel):
         Whether the connection uses TLS (worked out once per connection).
         """
         return self.scheme == b"https"
+
+    def writeHeaders(self, version, code, reason, headers):
+        """
+        Write a response head, at once when the socket takes it.
+        """
+        lines = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                lines.extend((name, b": ", value, b"\r\n"))
+        lines.append(b"\r\n")
+        writeNow(self.transport, b"".join(lines))
+
+    def write(self, data):
+        """
+        Write response bytes, at once when the socket takes them.
+        """
+        writeNow(self.transport, data)
+
+    def writeSequence(self, iovec):
+        """
+        Write pieces of a response, at once when the socket takes them.
+        """
+        writeNow(self.transport, b"".join(iovec))
 
     def connectionLost(self, reason):
         """

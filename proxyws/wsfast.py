@@ -19,6 +19,7 @@ from functools import partial
 
 from twisted.logger import Logger
 
+from .writes import writeNow
 from .wsframes import (
     CLOSE,
     PING,
@@ -118,7 +119,7 @@ class FastRelay:
                 del pending[:]
                 self._write(other, data[boundary:])
             else:
-                other.transport.write(data)
+                writeNow(other.transport, data)
                 if other is self._front:
                     self.sentToClient += len(data)
         if scanner.controls:
