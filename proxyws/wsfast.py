@@ -20,6 +20,7 @@ from functools import partial
 from twisted.logger import Logger
 
 from .writes import writeNow
+from .wslegs import FastLeg, takeOver
 from .wsframes import (
     CLOSE,
     PING,
@@ -58,38 +59,58 @@ class FastRelay:
         self._relay = relay
         self._route = relay._route
         self._reactor = relay._reactor
-        self._front = front
         self.sentToClient = 0
-        self._pending = {front: [], back: []}
         self._closeFrom = set()
         self._gone = set()
         self._silenced = set()
         self._pingDeadline = {}
         self._pingTimedOut = set()
         self._timers = []
-        for leg in (front, back):
-            leg.fast = True
-            leg.scanner = FrameScanner(self._route.maxMessageSize)
-            for name in ("autoPingPendingCall", "autoPingTimeoutCall"):
+        for name in ("autoPingPendingCall", "autoPingTimeoutCall"):
+            for leg in (front, back):
                 call = getattr(leg, name, None)
                 if call is not None:
                     call.cancel()
                     setattr(leg, name, None)
-        # Bytes go straight from the transports to forward(), past the
-        # Autobahn protocols (and the endpoint's wrapper for the backend).
-        front.dataReceived = partial(self.forward, front)
-        back.dataReceived = partial(self.forward, back)
-        channel = relay.request.channel
-        if channel is not None:
-            channel.dataReceived = front.dataReceived
-        wrapper = getattr(back.transport, "protocol", None)
-        if getattr(wrapper, "_wrappedProtocol", None) is back:
-            wrapper.dataReceived = back.dataReceived
+        front, back = self._slim(front, back)
+        self._front = front
+        self.legs = (front, back)
+        self._pending = {front: [], back: []}
         self._timed = bool(self._route.wsIdleTimeout)
         _log.debug("websocket {uri}: relaying frames as they are", uri=relay.request.uri.decode("latin-1"))
         self._pinger = None
         if self._route.wsPingInterval:
             self._pinger = self._reactor.callLater(self._route.wsPingInterval, self._ping)
+
+    def _slim(self, front, back):
+        """
+        Put small L{FastLeg}s in place of the two Autobahn protocols, with
+        the bytes going straight from the transports to L{forward}.
+
+        @return: the two legs to relay between.
+        """
+        slimFront = FastLeg(self._relay, "client", front.transport)
+        slimBack = FastLeg(self._relay, "backend", back.transport)
+        slimBack.dataReceived = partial(self.forward, slimBack)
+        channel = self._relay.request.channel
+        if channel is None or not takeOver(back, slimBack):
+            # Keep the Autobahn protocols as the legs.
+            slimFront, slimBack = front, back
+        else:
+            channel.dataReceived = slimFront.dataReceived = partial(self.forward, slimFront)
+            channel.connectionLost = slimFront.connectionLost
+            # Let the Autobahn protocols go.  Twisted's endpoint keeps the
+            # backend's (as the result of its connection attempt): empty it
+            # once Autobahn's call that got us here has returned.
+            front.partner = back.partner = None
+            self._relay.forgetConnecting()
+            self._reactor.callLater(0, back.__dict__.clear)
+        for leg, slim in ((front, slimFront), (back, slimBack)):
+            leg.fast = True
+            leg.slim = slim
+            slim.scanner = FrameScanner(self._route.maxMessageSize)
+        slimFront.partner, slimBack.partner = slimBack, slimFront
+        return slimFront, slimBack
 
     def forward(self, leg, data):
         """

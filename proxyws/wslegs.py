@@ -89,7 +89,7 @@ class _Leg:
         Autobahn's parser.
         """
         if self.fast:
-            self.relay.forward(self, data)
+            self.relay.forward(self.slim, data)
         else:
             self._dataReceived(data)
 
@@ -100,7 +100,7 @@ class _Leg:
         if self.fast:
             data, self.data = self.data, b""
             if data:
-                self.relay.forward(self, data)
+                self.relay.forward(self.slim, data)
         else:
             WebSocketProtocol.consumeData(self)
 
@@ -357,3 +357,57 @@ class _Producer:
 
     def stopProducing(self):
         pass
+
+
+class FastLeg:
+    """
+    One leg in the fast mode (L{proxyws.wsfast}), standing in for the
+    Autobahn protocol it replaces so that the latter can be freed: an idle
+    websocket then costs a transport and a few small objects per leg.
+
+    @ivar side: C{"client"} or C{"backend"}.
+    """
+
+    __slots__ = ("relay", "side", "transport", "partner", "scanner", "dataReceived", "fast")
+
+    def __init__(self, relay, side, transport):
+        self.relay = relay
+        self.side = side
+        self.transport = transport
+        self.partner = None
+        self.scanner = None
+        self.fast = True
+
+    def connectionLost(self, reason=None):
+        """
+        The connection is gone.
+        """
+        self.relay.legClosed(self, False, None, None)
+
+    def dropConnection(self, abort=False):
+        """
+        Close the connection (at once when C{abort}).
+        """
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
+
+def takeOver(leg, slim):
+    """
+    Make the transport below an Autobahn leg deliver to C{slim} instead.
+
+    @return: whether it could be done (the transport is Twisted's TCP, with
+        the endpoint's wrapper or not, or TLS).
+    """
+    holder = leg.transport
+    if getattr(holder, "wrappedProtocol", None) is leg:
+        holder.wrappedProtocol = slim  # TLS
+        return True
+    holder = getattr(leg.transport, "protocol", None)
+    if getattr(holder, "_wrappedProtocol", None) is leg:
+        holder._wrappedProtocol = slim  # an endpoint's wrapper
+        holder.dataReceived = slim.dataReceived
+        return True
+    return False

@@ -146,6 +146,7 @@ class Relay:
         self._answer = None
         self._closed = set()
         self._fast = None
+        self._sentBefore = 0
         self._offers = []
         self._why = None
 
@@ -184,8 +185,15 @@ class Relay:
         self._cancelTimer()
         if self._backend is not None:
             self._backend.dropConnection(abort=True)
-        else:
+        elif self._connecting is not None:
             self._connecting.cancel()
+
+    def forgetConnecting(self):
+        """
+        The websocket is open: the connection attempt (which holds the
+        backend protocol) is no longer needed.
+        """
+        self._connecting = None
 
     def backendConnected(self, protocol):
         """
@@ -373,7 +381,9 @@ class Relay:
             front._perMessageCompress is None and back._perMessageCompress is None
         ):
             # Frames can pass as they are.
+            self._sentBefore = front.trafficStats.outgoingOctetsWireLevel
             self._fast = FastRelay(self, front, back)
+            self._frontend, self._backend = self._fast.legs
         else:
             # Payload sizes change on the way: frames are re-cut.
             front.exactFrames = back.exactFrames = False
@@ -490,12 +500,12 @@ class Relay:
         request = self.request
         site = self._site
         site.webSocketClosed(self)
-        site.log(
-            request,
-            status=101 if front.partner is not None else 400,
-            size=front.trafficStats.outgoingOctetsWireLevel
-            + (self._fast.sentToClient if self._fast is not None else 0),
-        )
+        if self._fast is not None:
+            status, size = 101, self._sentBefore + self._fast.sentToClient
+        else:
+            status = 101 if front.partner is not None else 400
+            size = front.trafficStats.outgoingOctetsWireLevel
+        site.log(request, status=status, size=size)
         _log.info(
             "websocket {uri} to {url} closed: {why}",
             uri=request.uri.decode('latin-1'),
