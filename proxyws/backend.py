@@ -12,6 +12,7 @@ this one object per connection does it with plain method calls.
 """
 
 from OpenSSL.SSL import Error as SSLError
+from service_identity import VerificationError
 from twisted.internet.protocol import Protocol
 from twisted.web.http import (
     _ChunkedTransferDecoder,
@@ -52,7 +53,9 @@ class ConnectionLost(Exception):
         detail = reason.getErrorMessage() if reason is not None else ""
         Exception.__init__(self, "the backend closed the connection" + (": " + detail if detail else ""))
         self.responded = responded
-        self.tlsFailed = reason is not None and reason.check(SSLError) is not None
+        # OpenSSL refuses a certificate it cannot verify; service-identity
+        # one issued for another name.
+        self.tlsFailed = reason is not None and reason.check(SSLError, VerificationError) is not None
 
 
 def parseHead(head):
