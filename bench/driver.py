@@ -46,7 +46,7 @@ RETRY_BUDGET = 240
 
 # Before each measurement the driver waits for other processes to go quiet,
 # within this many seconds per run in all (then it stops waiting).
-QUIET_BUDGET = {"quick": 20, "full": 150}
+QUIET_BUDGET = {"quick": 10, "full": 150}
 
 PROXY_CPU = 0
 LOAD_CPU = 1
@@ -464,6 +464,7 @@ class Bench:
         self.problems = []
         self.results = {}
         self.targets = []
+        self.backendProcs = {}
         self.idle = None
         self.noisy = []
 
@@ -480,20 +481,53 @@ class Bench:
                 f.write(os.urandom(2**20))
         self.httpPort, self.wsPort = freePort(), freePort()
         conf = self._write("backend.conf", backendNginxConfig(self.tmp, self.httpPort))
-        backend = self.procs.start(
-            [nginxBinary(), "-p", self.tmp, "-c", conf], LOAD_CPU, self._log("backend")
-        )
-        echo = self.procs.start(
-            [sys.executable, os.path.join(HERE, "wsecho.py"), str(self.wsPort)],
-            LOAD_CPU,
-            self._log("wsecho"),
-        )
-        waitForPort(self.httpPort, backend)
-        waitForPort(self.wsPort, echo)
+        self.backends = {
+            "HTTP backend (nginx)": (
+                [nginxBinary(), "-p", self.tmp, "-c", conf], "backend", self.httpPort
+            ),
+            "websocket echo backend": (
+                [sys.executable, os.path.join(HERE, "wsecho.py"), str(self.wsPort)],
+                "wsecho",
+                self.wsPort,
+            ),
+        }
+        self.backendProcs = {name: self._startBackend(name) for name in self.backends}
         self.targets.append(Target("direct", "direct", self.httpPort, self.wsPort))
         self.targets.append(self._startNginx(freePort()))
         for name, extra in PROXYWS_VARIANTS + self.options.variant:
             self.targets.append(self._startProxyws(name, extra, freePort()))
+
+    def _startBackend(self, name):
+        argv, log, port = self.backends[name]
+        proc = self.procs.start(argv, LOAD_CPU, self._log(log))
+        waitForPort(port, proc)
+        return proc
+
+    def checkBackends(self, test):
+        """
+        Are the backends still running?  One that exited (crashed, or
+        killed by someone else) is reported and started again.
+
+        @return: whether one had to be started again.
+        """
+        restarted = False
+        for name, proc in list(self.backendProcs.items()):
+            if proc.poll() is None:
+                continue
+            status = proc.returncode
+            how = "killed by signal %d" % -status if status < 0 else "status %d" % status
+            entry = {
+                "target": name,
+                "test": test,
+                "problem": "exited (%s) during this measurement; started again; log:\n%s"
+                % (how, tail(proc.logFile) or "(empty)"),
+            }
+            self.problems.append(entry)
+            print("  !! %(target)s / %(test)s: %(problem)s" % entry, flush=True)
+            self.procs.stop(proc)
+            self.backendProcs[name] = self._startBackend(name)
+            restarted = True
+        return restarted
 
     def _write(self, name, text):
         path = os.path.join(self.tmp, name)
@@ -526,6 +560,10 @@ class Bench:
         return Target("nginx", "nginx", port, port, start(), start)
 
     def _startProxyws(self, name, extra, port):
+        # "cpus" is where the variant runs (taskset's list, e.g. "0-1" for
+        # two workers on both cores); the other keys go to [server].
+        extra = dict(extra)
+        cpus = extra.pop("cpus", PROXY_CPU)
         conf = self._write(
             name + ".toml",
             proxywsConfig(self.tmp, name, port, self.httpPort, self.wsPort, extra),
@@ -537,7 +575,7 @@ class Bench:
                 self.procs.stop(restart)
             proc = self.procs.start(
                 [twistd, "-n", "--pidfile=", "proxyws", "--config", conf],
-                PROXY_CPU,
+                cpus,
                 self._log(name),
             )
             waitForPort(port, proc)
@@ -634,12 +672,18 @@ class Bench:
         for target in self.targets:
             started = time.monotonic()
             attempts = []
+            redone = 0
             while True:
                 self.waitQuiet()
                 before = self.cpuSnapshot()
                 result = function(target)
                 foreign = self.foreignLoad(before, self.cpuSnapshot())
+                restarted = self.checkBackends(key)
                 self.checkAlive(target, key)
+                if restarted and redone < RETRIES:
+                    # A backend died under this measurement: it does not count.
+                    redone += 1
+                    continue
                 attempts.append((foreign["cores_busy"], foreign, result))
                 if not (foreign["cores_busy"] > FOREIGN_LIMIT and self.mayRetry(key, attempts)):
                     break
@@ -648,7 +692,8 @@ class Bench:
                     % (target.name, summary(key, result), foreign["cores_busy"]),
                     flush=True,
                 )
-            busy, foreign, result = min(attempts, key=lambda a: a[0])
+            # The least disturbed attempt that gave a result.
+            busy, foreign, result = min(attempts, key=lambda a: (a[2] is None, a[0]))
             if isinstance(result, dict):
                 result["foreign_cpu"] = foreign
                 result["attempts"] = len(attempts)

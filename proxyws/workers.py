@@ -221,9 +221,19 @@ def main(argv):
     service = ProxyService(config, sockets, reactor)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    # A signal stops the reactor gracefully; exit 0 afterwards, not with the
-    # signal (the service's stop clears the recorded signal).
-    reactor.run()
+    # SIGTERM or SIGINT start one graceful stop, however often they come (a
+    # worker gets its parent's and, from a terminal or supervisor killing
+    # the group, its own).
+    stopping = []
+
+    def stop(signum, frame):
+        if not stopping:
+            stopping.append(signum)
+            reactor.callFromThread(reactor.stop)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    reactor.run(installSignalHandlers=False)
     return 0
 
 

@@ -6,6 +6,7 @@ import http.client
 import os
 import re
 import signal
+import socket
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -151,3 +152,38 @@ class WorkerTests(SynchronousTestCase):
         workers = waitFor(lambda: len(children(proxy.pid)) == 2 and children(proxy.pid))
         proxy.kill()
         waitFor(lambda: not any(alive(pid) for pid in workers))
+
+    def test_workersTakeRepeatedSignals(self):
+        """
+        A worker that gets SIGTERM twice (its own, and its parent's when the
+        whole group is signalled) stops once, cleanly.
+        """
+        port, demoPort = freePort(), freePort()
+        proxy = startProxyProcess(
+            self,
+            proxyConfigText(
+                port, demoPort, server="workers = 2\nshutdown_timeout = 1", demo=True
+            ),
+        )
+        proxy.waitForPort(port)
+        workers = waitFor(lambda: len(children(proxy.pid)) == 2 and children(proxy.pid))
+        # The sockets listen before anything runs: wait until requests are
+        # answered, so that every process has its signal handlers.
+        for n in range(10):
+            self.assertEqual(get(port, "/headers")[0], 200)
+        # Endless event streams keep the workers' graceful stops going while
+        # the second signal comes.
+        streams = []
+        for n in range(8):
+            stream = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+            self.addCleanup(stream.close)
+            stream.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            stream.recv(100)
+            streams.append(stream)
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.2)
+        status, seconds = proxy.stop(signal.SIGTERM)
+        self.assertEqual(status, 0, proxy.output())
+        self.assertNotIn("ReactorNotRunning", proxy.output())
+        self.assertNotIn("Traceback", proxy.output())
