@@ -141,6 +141,12 @@ def _networks(value):
         raise ValueError("a list of addresses or CIDRs such as '10.0.0.0/8'") from None
 
 
+def _bufferSize(value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 4096 <= value <= 16777216:
+        raise ValueError("a number of bytes from 4096 to 16777216")
+    return value
+
+
 def _port(value):
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError("a port number from 0 to 65535")
@@ -264,6 +270,8 @@ ROUTE_KEYS = {
     "ws_idle_timeout": (_secondsOrOff, 0.0),  # no message either way; 0 off
     "allowed_origins": (_origins, ()),  # empty: every Origin
     "compression": (_boolean, True),  # permessage-deflate on both legs
+    "ws_buffer_size": (_bufferSize, 65536),  # bytes queued per leg before
+    # the other leg's reading pauses (and read at once)
     "redirect_https": (_redirect, None),  # plain HTTP requests are redirected
     "backend_tls": (None, None),  # BACKEND_TLS_KEYS
     **ACCESS_KEYS,
@@ -454,6 +462,7 @@ class Route:
     wsIdleTimeout = attr.ib(default=0.0)
     allowedOrigins = attr.ib(default=())
     compression = attr.ib(default=True)
+    wsBufferSize = attr.ib(default=65536)
     vhost = attr.ib(default=None)
     access = attr.ib(default=None)
     redirect = attr.ib(default=None)
@@ -711,6 +720,7 @@ def _route(reader, index, table, server, keyPath=None, host=None, base=""):
         wsIdleTimeout=values["ws_idle_timeout"],
         allowedOrigins=values["allowed_origins"],
         compression=values["compression"],
+        wsBufferSize=values["ws_buffer_size"],
         vhost=host.index if host is not None else None,
         access=_access(reader, values, keyPath, base, host),
         redirect=values["redirect_https"],

@@ -120,6 +120,17 @@ def _splitHost(value, defaultPort):
     return value, defaultPort
 
 
+def _setBufferSize(transport, size):
+    """
+    Set the write-buffer threshold of a transport, or of the TCP transport
+    below a TLS one.
+    """
+    while transport is not None and not hasattr(transport, "bufferSize"):
+        transport = getattr(transport, "transport", None)
+    if transport is not None:
+        transport.bufferSize = size
+
+
 class Relay:
     """
     One websocket between a client and a backend.
@@ -387,6 +398,10 @@ class Relay:
         else:
             # Payload sizes change on the way: frames are re-cut.
             front.exactFrames = back.exactFrames = False
+        for transport in (front.transport, back.transport):
+            # How much may wait to be written before the other side's
+            # reading pauses (Twisted's threshold, and its read size).
+            _setBufferSize(transport, self._route.wsBufferSize)
         front.transport.registerProducer(_Producer(back.transport), True)
         back.transport.registerProducer(_Producer(front.transport), True)
         if self._route.wsIdleTimeout:

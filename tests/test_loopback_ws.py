@@ -738,6 +738,27 @@ class MessageSizeTests(RelayTestCase):
         self.assertEqual([(len(p), b) for p, b in backend.received], [(1000, True)])
 
 
+class BufferSizeTests(RelayTestCase):
+    """
+    C{ws_buffer_size} sets how much may wait on a leg before the other
+    leg's reading pauses.
+    """
+
+    routeExtra = "ws_buffer_size = 8192\n"
+
+    @inlineCallbacks
+    def test_bufferSize(self):
+        """
+        Both legs' TCP transports take the route's buffer size.
+        """
+        client = yield self.connect()
+        client.sendMessage(b"x", isBinary=True)
+        yield client.nextMessage()
+        [relay] = self.service.sites[0]._relays
+        sizes = [leg.transport.bufferSize for leg in (relay._frontend, relay._backend)]
+        self.assertEqual(sizes, [8192, 8192])
+
+
 class IdleTimeoutTests(RelayTestCase):
     """
     C{ws_idle_timeout} closes a websocket without messages on both sides.

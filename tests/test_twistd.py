@@ -641,3 +641,30 @@ class GracefulStopTests(SynchronousTestCase):
         self.assertLess(elapsed, 3.0)
         self.assertEqual(receiveUntilClosed(stuck, timeout=1.0), b"")
         self.assertNotIn("Traceback", proxy.output())
+
+
+class WebSocketStopTests(SynchronousTestCase):
+    """
+    SIGTERM to twistd closes open websockets with 1001 on both legs.
+    """
+
+    def test_sigtermClosesWebSockets(self):
+        """
+        A client with an open websocket through the proxy gets close 1001
+        when twistd gets SIGTERM, and the process exits 0.
+        """
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+
+        port, demoPort = freePort(), freePort()
+        proxy = startProxyProcess(self, proxyConfigText(port, demoPort, demo=True))
+        proxy.waitForPort(port)
+        with connect("ws://127.0.0.1:{}/ws".format(port), open_timeout=WAIT) as client:
+            client.send("hello")
+            self.assertEqual(client.recv(timeout=WAIT), "hello")
+            proxy.process.send_signal(signal.SIGTERM)
+            with self.assertRaises(ConnectionClosed) as closed:
+                client.recv(timeout=WAIT)
+        self.assertEqual(closed.exception.rcvd.code, 1001)
+        self.assertEqual(closed.exception.rcvd.reason, "proxyws: server shutting down")
+        self.assertEqual(proxy.waitForExit(), 0, proxy.output())
