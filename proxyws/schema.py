@@ -1,0 +1,284 @@
+"""
+The schema of the configuration file, as data: for each table, its keys,
+the parser of each key's value and its default.
+
+A key that is not in these tables is an error (with a did-you-mean
+suggestion), and a key that is missing takes the default written here.
+Defaults follow nginx where it has an equivalent.  L{proxyws.config} applies
+them.
+"""
+
+import ipaddress
+import math
+import os
+import re
+
+from .values import Redirect
+
+# The parsers of the values a key may hold: each takes the value and returns
+# the converted value, or raises ValueError with what was expected.
+
+
+def _string(value):
+    if not isinstance(value, str):
+        raise ValueError("a string")
+    return value
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
+
+
+def _seconds(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("a number of seconds")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError("a number of seconds greater than 0")
+    return float(value)
+
+
+def _count(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("a whole number, 0 or more")
+    return value
+
+
+def _secondsOrOff(value):
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return _seconds(value)
+
+
+def _origins(value):
+    if not isinstance(value, list) or not all(
+        isinstance(o, str) and (_ORIGIN.fullmatch(o) or _HOST_PATTERN.fullmatch(o))
+        for o in value
+    ):
+        raise ValueError(
+            "a list of origins such as 'https://app.example.com' or host names "
+            "such as '*.example.com'"
+        )
+    return tuple(o.lower().rstrip("/").encode("ascii") for o in value)
+
+
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+/?", re.IGNORECASE)
+
+
+def _workers(value):
+    if value == "auto":
+        return os.cpu_count() or 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise ValueError("a number of processes from 1 to 256, or 'auto'")
+    return value
+
+
+def _tlsVersion(value):
+    if value in ("1.0", "1.1"):
+        raise ValueError("'1.2' or '1.3' (TLS {} is obsolete and refused)".format(value))
+    if value not in ("1.2", "1.3"):
+        raise ValueError("'1.2' or '1.3'")
+    return value
+
+
+def _clientCert(value):
+    if value not in ("none", "optional", "required"):
+        raise ValueError("'none', 'optional' or 'required'")
+    return value
+
+
+def _stringList(value):
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("a list of strings")
+    return tuple(value)
+
+
+def _redirect(value):
+    if value is False:
+        return None
+    if value is True:
+        return Redirect()
+    if isinstance(value, dict) and set(value) <= {"port", "status"}:
+        port = value.get("port", 443)
+        status = value.get("status", 301)
+        if _isPort(port) and status in (301, 302, 307, 308):
+            return Redirect(port=port, status=status)
+    raise ValueError(
+        "true, or a table such as {port = 8443, status = 308} "
+        "(status 301, 302, 307 or 308)"
+    )
+
+
+def _isPort(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+def _unknownHost(value):
+    if value not in (404, 421):
+        raise ValueError("404 or 421")
+    return value
+
+
+def _networks(value):
+    if not isinstance(value, list):
+        raise ValueError("a list of addresses or CIDRs such as '10.0.0.0/8'")
+    try:
+        return tuple(ipaddress.ip_network(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError("a list of addresses or CIDRs such as '10.0.0.0/8'") from None
+
+
+def _bufferSize(value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 4096 <= value <= 16777216:
+        raise ValueError("a number of bytes from 4096 to 16777216")
+    return value
+
+
+def _port(value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError("a port number from 0 to 65535")
+    return value
+
+
+def _address(value):
+    if not isinstance(value, str):
+        raise ValueError("an IPv4 or IPv6 address such as '127.0.0.1' or '::'")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(
+            "an IPv4 or IPv6 address such as '127.0.0.1' or '::'"
+        ) from None
+
+
+def _hosts(value):
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(
+        isinstance(name, str) and _HOST_PATTERN.fullmatch(name) for name in value
+    ):
+        raise ValueError(
+            "a host name such as 'example.com' or '*.example.com', or a list of them"
+        )
+    return tuple(name.lower().encode("ascii") for name in value)
+
+
+_HOST_PATTERN = re.compile(r"(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?|\[[0-9A-Fa-f:.]+\]")
+
+# Settings of [server], with their defaults.  Each timeout is in seconds.
+SERVER_KEYS = {
+    "access_log": (_string, "-"),  # a file, or "-" for standard output
+    "workers": (_workers, 1),  # processes; "auto" = one per core
+    "trusted_proxies": (_networks, ()),  # X-Forwarded-For believed from these
+    "unknown_host": (_unknownHost, 404),  # with [[host]]s and no default
+    "client_timeout": (_seconds, 75.0),  # idle keep-alive client (nginx 75s)
+    "shutdown_timeout": (_seconds, 30.0),  # in-flight requests on SIGTERM
+    "connect_timeout": (_seconds, 60.0),  # default for routes (nginx 60s)
+    "response_timeout": (_seconds, 60.0),  # wait for backend response head
+    "read_timeout": (_seconds, 60.0),  # backend silent while sending a body
+    "backend_keepalive": (_count, 32),  # idle connections kept per backend
+    "backend_idle_timeout": (_seconds, 60.0),  # idle backend connection life
+    "backend_max_connections": (_count, 0),  # per backend; 0 = no limit
+}
+
+# Settings of each [[listen]]; None marks a required key.
+LISTEN_KEYS = {
+    "address": (_address, None),
+    "port": (_port, None),
+    "tls": (None, None),  # a table of TLS_KEYS; checked on its own
+    "redirect_https": (_redirect, None),  # answer everything with a redirect
+    "hsts": (_string, None),  # Strict-Transport-Security value
+    "proxy_protocol": (_boolean, False),  # PROXY protocol v1/v2 first
+}
+
+TLS_KEYS = {
+    "cert": (_string, None),  # PEM: the certificate, then its chain
+    "key": (_string, None),  # PEM: the private key
+    "key_passphrase_file": (_string, None),  # for an encrypted key
+    "key_passphrase_env": (_string, None),  # ... or from the environment
+    "min_version": (_tlsVersion, "1.2"),  # "1.2" or "1.3"
+    "ciphers": (_string, None),  # OpenSSL cipher list (TLS 1.2)
+    "client_ca": (_string, None),  # PEM CAs for client certificates
+    "client_cert": (_clientCert, "none"),  # "none", "optional", "required"
+    "client_subject_header": (_string, None),  # pass the verified subject on
+}
+
+# A [[host]]'s own certificate (for SNI) takes only these.
+HOST_TLS_KEYS = {
+    key: TLS_KEYS[key] for key in ("cert", "key", "key_passphrase_file", "key_passphrase_env")
+}
+
+# Backend TLS of a route (https:// and wss://).
+BACKEND_TLS_KEYS = {
+    "ca": (_string, None),  # PEM CAs; default: the system's
+    "server_name": (_string, None),  # name checked and sent as SNI
+    "verify": (_boolean, True),  # false: no check at all (warned at start)
+    "cert": (_string, None),  # client certificate for mutual TLS
+    "key": (_string, None),
+}
+
+AUTH_KEYS = {
+    "htpasswd": (_string, None),  # Apache htpasswd file
+    "realm": (_string, "proxyws"),
+}
+
+# Access control, on a [[host]] or a [[route]] (a route's own win).
+ACCESS_KEYS = {
+    "order": (_string, None),  # "allow,deny" or "deny,allow" (Apache 2.2)
+    "allow": (_stringList, None),  # addresses, CIDRs or "all"
+    "deny": (_stringList, None),
+    "require_ip": (_stringList, None),  # Apache 2.4 "Require ip"
+    "auth": (None, None),  # a table of AUTH_KEYS
+}
+
+HOST_KEYS = {
+    "names": (_hosts, None),
+    "default": (_boolean, False),  # takes requests for unknown hosts
+    "tls": (None, None),  # HOST_TLS_KEYS, for SNI
+    "route": (None, None),  # [[host.route]] tables
+    **ACCESS_KEYS,
+}
+
+# Settings of each [[route]]: exactly one of path and match; the timeouts
+# default to the [server] values of the same names.
+ROUTE_KEYS = {
+    "path": (_string, None),
+    "match": (_string, None),
+    "backend": (_string, None),
+    "host": (_hosts, ()),
+    "preserve_host": (_boolean, False),
+    "connect_timeout": (_seconds, None),
+    "response_timeout": (_seconds, None),
+    "read_timeout": (_seconds, None),
+    # websockets
+    "max_message_size": (_count, 0),  # bytes; larger messages close 1009
+    "ws_ping_interval": (_secondsOrOff, 0.0),  # proxy pings on each leg; 0 off
+    "ws_ping_timeout": (_seconds, 30.0),  # a pong must come within this
+    "ws_idle_timeout": (_secondsOrOff, 0.0),  # no message either way; 0 off
+    "allowed_origins": (_origins, ()),  # empty: every Origin
+    "compression": (_boolean, True),  # permessage-deflate on both legs
+    "ws_buffer_size": (_bufferSize, 65536),  # bytes queued per leg before
+    # the other leg's reading pauses (and read at once)
+    "redirect_https": (_redirect, None),  # plain HTTP requests are redirected
+    "backend_tls": (None, None),  # BACKEND_TLS_KEYS
+    **ACCESS_KEYS,
+}
+
+DEMO_KEYS = {
+    "address": (_address, "127.0.0.1"),
+    "port": (_port, 8081),
+}
+
+TOP_KEYS = ("server", "listen", "route", "host", "demo")
+
+# Backend URL schemes, with the default port and the scheme used for plain
+# HTTP and for websocket upgrades to the same backend.
+SCHEMES = {
+    "http": (80, b"http", b"ws"),
+    "https": (443, b"https", b"wss"),
+    "ws": (80, b"http", b"ws"),
+    "wss": (443, b"https", b"wss"),
+}

@@ -1,0 +1,226 @@
+"""
+The frozen values a configuration file is loaded into (L{proxyws.config}).
+Nothing else in proxyws sees the raw TOML.
+"""
+
+import attr
+
+@attr.s(frozen=True, slots=True)
+class TLSSettings:
+    """
+    The TLS settings of a listener (or the certificate of a host).
+
+    @ivar cert: path of the PEM certificate (and chain).
+    @ivar key: path of the PEM private key.
+    @ivar passphrase: the key's passphrase (bytes), or L{None}.
+    @ivar minVersion: C{"1.2"} or C{"1.3"}.
+    @ivar clientCert: C{"none"}, C{"optional"} or C{"required"}.
+    """
+
+    cert = attr.ib()
+    key = attr.ib()
+    passphrase = attr.ib(default=None, repr=False)
+    passphraseFile = attr.ib(default=None)
+    passphraseEnv = attr.ib(default=None)
+    minVersion = attr.ib(default="1.2")
+    ciphers = attr.ib(default=None)
+    clientCA = attr.ib(default=None)
+    clientCert = attr.ib(default="none")
+    clientSubjectHeader = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
+class Redirect:
+    """
+    Answer plain HTTP with a redirect to https.
+    """
+
+    port = attr.ib(default=443)
+    status = attr.ib(default=301)
+
+
+@attr.s(frozen=True, slots=True)
+class BackendTLS:
+    """
+    How an https:// or wss:// backend is checked.
+    """
+
+    ca = attr.ib(default=None)
+    serverName = attr.ib(default=None)
+    verify = attr.ib(default=True)
+    cert = attr.ib(default=None)
+    key = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
+class Access:
+    """
+    Access control of a host or route: address rules and Basic auth.
+
+    @ivar rules: a L{proxyws.access.AccessRules}, or L{None}.
+    @ivar htpasswd: the htpasswd file's path, or L{None}.
+    @ivar realm: the Basic auth realm.
+    """
+
+    rules = attr.ib(default=None)
+    htpasswd = attr.ib(default=None)
+    realm = attr.ib(default="proxyws")
+
+
+@attr.s(frozen=True, slots=True)
+class Host:
+    """
+    A C{[[host]]}: a virtual host.
+
+    @ivar names: lower-cased names and C{*.} wildcards.
+    @ivar tls: its own certificate (L{TLSSettings}) for SNI, or L{None}.
+    """
+
+    index = attr.ib()
+    names = attr.ib()
+    default = attr.ib()
+    tls = attr.ib()
+
+
+@attr.s(frozen=True, slots=True)
+class Listener:
+    """
+    One address and port the proxy accepts connections on.
+
+    @ivar tls: L{TLSSettings}, or L{None} for plain HTTP.
+    """
+
+    address = attr.ib()
+    port = attr.ib()
+    tls = attr.ib(default=None)
+    redirect = attr.ib(default=None)
+    hsts = attr.ib(default=None)
+    proxyProtocol = attr.ib(default=False)
+
+
+@attr.s(frozen=True, slots=True)
+class Backend:
+    """
+    Where a route's requests go.
+
+    @ivar url: the backend URL as written in the config.
+    @ivar secure: whether connections use TLS (https and wss).
+    @ivar host: host name or address literal (IPv6 without brackets).
+    @ivar port: the port.
+    @ivar path: the path (and query) part of the URL, a template with C{$N}
+        for regex routes.
+    @ivar httpScheme: C{b"http"} or C{b"https"}.
+    @ivar wsScheme: C{b"ws"} or C{b"wss"}.
+    @ivar hostHeader: the C{Host} header that names this backend.
+    """
+
+    url = attr.ib()
+    secure = attr.ib()
+    host = attr.ib()
+    port = attr.ib()
+    path = attr.ib()
+    httpScheme = attr.ib()
+    wsScheme = attr.ib()
+    hostHeader = attr.ib()
+    tls = attr.ib(default=None)
+
+    @property
+    def key(self):
+        """
+        What identifies a pool of connections to this backend.
+        """
+        if self.tls is not None:
+            return (self.secure, self.host, self.port, self.tls)
+        return (self.secure, self.host, self.port)
+
+    def origin(self, scheme):
+        """
+        @param scheme: C{b"http"}, C{b"https"}, C{b"ws"} or C{b"wss"}.
+        @return: C{scheme://host[:port]} as bytes.
+        """
+        return scheme + b"://" + self.hostHeader
+
+
+@attr.s(frozen=True, slots=True)
+class Route:
+    """
+    One C{[[route]]}: which requests it takes and where they go.
+
+    @ivar index: its position in the file, from 0 (for messages).
+    @ivar hosts: lower-cased host patterns; empty for every host.
+    @ivar prefix: the C{path} prefix (bytes), or L{None} for a regex route.
+    @ivar match: the compiled C{match} expression (bytes), or L{None}.
+    @ivar template: the compiled backend path template of a regex route.
+    @ivar backend: the L{Backend}.
+    @ivar reverse: C{(backendPathPrefix, frontPathPrefix)} for rewriting
+        response headers, or L{None} when it cannot be inferred.
+    """
+
+    index = attr.ib()
+    hosts = attr.ib()
+    prefix = attr.ib()
+    match = attr.ib()
+    template = attr.ib()
+    backend = attr.ib()
+    reverse = attr.ib()
+    preserveHost = attr.ib()
+    connectTimeout = attr.ib()
+    responseTimeout = attr.ib()
+    readTimeout = attr.ib()
+    maxMessageSize = attr.ib(default=0)
+    wsPingInterval = attr.ib(default=0.0)
+    wsPingTimeout = attr.ib(default=30.0)
+    wsIdleTimeout = attr.ib(default=0.0)
+    allowedOrigins = attr.ib(default=())
+    compression = attr.ib(default=True)
+    wsBufferSize = attr.ib(default=65536)
+    vhost = attr.ib(default=None)
+    access = attr.ib(default=None)
+    redirect = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
+class ServerSettings:
+    """
+    The C{[server]} table; attribute names are the keys in mixedCase.
+    """
+
+    accessLog = attr.ib()
+    workers = attr.ib()
+    clientTimeout = attr.ib()
+    shutdownTimeout = attr.ib()
+    connectTimeout = attr.ib()
+    responseTimeout = attr.ib()
+    readTimeout = attr.ib()
+    backendKeepalive = attr.ib()
+    backendIdleTimeout = attr.ib()
+    backendMaxConnections = attr.ib()
+    trustedProxies = attr.ib(default=())
+    unknownHost = attr.ib(default=404)
+
+
+@attr.s(frozen=True, slots=True)
+class DemoSettings:
+    """
+    The C{[demo]} table: where the bundled demo backend listens.
+    """
+
+    address = attr.ib()
+    port = attr.ib()
+
+
+@attr.s(frozen=True, slots=True)
+class Config:
+    """
+    A whole configuration file.
+
+    @ivar path: the file it came from.
+    @ivar demo: L{DemoSettings} or L{None}.
+    """
+
+    path = attr.ib()
+    server = attr.ib()
+    listeners = attr.ib()
+    routes = attr.ib()
+    demo = attr.ib(default=None)
+    hosts = attr.ib(default=())
