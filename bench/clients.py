@@ -151,11 +151,12 @@ class HTTPReader:
         raise ValueError("response without length: %r" % (head,))
 
 
-def connect(host, port):
+def connect(host, port, timeout=30):
     """
-    @return: a connected blocking TCP socket with C{TCP_NODELAY}.
+    @return: a connected blocking TCP socket with C{TCP_NODELAY}; a read
+        that waits C{timeout} seconds fails.
     """
-    sock = socket.create_connection((host, port), timeout=30)
+    sock = socket.create_connection((host, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -196,25 +197,34 @@ def download(args):
     buffer = memoryview(bytearray(1 << 20))
     runs, problems = [], []
     for _ in range(args.repeat):
-        sock = connect(args.host, args.port)
+        sock = connect(args.host, args.port, timeout=10)
         sock.sendall(
             b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n"
             % (args.path.encode(), args.host.encode(), args.port)
         )
         start = time.perf_counter()
-        head = b""
-        while b"\r\n\r\n" not in head:
-            n = sock.recv_into(buffer)
-            if not n:
-                break
-            head += bytes(buffer[:n])
-        _, _, rest = head.partition(b"\r\n\r\n")
-        total = len(rest)
-        while True:
-            n = sock.recv_into(buffer)
-            if not n:
-                break
-            total += n
+        head, total = b"", 0
+        try:
+            while b"\r\n\r\n" not in head:
+                n = sock.recv_into(buffer)
+                if not n:
+                    break
+                head += bytes(buffer[:n])
+            _, _, rest = head.partition(b"\r\n\r\n")
+            total = len(rest)
+            while True:
+                n = sock.recv_into(buffer)
+                if not n:
+                    break
+                total += n
+        except socket.timeout:
+            problems.append(
+                "stalled: nothing received for %ds after %s and %d body bytes of %d"
+                % (sock.gettimeout(), "the head" if b"\r\n\r\n" in head else
+                   "%d bytes of the head" % len(head), total, args.size)
+            )
+            sock.close()
+            continue
         elapsed = time.perf_counter() - start
         sock.close()
         if not head.startswith(b"HTTP/1.1 200"):
@@ -222,7 +232,7 @@ def download(args):
         if total < args.size:
             problems.append("body cut short: %d of %d bytes" % (total, args.size))
         runs.append(total / elapsed / 2**20)
-    return {"best_mibps": max(runs), "runs_mibps": runs, "problems": problems}
+    return {"best_mibps": max(runs) if runs else None, "runs_mibps": runs, "problems": problems}
 
 
 # -- websocket ----------------------------------------------------------------

@@ -11,6 +11,8 @@ parser and several wrapper objects per request; on the proxy's hot path
 this one object per connection does it with plain method calls.
 """
 
+import re
+
 from OpenSSL.SSL import Error as SSLError
 from service_identity import VerificationError
 from twisted.internet.protocol import Protocol
@@ -28,6 +30,11 @@ MAX_HEAD = 65536
 
 # Bytes read from a backend socket at once.
 READ_SIZE = 262144
+
+# RFC 9110 5.1 and 5.5: a field name is a token; no control bytes but tab
+# in a status line or a field value.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Statuses whose responses never have a body (RFC 9110 6.4.1).
 NO_BODY = frozenset([204, 304])
@@ -69,12 +76,20 @@ def parseHead(head):
     """
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+    if (
+        len(parts) < 2
+        or not parts[0].startswith(b"HTTP/1.")
+        or len(parts[1]) != 3
+        or not parts[1].isdigit()
+        or _CONTROL.search(lines[0])
+    ):
+        # A bare LF or other control byte in the status line would reach
+        # the client as a line of its own (response splitting).
         raise BadResponse("invalid status line {!r}".format(lines[0][:100]))
     fields = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not name or name[-1:] in b" \t":
+        if not sep or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
             raise BadResponse("invalid header line {!r}".format(line[:100]))
         fields.append((name, value.strip(b" \t")))
     return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b"", fields
@@ -260,10 +275,18 @@ class BackendConnection(Protocol):
         if self.transport is not None and self.transport.connected:
             if self._bodySent:
                 self._release()
+            else:
+                # The backend answered before it had the whole request body:
+                # this connection cannot carry another request.
+                self._persistent = False
+                self.transport.loseConnection()
 
     def _release(self):
         self.reused = True
         self.idle = True
+        # A client that read slowly may have left the socket paused: the
+        # next exchange must find it reading.
+        self.transport.resumeProducing()
         if self._persistent and self.pool is not None:
             self.pool._quiescent(self)
         else:

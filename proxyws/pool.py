@@ -118,11 +118,19 @@ class BackendPool:
             idle = self._idle.get(key)
             while idle:
                 protocol = idle.pop()
-                self._timers.pop(protocol).cancel()
-                if protocol.idle and protocol.transport.connected:
-                    self._busy[key] = self._busy.get(key, 0) + 1
-                    protocol.reused = True
-                    return succeed(protocol)
+                timer = self._timers.pop(protocol)
+                if timer.active():
+                    timer.cancel()
+                transport = protocol.transport
+                if not (protocol.idle and transport.connected and not transport.disconnecting):
+                    # Closing (its idle timer fired, or the backend closed
+                    # it): forget it now, not when it is gone.
+                    protocol.pool = None
+                    transport.loseConnection()
+                    continue
+                self._busy[key] = self._busy.get(key, 0) + 1
+                protocol.reused = True
+                return succeed(protocol)
         limit = self._maxConnections
         if limit and self._busy.get(key, 0) + len(self._idle.get(key, ())) >= limit:
             waiter = Deferred(lambda d: self._forget(key, entry))

@@ -94,6 +94,8 @@ class RootResource(Resource):
         if route.redirect is not None and request.scheme == b"http":
             redirectToHTTPS(request, route.redirect)
             return NOT_DONE_YET
+        # Taken before the gate: a body that arrives while a password is
+        # checked waits in it.
         body = request.takeBody()
         if route.access is not None:
             admitted = self._gate.admit(request, route.access)
@@ -101,12 +103,23 @@ class RootResource(Resource):
                 admitted.addCallback(self._admitted, request, found, body)
                 return NOT_DONE_YET
             if not admitted:
-                return NOT_DONE_YET
+                return self._refused(body)
         return self._dispatch(request, found, body)
 
     def _admitted(self, admitted, request, found, body):
-        if admitted and request.channel is not None:
+        if not admitted:
+            self._refused(body)
+        elif request.channel is not None:
             self._dispatch(request, found, body)
+
+    def _refused(self, body):
+        """
+        The gate answered: read and drop the rest of the request body, so
+        the answer can finish and the connection serve the next request.
+        """
+        if body is not None:
+            body.stopProducing()
+        return NOT_DONE_YET
 
     def _dispatch(self, request, found, body):
         index = found.route.index

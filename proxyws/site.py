@@ -40,6 +40,19 @@ def _within(address, networks):
     return any(ip in network for network in networks)
 
 
+def headerValue(text):
+    """
+    Text (such as a certificate subject) as a header value, or L{None} when
+    it has none or holds control characters that would break the header.
+    """
+    if text is None:
+        return None
+    value = text.encode("utf-8")
+    if any(byte < 0x20 or byte == 0x7F for byte in value):
+        return None
+    return value
+
+
 def realClient(forwardedFor, peer, trusted):
     """
     The client's address behind trusted proxies: the last address of
@@ -97,6 +110,13 @@ class ProxyRequest(Request):
         if length == 0:
             return
         channel = self.channel
+        expect = self.requestHeaders.getRawHeaders(b"Expect")
+        if expect and expect[0].lower() == b"100-continue":
+            # Twisted would send "100 Continue" after this returns, after a
+            # final answer given now (404, 403...): send it first.
+            self.requestHeaders.removeHeader(b"Expect")
+            if channel._version == b"HTTP/1.1":
+                channel._send100Continue()
         self._bodyPending = True
         self._length = length
         self._setRequestLine(channel._command, channel._path, channel._version)
@@ -206,11 +226,7 @@ class ProxyChannel(HTTPChannel):
         listener = self.site.listener
         name = listener and listener.tls and listener.tls.clientSubjectHeader
         if name:
-            subject = peerSubject(self.transport)
-            self.subjectHeader = (
-                name.encode("ascii"),
-                subject.encode("utf-8") if subject is not None else None,
-            )
+            self.subjectHeader = (name.encode("ascii"), headerValue(peerSubject(self.transport)))
 
     def isSecure(self):
         """

@@ -120,15 +120,16 @@ class FastRelay:
         try:
             boundary = scanner.feed(data)
         except MessageTooBig as e:
-            if e.offset >= 0 and leg not in self._silenced:
-                self._write(leg.partner, data[: e.offset])
-            self._tooBig(leg, e.offset >= 0)
-            return
+            if leg not in self._silenced:
+                if e.offset >= 0:
+                    self._write(leg.partner, data[: e.offset])
+                self._tooBig(leg, e.offset >= 0)
+            boundary = None
         except ValueError as e:
             self._relay.noteClose(leg, 1002, str(e).encode("ascii"))
             self._abortBoth()
             return
-        if leg not in self._silenced:
+        if boundary is not None and leg not in self._silenced:
             if self._timed:
                 self._relay.activity()
             other = leg.partner

@@ -133,9 +133,12 @@ class FrameScanner:
         @return: the offset in C{data} of the last frame boundary in it
             (0 when the stream was at a boundary before it and none other
             was reached), or -1 when none.
+        @raise MessageTooBig: after reading all of C{data}, when a data
+            frame in it took its message over the limit.
         @raise ValueError: for a frame header no websocket peer may send.
         """
         self.controls = ()
+        tooBig = None
         boundary = 0 if self.atBoundary() else -1
         position = 0
         size = len(data)
@@ -153,14 +156,17 @@ class FrameScanner:
             clean = not self._head
             used = self._header(data, position)
             if used < 0:
-                return boundary
-            if self.limit and self.messageBytes > self.limit:
-                # Cut before this frame, when all of its header is here.
-                raise MessageTooBig(position if clean else -1)
+                break
+            if self.limit and self.messageBytes > self.limit and tooBig is None:
+                # Cut before this frame, when all of its header is here; read
+                # on, so that the stream stays followed.
+                tooBig = position if clean else -1
             position += used
             if not self._remaining and not self._head:
                 self._endFrame()
                 boundary = position
+        if tooBig is not None:
+            raise MessageTooBig(tooBig)
         return boundary
 
     def _header(self, data, position):

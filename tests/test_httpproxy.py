@@ -939,3 +939,111 @@ class StaleConnectionTests(ProxyTestCase):
             b"HTTP/1.1 502 Bad Gateway",
             b"502 Bad Gateway\n\nthe backend closed the connection without a response\n",
         )
+
+
+class BackendAnswerTests(ProxyTestCase):
+    """
+    Backend answers the proxy must not pass on as they are, and answers that
+    end a connection's use.
+    """
+
+    def test_answeredBeforeBodyClosesBackend(self):
+        """
+        A backend that answers before it has the whole request body gets its
+        connection closed: it cannot carry another request, and it must not
+        stay open (and count against the pool) when the client leaves.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000
+        )
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig")
+        self.assertFalse(backend.connected)
+
+    def test_controlByteInStatusLine(self):
+        """
+        A status line with a bare LF (which a client would read as a line
+        of its own) is refused with 502, not passed on.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\nSet-Cookie: session=attacker\r\nContent-Length: 2\r\n\r\nok"
+        )
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), client.value())
+        self.assertNotIn(b"attacker", client.value())
+
+    def test_invalidHeaderName(self):
+        """
+        A header name that is not a token gives 502, not a reset client
+        connection.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nX Powered: by-app\r\nContent-Length: 2\r\n\r\nok")
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), client.value())
+        self.assertTrue(client.connected)
+
+    def test_closingIdleConnectionNotLent(self):
+        """
+        An idle connection that is closing (its idle timer fired, the close
+        is not complete yet) is not lent out: the next request gets a new
+        connection, and the pool's counts stay right.
+        """
+        self.buildProxy(server="backend_max_connections = 1")
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        # A close under way: Twisted marks the transport as disconnecting
+        # until the socket is gone.
+        backend.disconnecting = True
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        protocol2, backend2 = self.acceptBackend()
+        protocol2.dataReceived(OK)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        channel.dataReceived(b"GET /app/3 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        protocol2.dataReceived(OK)
+        responses = parseResponses(client.value())
+        self.assertEqual([body for _, _, body in responses], [b"ok", b"ok", b"ok"])
+
+    def test_continueBeforeEarlyAnswer(self):
+        """
+        A request with C{Expect: 100-continue} that is answered at once (no
+        route) gets "100 Continue" before the answer, never after it.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /nowhere HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        channel.dataReceived(b"hello")
+        data = client.value()
+        self.assertTrue(data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\n"), data)
+        self.assertEqual(data.count(b"100 Continue"), 1)
+
+    def test_pausedConnectionResumedForNextRequest(self):
+        """
+        A backend connection paused by a slow client when its response ends
+        reads again when it carries the next request.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        channel.pauseProducing()
+        self.assertEqual(backend.producerState, "paused")
+        protocol.dataReceived(b"cd")
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertEqual(backend.producerState, "producing")

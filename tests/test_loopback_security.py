@@ -560,6 +560,27 @@ class AccessRuleTests(BackendTestCase):
         )
 
     @inlineCallbacks
+    def test_refusedUploadKeepsConnection(self):
+        """
+        A request with a large body refused by the rules gets its 403, the
+        rest of its body is read and dropped, it is logged, and the next
+        request on the same connection is answered.
+        """
+        body = b"x" * (4 * 1024 * 1024)
+        data = (
+            b"POST /allow-deny/up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % len(body)
+            + body
+            + b"GET /open/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        received = yield rawRequest(self.port4, data)
+        self.assertTrue(received.startswith(b"HTTP/1.1 403 Forbidden\r\n"), received[:200])
+        self.assertIn(b"not allowed\nHTTP/1.1 200 OK\r\n", received)
+        self.assertEqual(len(self.log.lines), 2)
+
+    test_refusedUploadKeepsConnection.timeout = 15
+
+    @inlineCallbacks
     def test_refusalIsLogged(self):
         """
         A 403 leaves a log line with the client's address and the status,

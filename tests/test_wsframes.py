@@ -185,3 +185,24 @@ class FrameTests(SynchronousTestCase):
         payload = bytes(range(256)) * 3
         self.assertEqual(unmask(KEY, unmask(KEY, payload)), payload)
         self.assertEqual(unmask(KEY, b""), b"")
+
+
+class TooBigThenCloseTests(SynchronousTestCase):
+    """
+    After a message over the limit the scanner still follows the stream.
+    """
+
+    def test_closeAfterTooBig(self):
+        """
+        The rest of a too-big frame is read as payload, and the close frame
+        after it is seen.
+        """
+        scanner = FrameScanner(limit=10)
+        data = frame(BINARY, b"y" * 300, key=KEY)
+        with self.assertRaises(MessageTooBig):
+            scanner.feed(data[:50])
+        scanner.feed(data[50:])
+        self.assertTrue(scanner.atBoundary())
+        scanner.limit = 0
+        scanner.feed(frame(CLOSE, closePayload(1000, b"ok"), key=KEY))
+        self.assertEqual(scanner.controls, [(CLOSE, closePayload(1000, b"ok"))])
