@@ -206,6 +206,8 @@ class ProxyChannel(HTTPChannel):
     """
 
     subjectHeader = None
+    _peer = None
+    _host = None
 
     def connectionMade(self):
         """
@@ -221,7 +223,9 @@ class ProxyChannel(HTTPChannel):
         Work out the peer's address, once the first request has come (with
         the PROXY protocol, the header that names it comes first).
         """
-        self.peerHost = self.transport.getPeer().host
+        self._peer = self.transport.getPeer()
+        self._host = self.transport.getHost()
+        self.peerHost = self._peer.host
         self.trusted = _within(self.peerHost, self.site.trustedProxies)
         listener = self.site.listener
         name = listener and listener.tls and listener.tls.clientSubjectHeader
@@ -233,6 +237,19 @@ class ProxyChannel(HTTPChannel):
         Whether the connection uses TLS (worked out once per connection).
         """
         return self.scheme == b"https"
+
+    def getPeer(self):
+        """
+        The peer's address, asked of the transport once per connection.
+        """
+        return self._peer or self.transport.getPeer()
+
+    def getHost(self):
+        """
+        The local address, asked of the transport (a system call) once per
+        connection.
+        """
+        return self._host or self.transport.getHost()
 
     def writeHeaders(self, version, code, reason, headers):
         """
