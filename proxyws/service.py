@@ -8,6 +8,7 @@ in use stops start-up with one clear line.  L{ProxyService} adopts them.
 """
 
 import os
+import signal
 import socket
 
 from twisted.application.service import Service
@@ -161,6 +162,21 @@ def buildSite(config, reactor, accessLog, listener=None):
     return site, pool
 
 
+def onSignal(signum, reactor, action):
+    """
+    Run C{action} in the reactor when the process gets C{signum}, after
+    whatever handled it before (twistd rotates its own log on SIGUSR1).
+    """
+    previous = signal.getsignal(signum)
+
+    def handler(number, frame):
+        reactor.callFromThread(action)
+        if callable(previous):
+            previous(number, frame)
+
+    signal.signal(signum, handler)
+
+
 def exitCleanly(reactor):
     """
     After a completed graceful stop, let the process exit with status 0.
@@ -206,6 +222,7 @@ class ProxyService(Service):
         Service.startService(self)
         if self._accessLog is None:
             self._accessLog = AccessLog.open(self.config.server.accessLog)
+            onSignal(signal.SIGUSR1, self._reactor, self.reopenLogs)
         root, self._pool = buildRoot(self.config, self._reactor)
         for index, (listener, sock) in enumerate(self._sockets):
             factory = self._factoryFor(listener, root)
@@ -225,6 +242,22 @@ class ProxyService(Service):
                 tls=" (TLS)" if getattr(listener, "tls", None) else "",
             )
         self._sockets = []
+
+    def reopenLogs(self):
+        """
+        Open the access log file again (SIGUSR1, as for nginx): after
+        logrotate has moved it away, lines go to a new file at its path.
+        """
+        try:
+            self._accessLog.reopen()
+        except OSError as e:
+            _log.error(
+                "cannot reopen the access log {path}: {error}",
+                path=self.config.server.accessLog,
+                error=e,
+            )
+        else:
+            _log.info("access log reopened")
 
     def _factoryFor(self, listener, root):
         if listener is self.config.demo:

@@ -25,7 +25,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
 from .errors import ConfigError
-from .service import _bind, exitCleanly
+from .service import _bind, exitCleanly, onSignal
 
 # Seconds between a worker's death and its restart, so that a worker that
 # cannot start does not spin.
@@ -103,11 +103,16 @@ class WorkerSupervisor(Service):
 
     def startService(self):
         """
-        Start every worker.
+        Start every worker; pass SIGUSR1 (reopen the access log) on to them.
         """
         Service.startService(self)
         for index in range(len(self._sockets)):
             self._spawn(index)
+        onSignal(signal.SIGUSR1, self._reactor, self._reopenLogs)
+
+    def _reopenLogs(self):
+        for worker in list(self.workers.values()):
+            worker.transport.signalProcess(signal.SIGUSR1)
 
     def _spawn(self, index):
         self._restarts.pop(index, None)

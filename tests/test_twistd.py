@@ -668,3 +668,71 @@ class WebSocketStopTests(SynchronousTestCase):
         self.assertEqual(closed.exception.rcvd.code, 1001)
         self.assertEqual(closed.exception.rcvd.reason, "proxyws: server shutting down")
         self.assertEqual(proxy.waitForExit(), 0, proxy.output())
+
+
+class LogRotationTests(SynchronousTestCase):
+    """
+    SIGUSR1 reopens the access log file, for logrotate.
+    """
+
+    def assertRotates(self, server="", processes=1):
+        """
+        Lines before SIGUSR1 stay in the moved file, lines after it go to a
+        new file at the configured path.
+        """
+        port, demoPort = freePort(), freePort()
+        proxy = startProxyProcess(
+            self,
+            proxyConfigText(
+                port,
+                demoPort,
+                server='access_log = "{directory}/access.log"\n' + server,
+                demo=True,
+            ),
+        )
+        proxy.waitForPort(port)
+        path = os.path.join(proxy.directory, "access.log")
+
+        def get(target):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+            connection.request("GET", target)
+            self.assertEqual(connection.getresponse().status, 200)
+            connection.close()
+
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                get("/headers?before")
+                break
+            except OSError:
+                time.sleep(0.05)
+        os.rename(path, path + ".1")
+        proxy.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + WAIT
+        while (
+            proxy.output().count("access log reopened") < processes
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        get("/headers?after")
+        with open(path + ".1", "rb") as f:
+            old = f.read()
+        with open(path, "rb") as f:
+            new = f.read()
+        self.assertIn(b"/headers?before", old)
+        self.assertNotIn(b"/headers?after", old)
+        self.assertIn(b"/headers?after", new)
+        self.assertEqual(proxy.stop(signal.SIGTERM)[0], 0, proxy.output())
+
+    def test_sigusr1ReopensAccessLog(self):
+        """
+        One process: SIGUSR1 reopens the access log.
+        """
+        self.assertRotates()
+
+    def test_sigusr1ReachesWorkers(self):
+        """
+        With workers, the parent passes SIGUSR1 on to each of them.
+        """
+        # The parent serves the demo backend with an access log of its own.
+        self.assertRotates("workers = 2\n", processes=3)
