@@ -25,9 +25,10 @@ import os
 import re
 import time
 
-from zope.interface import Interface, implementer
-
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from .interfaces import IAccessLog
 
 # Apache writes month names from a fixed English table (apr_month_snames),
 # never through the C locale.
@@ -168,28 +169,6 @@ def formatCombined(host, ident, user, when, requestLine, status, size,
         _optional(referer),
         _optional(userAgent),
     )
-
-
-class IAccessLog(Interface):
-    """
-    A sink for finished access log lines.
-    """
-
-    def write(line):
-        """
-        Append one line to the log, whole.
-
-        Failures to write are reported through the operational log and not
-        raised: a full disk must not fail the request being logged.
-
-        @param line: One formatted line, ending in C{b"\\n"}.
-        @type line: L{bytes}
-        """
-
-    def close():
-        """
-        Release the log's resources; no L{write} may follow.
-        """
 
 
 @implementer(IAccessLog)

@@ -23,13 +23,15 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.protocol import Factory
+from zope.interface import implementer
 
 from .backend import BackendConnection
+from .interfaces import IBackendPool
 
 
 class _PooledFactory(Factory):
     """
-    Builds L{_PooledProtocol} connections for one backend.
+    Builds L{BackendConnection}s for one backend.
     """
 
     noisy = False
@@ -70,6 +72,7 @@ def backendEndpoint(reactor, backend, timeout, tlsPolicy=None):
     return endpoint
 
 
+@implementer(IBackendPool)
 class BackendPool:
     """
     Keep-alive connections to every backend, with limits.

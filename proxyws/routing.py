@@ -15,7 +15,10 @@ climb out of a prefix route.
 
 import re
 
+from zope.interface import implementer
+
 from .errors import BadRequest
+from .interfaces import IRouter
 
 # RFC 3986 section 2.3: these may be percent-decoded without changing what a
 # URI means (section 6.2.2.2).  Everything else stays encoded, with its hex
@@ -248,6 +251,7 @@ class RouteMatch:
         self.target = target
 
 
+@implementer(IRouter)
 class Router:
     """
     First-match routing over a fixed table of routes, with virtual hosts.
