@@ -395,6 +395,11 @@ def _listener(reader, index, table, base):
 
 @attr.s(frozen=True, slots=True)
 class _HostParse:
+    """
+    What a host's routes inherit from it while they are parsed: its index
+    and its access settings.
+    """
+
     index = attr.ib()
     access = attr.ib()
 

@@ -42,7 +42,7 @@ class _PooledFactory(Factory):
 
     def buildProtocol(self, addr):
         """
-        @return: a L{_PooledProtocol} that reports to the pool.
+        @return: a L{BackendConnection} that reports to the pool.
         """
         protocol = BackendConnection()
         protocol.pool = self._pool
