@@ -12,6 +12,7 @@ L{proxyws.values} (both are re-exported here).
 """
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -151,6 +152,17 @@ class _Reader:
                 )
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
+
+
+def _isAddress(text):
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _backend(reader, url, keyPath, groups):
     """
     Parse and check a backend URL.
@@ -164,8 +176,13 @@ def _backend(reader, url, keyPath, groups):
         port = parts.port
     except ValueError:
         raise reader.error(keyPath, "{!r} {}".format(url, expected)) from None
-    if parts.scheme not in SCHEMES or not parts.hostname:
+    if parts.scheme not in SCHEMES or not parts.hostname or port == 0:
         raise reader.error(keyPath, "{!r} {}".format(url, expected))
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise reader.error(
+            keyPath, "{!r} holds a space or a control character; percent-encode it".format(url)
+        )
+
     if parts.username or parts.password or parts.fragment:
         raise reader.error(
             keyPath, "{!r} may not hold a user, password or #fragment".format(url)
@@ -173,6 +190,10 @@ def _backend(reader, url, keyPath, groups):
     if "$" in parts.netloc:
         raise reader.error(
             keyPath, "{!r}: $N may appear only in the path and query".format(url)
+        )
+    if not (_HOST_NAME.fullmatch(parts.hostname) or _isAddress(parts.hostname)):
+        raise reader.error(
+            keyPath, "{!r}: {!r} is not a host name or IP address".format(url, parts.hostname)
         )
     path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
     path = path.encode("utf-8")
@@ -243,7 +264,7 @@ def _route(reader, index, table, server, keyPath=None, host=None, base=""):
     else:
         try:
             pattern = re.compile(values["match"].encode("utf-8"))
-        except re.error as e:
+        except (re.error, OverflowError, RecursionError) as e:
             raise reader.error(
                 keyPath + ".match",
                 "{!r} is not a valid regular expression: {}".format(
@@ -345,6 +366,11 @@ def _access(reader, values, keyPath, base, host=None):
         if values["require_ip"] is not None:
             from .access import parseRequire
 
+            if not values["require_ip"]:
+                raise reader.error(
+                    keyPath + ".require_ip", "is empty: it would refuse every client"
+                )
+
             if values["order"] or values["allow"] or values["deny"]:
                 raise reader.error(keyPath, "use require_ip or order/allow/deny, not both")
             rules = parseRequire(list(values["require_ip"]), keyPath=keyPath)
@@ -373,7 +399,7 @@ def _access(reader, values, keyPath, base, host=None):
         rules = rules or inherited.rules
         if htpasswd is None:
             htpasswd, realm = inherited.htpasswd, inherited.realm
-    return Access(rules=rules, htpasswd=htpasswd, realm=realm)
+    return Access(rules=rules, htpasswd=htpasswd, realm=realm, keyPath=keyPath + ".auth")
 
 
 def _listener(reader, index, table, base):
@@ -489,6 +515,7 @@ def parseConfig(text, filename="proxyws.toml"):
         routes=routes,
         demo=demo,
         hosts=tuple(hosts),
+        source=text,
     )
 
 
@@ -538,6 +565,16 @@ def loadConfig(path):
             text = f.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(path, None, "cannot read the file: {}".format(_reason(e)))
+    return checkedConfig(text, path)
+
+
+def checkedConfig(text, path):
+    """
+    Parse and validate the text of a configuration file, including the
+    files it names (what L{loadConfig} does once it has read the file).
+
+    @raise ConfigError: for anything wrong, with one readable line.
+    """
     config = parseConfig(text, path)
     _checkFiles(config)
     return config

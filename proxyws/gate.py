@@ -53,11 +53,11 @@ class Gate:
             except OSError as e:
                 raise ConfigError(
                     config.path,
-                    "auth.htpasswd",
+                    access.keyPath + ".htpasswd",
                     "cannot read {!r}: {}".format(access.htpasswd, e.strerror or e),
                 ) from None
             except ValueError as e:
-                raise ConfigError(config.path, "auth.htpasswd", str(e)) from None
+                raise ConfigError(config.path, access.keyPath + ".htpasswd", str(e)) from None
         return cls(htpasswds, reactor)
 
     def admit(self, request, access):

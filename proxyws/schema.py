@@ -34,9 +34,18 @@ def _boolean(value):
 def _seconds(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("a number of seconds")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError("a number of seconds greater than 0")
-    return float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        value = math.inf
+    if not (0 < value <= MAX_SECONDS):
+        raise ValueError("a number of seconds greater than 0 and at most 1e9")
+    return value
+
+
+# Longer than any timeout anyone means (31 years), short of the numbers the
+# reactor cannot schedule.
+MAX_SECONDS = 1e9
 
 
 def _count(value):
@@ -123,12 +132,18 @@ def _unknownHost(value):
 
 
 def _networks(value):
-    if not isinstance(value, list):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("a list of addresses or CIDRs such as '10.0.0.0/8'")
     try:
         return tuple(ipaddress.ip_network(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError("a list of addresses or CIDRs such as '10.0.0.0/8'") from None
+
+
+def _headerText(value):
+    if not isinstance(value, str) or not value or not all(" " <= c <= "~" for c in value):
+        raise ValueError("printable ASCII text, as a header value holds")
+    return value
 
 
 def _bufferSize(value):
@@ -190,7 +205,7 @@ LISTEN_KEYS = {
     "port": (_port, None),
     "tls": (None, None),  # a table of TLS_KEYS; checked on its own
     "redirect_https": (_redirect, None),  # answer everything with a redirect
-    "hsts": (_string, None),  # Strict-Transport-Security value
+    "hsts": (_headerText, None),  # Strict-Transport-Security value
     "proxy_protocol": (_boolean, False),  # PROXY protocol v1/v2 first
 }
 
@@ -222,7 +237,7 @@ BACKEND_TLS_KEYS = {
 
 AUTH_KEYS = {
     "htpasswd": (_string, None),  # Apache htpasswd file
-    "realm": (_string, "proxyws"),
+    "realm": (_headerText, "proxyws"),
 }
 
 # Access control, on a [[host]] or a [[route]] (a route's own win).

@@ -65,6 +65,7 @@ class Access:
     rules = attr.ib(default=None)
     htpasswd = attr.ib(default=None)
     realm = attr.ib(default="proxyws")
+    keyPath = attr.ib(default="auth", eq=False)
 
 
 @attr.s(frozen=True, slots=True)
@@ -224,3 +225,4 @@ class Config:
     routes = attr.ib()
     demo = attr.ib(default=None)
     hosts = attr.ib(default=())
+    source = attr.ib(default="", repr=False, eq=False)

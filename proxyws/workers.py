@@ -118,7 +118,9 @@ class WorkerSupervisor(Service):
         self._restarts.pop(index, None)
         worker = _Worker(self, index)
         fds = [sock.fileno() for _, sock in self._sockets[index]]
-        childFDs = {0: 0, 1: 1, 2: 2}
+        # The worker reads the config the parent checked on its standard
+        # input, not the file, which may have changed since.
+        childFDs = {0: "w", 1: 1, 2: 2}
         childFDs.update({3 + n: fd for n, fd in enumerate(fds)})
         arguments = [
             self._executable,
@@ -130,6 +132,8 @@ class WorkerSupervisor(Service):
         self._reactor.spawnProcess(
             worker, self._executable, arguments, env=os.environ, childFDs=childFDs
         )
+        worker.transport.writeToChild(0, self._config.source.encode("utf-8"))
+        worker.transport.closeChildFD(0)
         self.workers[index] = worker
         _log.info("worker {index} started (pid {pid})", index=index, pid=worker.transport.pid)
 
@@ -204,21 +208,22 @@ def _dieWithParent():
 
 def main(argv):
     """
-    Run one worker: C{python -m proxyws.workers CONFIG INDEX}, with its
-    listening sockets as descriptors 3, 4, ... in the order of the config's
-    listeners.
+    Run one worker: C{python -m proxyws.workers CONFIG INDEX}, with the
+    text of the config its parent checked on standard input (CONFIG names
+    it, for messages and relative paths) and its listening sockets as
+    descriptors 3, 4, ... in the order of the config's listeners.
     """
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    from .config import loadConfig
+    from .config import checkedConfig
     from .service import ProxyService
 
     # argv[2], the worker's number, is there to tell workers apart in ps.
     path = argv[1]
     _dieWithParent()
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
-    config = loadConfig(path)
+    config = checkedConfig(sys.stdin.buffer.read().decode("utf-8"), path)
     sockets = [
         (listener, socket.socket(fileno=3 + n))
         for n, listener in enumerate(config.listeners)

@@ -496,13 +496,16 @@ class ErrorTextTests(SynchronousTestCase):
              "route[0].preserve_host: 'yes' is not true or false"),
             ("[server]\nconnect_timeout = -1\n" + LISTEN,
              "server.connect_timeout: -1 is not a number of seconds "
-             "greater than 0"),
+             "greater than 0 and at most 1e9"),
             ("[server]\nread_timeout = 0\n" + LISTEN,
              "server.read_timeout: 0 is not a number of seconds "
-             "greater than 0"),
+             "greater than 0 and at most 1e9"),
             ("[server]\nclient_timeout = inf\n" + LISTEN,
              "server.client_timeout: inf is not a number of seconds "
-             "greater than 0"),
+             "greater than 0 and at most 1e9"),
+            ("[server]\nclient_timeout = " + "9" * 40 + "\n" + LISTEN,
+             "server.client_timeout: " + "9" * 40 + " is not a number of "
+             "seconds greater than 0 and at most 1e9"),
             ('[server]\nclient_timeout = "5"\n' + LISTEN,
              "server.client_timeout: '5' is not a number of seconds"),
             ("[server]\nbackend_keepalive = -1\n" + LISTEN,
@@ -512,7 +515,7 @@ class ErrorTextTests(SynchronousTestCase):
             (route('path = "/"', 'backend = "http://b/"',
                    "connect_timeout = -1"),
              "route[0].connect_timeout: -1 is not a number of seconds "
-             "greater than 0"),
+             "greater than 0 and at most 1e9"),
             (route('path = "/"', 'backend = "http://b/"', 'host = "a b"'),
              "route[0].host: 'a b' is not a host name such as "
              "'example.com' or '*.example.com', or a list of them"),
@@ -690,6 +693,36 @@ class ErrorTextTests(SynchronousTestCase):
             "here are cert, ciphers, client_ca, "
             "client_cert, client_subject_header, key, key_passphrase_env, "
             "key_passphrase_file, min_version")
+
+    def test_reviewedInputs(self):
+        """
+        Values that used to pass or crash get one line each.
+        """
+        cases = [
+            (LISTEN + '[[route]]\nmatch = "a{99999999999}"\nbackend = "http://b/"\n',
+             "proxyws.toml: route[0].match: 'a{99999999999}' is not a valid regular "
+             "expression: the repetition number is too large"),
+            (LISTEN + '[[route]]\npath = "/"\nbackend = "http://b/"\n'
+             'auth = { htpasswd = "x", realm = "a\\r\\nb" }\n',
+             "proxyws.toml: route[0].auth.realm: 'a\\r\\nb' is not printable ASCII "
+             "text, as a header value holds"),
+            ("[server]\ntrusted_proxies = [1]\n" + LISTEN,
+             "proxyws.toml: server.trusted_proxies: [1] is not a list of addresses "
+             "or CIDRs such as '10.0.0.0/8'"),
+            (LISTEN + '[[route]]\npath = "/"\nbackend = "http://b:0/"\n',
+             "proxyws.toml: route[0].backend: 'http://b:0/' is not a URL with scheme "
+             "http, https, ws or wss"),
+            (LISTEN + '[[route]]\npath = "/"\nbackend = "http://b/a b/"\n',
+             "proxyws.toml: route[0].backend: 'http://b/a b/' holds a space or a "
+             "control character; percent-encode it"),
+            (LISTEN + '[[route]]\npath = "/"\nbackend = "http://a%41b/"\n',
+             "proxyws.toml: route[0].backend: 'http://a%41b/': 'a%41b' is not a host "
+             "name or IP address"),
+            (LISTEN + '[[route]]\npath = "/"\nbackend = "http://b/"\nrequire_ip = []\n',
+             "proxyws.toml: route[0].require_ip: is empty: it would refuse every client"),
+        ]
+        for text, expected in cases:
+            self.assertConfigError(text, expected)
 
     def test_trailingSlashMismatch(self):
         """

@@ -123,7 +123,7 @@ class StartChecksTests(SynchronousTestCase):
             os.path.join(self.directory, "p.toml"),
         )
         error = self.assertRaises(ConfigError, Gate.forConfig, config)
-        self.assertTrue(str(error).startswith(config.path + ": auth.htpasswd: cannot read"), str(error))
+        self.assertTrue(str(error).startswith(config.path + ": route[0].auth.htpasswd: cannot read"), str(error))
 
     def test_backendVerifyOffIsAccepted(self):
         """

@@ -187,3 +187,26 @@ class WorkerTests(SynchronousTestCase):
         self.assertEqual(status, 0, proxy.output())
         self.assertNotIn("ReactorNotRunning", proxy.output())
         self.assertNotIn("Traceback", proxy.output())
+
+    def test_restartedWorkerKeepsCheckedConfig(self):
+        """
+        A worker restarted after the config file changed serves the config
+        the parent checked at start, not the changed file.
+        """
+        port, demoPort = freePort(), freePort()
+        proxy = startProxyProcess(
+            self, proxyConfigText(port, demoPort, server="workers = 2", demo=True)
+        )
+        proxy.waitForPort(port)
+        workers = waitFor(lambda: len(children(proxy.pid)) == 2 and children(proxy.pid))
+        with open(proxy.configPath, "w") as f:
+            f.write("this is = not [ a valid config\n")
+        os.kill(workers[0], signal.SIGKILL)
+        waitFor(
+            lambda: len(children(proxy.pid)) == 2
+            and workers[0] not in children(proxy.pid)
+        )
+        for n in range(10):
+            self.assertEqual(get(port, "/headers?n={}".format(n))[0], 200)
+        self.assertNotIn("not valid TOML", proxy.output())
+        self.assertEqual(proxy.stop(signal.SIGTERM)[0], 0, proxy.output())
