@@ -237,7 +237,7 @@ class _Exchange:
     States, each with the method that enters it:
       - connecting (L{start}): waiting for a pooled or new connection;
       - waiting (L{_connected}): request sent, waiting for the response head;
-      - streaming (L{_responded}): relaying the response body;
+      - streaming (L{responded}): relaying the response body;
       - done (L{_done}): finished, failed or cancelled.
 
     @ivar request: the client's request.
