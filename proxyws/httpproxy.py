@@ -4,7 +4,7 @@ request to its backend over a pooled HTTP/1.1 connection.
 
 Bodies stream both ways and are never held whole: the request body is handed
 to the backend connection as it arrives (L{RequestBody}), the response body
-is written to the client as it arrives (L{_ResponseRelay}).  Each side's
+is written to the client as it arrives (L{_ResponseProducer}).  Each side's
 transport is registered as a streaming producer on the other, so a slow
 reader on either side pauses the socket on the other side.
 """
