@@ -19,7 +19,6 @@ service-identity.
 
 import datetime
 import errno
-import functools
 import ipaddress
 import re
 
@@ -686,52 +685,3 @@ def backendCreator(
     )
 
 
-# The interface the rest of proxyws uses today.
-
-
-def serverOptions(settings, configPath="proxyws.toml", keyPath="listen[0].tls"):
-    """
-    Build the TLS side of a listener from its settings, checking its files:
-    one certificate, no SNI.  Settings older L{TLSSettings
-    <proxyws.config.TLSSettings>} lack take their defaults.
-
-    @param settings: a L{proxyws.config.TLSSettings}.
-    @param configPath: the config file, for messages.
-    @param keyPath: where the settings are in the config, for messages.
-    @return: a L{ServerContextFactory}.
-    @raise ConfigError: as L{loadCertificate} and L{serverContextFactory}.
-    """
-    certificate = loadCertificate(
-        settings.cert,
-        settings.key,
-        getattr(settings, "passphrase", None),
-        configPath=configPath,
-        keyPathInConfig=keyPath,
-    )
-    return serverContextFactory(
-        [certificate],
-        certificate,
-        minimumVersion=getattr(settings, "minVersion", "1.2"),
-        ciphers=getattr(settings, "ciphers", None),
-        clientCA=getattr(settings, "clientCA", None),
-        clientCertificate=getattr(settings, "clientCert", "none"),
-        configPath=configPath,
-        keyPath=keyPath,
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def _systemTrustCreator(hostname):
-    return backendCreator(hostname)
-
-
-def backendPolicy(backend):
-    """
-    The client TLS settings for an C{https://} or C{wss://} backend: the
-    system's trusted CAs and service-identity host name checking.  Creators
-    are reused per host name.
-
-    @param backend: a L{proxyws.config.Backend}.
-    @return: an C{IOpenSSLClientConnectionCreator}.
-    """
-    return _systemTrustCreator(backend.host)

@@ -3,10 +3,10 @@ permessage-deflate (RFC 7692) across the two legs of a websocket relay.
 
 The backend leg offers the backend exactly what the client offered; the
 client leg then accepts the client's offer with the parameters the backend
-chose.  When both legs end up with the same parameters, the compressed
-payloads are relayed as they are (L{Passthrough}): nothing is decompressed
-and compressed again.  Otherwise each leg compresses with its own settings
-and the relay passes decompressed data between them.
+chose.  When both legs end up with the same parameters, frames are relayed
+as they are (L{proxyws.wsfast}): nothing is decompressed and compressed
+again.  Otherwise each leg compresses with its own settings and the relay
+passes decompressed data between them.
 """
 
 from autobahn.websocket.compress import (
@@ -94,46 +94,3 @@ def sameParameters(one, other):
     if one is None or other is None:
         return False
     return all(getattr(one, p) == getattr(other, p) for p in PARAMETERS)
-
-
-class Passthrough:
-    """
-    Stands in for a leg's C{PerMessageDeflate} when both legs share their
-    parameters: compressed payloads are relayed as they came, and the
-    message's "compressed" bit travels with them.
-    """
-
-    EXTENSION_NAME = "permessage-deflate"
-
-    def start_compress_message(self):
-        """
-        Nothing to set up.
-        """
-
-    def compress_message_data(self, data):
-        """
-        @return: C{data}, already compressed by the sender.
-        """
-        return data
-
-    def end_compress_message(self):
-        """
-        @return: nothing more: the sender's last frame ended the block.
-        """
-        return b""
-
-    def start_decompress_message(self):
-        """
-        Nothing to set up.
-        """
-
-    def decompress_message_data(self, data, max_output_len=None):
-        """
-        @return: C{data} unchanged (it is relayed compressed).
-        """
-        return data
-
-    def end_decompress_message(self):
-        """
-        Nothing to finish.
-        """

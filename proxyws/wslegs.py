@@ -105,8 +105,6 @@ class _Leg:
 
     relay = None
     partner = None
-    exactFrames = True
-    _heldControl = ()
     fast = False
 
     def dataReceived(self, data):
@@ -130,66 +128,28 @@ class _Leg:
         else:
             WebSocketProtocol.consumeData(self)
 
-    def sendFrame(self, opcode, payload=b"", fin=True, rsv=0, mask=None,
-                  payload_len=None, chopsize=None, sync=False):
-        """
-        Hold back a control frame (ping, pong, close) while a relayed data
-        frame is only partly written: it goes out right after that frame.
-        """
-        if opcode > 7 and self.send_state == self.SEND_STATE_INSIDE_MESSAGE_FRAME:
-            if not self._heldControl:
-                self._heldControl = []
-            self._heldControl.append((opcode, payload))
-            return
-        WebSocketProtocol.sendFrame(self, opcode, payload, fin, rsv, mask, payload_len, chopsize, sync)
-
-    def sendRelayed(self, payload):
-        """
-        Write relayed frame payload, then any control frame held back.
-        """
-        if self.exactFrames:
-            self.sendMessageFrameData(payload)
-        else:
-            self.sendMessageFrame(payload)
-        if self._heldControl and self.send_state != self.SEND_STATE_INSIDE_MESSAGE_FRAME:
-            held, self._heldControl = self._heldControl, ()
-            for opcode, data in held:
-                WebSocketProtocol.sendFrame(self, opcode, data)
-
     def onMessageBegin(self, isBinary):
         """
         A message starts: start one on the other side.
         """
         WebSocketProtocol.onMessageBegin(self, isBinary)
         if self.partner is not None:
-            # Relayed compressed payloads keep their "compressed" bit; with
-            # differing settings the other leg compresses as it negotiated.
-            self.partner.beginMessage(
-                isBinary, doNotCompress=self.exactFrames and not self._isMessageCompressed
-            )
-
-    def onMessageFrameBegin(self, length):
-        """
-        A frame starts: when both legs send frames as they come, start one
-        of the same length on the other side.
-        """
-        WebSocketProtocol.onMessageFrameBegin(self, length)
-        if self.failedByMe:
-            return  # too big: this leg is closing with 1009
-        if self.partner is not None and self.exactFrames:
-            self.partner.beginMessageFrame(length)
+            self.partner.beginMessage(isBinary)
 
     def onMessageFrameData(self, payload):
         """
-        Frame payload: pass it on as it comes.
+        Frame payload, inflated: pass it on as a frame of its own, which the
+        other leg compresses as it negotiated.  (Each frame is written
+        whole, so no ping or close can fall inside one.)
         """
         self.relay.activity()
         if self.partner is not None and not self.failedByMe:
-            self.partner.sendRelayed(payload)
+            self.partner.sendMessageFrame(payload)
 
     def onMessageFrameEnd(self):
         """
-        Nothing to do: the other side's frame ends with its length.
+        Nothing to do: the frame went on with its data (Autobahn's own
+        would gather it into a message).
         """
 
     def onMessageEnd(self):

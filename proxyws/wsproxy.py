@@ -395,9 +395,8 @@ class Relay:
             self._sentBefore = front.trafficStats.outgoingOctetsWireLevel
             self._fast = FastRelay(self, front, back)
             self._frontend, self._backend = self._fast.legs
-        else:
-            # Payload sizes change on the way: frames are re-cut.
-            front.exactFrames = back.exactFrames = False
+        # Otherwise the legs' compression differs: Autobahn inflates what
+        # each leg receives and the other deflates it again (wslegs).
         for transport in (front.transport, back.transport):
             # How much may wait to be written before the other side's
             # reading pauses (Twisted's threshold, and its read size).
@@ -483,10 +482,7 @@ class Relay:
             # The gone leg no longer produces: let the other read its close.
             other.transport.unregisterProducer()
             other.transport.resumeProducing()
-        if other.state == other.STATE_OPEN and other.send_state == other.SEND_STATE_INSIDE_MESSAGE_FRAME:
-            # Cut off in the middle of a frame: no close frame can follow.
-            other.dropConnection(abort=True)
-        elif other.state == other.STATE_OPEN:
+        if other.state == other.STATE_OPEN:
             code, text = self.lostCode(leg, leg.wasNotCleanReason)
             other.sendCloseFrame(code, text.encode("utf-8"))
         if len(self._closed) == 2:

@@ -35,11 +35,12 @@ from twisted.internet.threads import deferToThread
 from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 import proxyws.tls as tlsModule
+from proxyws.config import parseConfig
+from proxyws.service import BackendTLSPolicy, serverContext
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from proxyws import tls
-from proxyws.config import Backend, TLSSettings
 from proxyws.errors import ConfigError
 
 from . import certs
@@ -551,38 +552,45 @@ class SettingsTests(FilesMixin, SynchronousTestCase):
             tls.loadAuthorities(path), (CA.certificate, OTHER_CA.certificate)
         )
 
-    def test_serverOptions(self):
+    def test_serverContext(self):
         """
-        The old entry point builds a listener factory from L{TLSSettings},
+        The service builds a listener factory from a config's TLS settings,
         with the same messages.
         """
         cert, key = self.pair("s", certs.makeCertificate(CA, ["s.test"]))
-        factory = tls.serverOptions(TLSSettings(cert, key))
+        missing = os.path.join(self.directory, "nope.pem")
+
+        def config(keyFile):
+            return parseConfig(
+                '[[listen]]\naddress = "127.0.0.1"\nport = 0\n'
+                "tls = {{ cert = {!r}, key = {!r} }}\n".format(cert, keyFile),
+                "p.toml",
+            )
+
+        good = config(key)
+        factory = serverContext(good, good.listeners[0])
         self.assertTrue(verifyObject(IOpenSSLServerConnectionCreator, factory))
         self.assertEqual(factory.default.names, ("s.test",))
-        missing = os.path.join(self.directory, "nope.pem")
+        bad = config(missing)
         self.assertProblem(
-            "p.toml: listen[2].tls.key: cannot read %r: no such file" % (missing,),
-            tls.serverOptions, TLSSettings(cert, missing), "p.toml", "listen[2].tls",
-        )
-        self.assertProblem(
-            "p.toml: listen[2].tls.client_ca: is required when client_cert is 'required': "
-            "give the CA file that signs client certificates",
-            tls.serverOptions, TLSSettings(cert, key, clientCert="required"), "p.toml",
-            "listen[2].tls",
+            "p.toml: listen[0].tls.key: cannot read %r: no such file" % (missing,),
+            serverContext, bad, bad.listeners[0],
         )
 
     def test_backendPolicy(self):
         """
-        The old entry point gives a client creator per backend host, reused.
+        The service gives a client creator per backend, reused.
         """
-        backend = Backend(
-            url="https://a.test/", secure=True, host="a.test", port=443, path="/",
-            httpScheme=b"https", wsScheme=b"wss", hostHeader=b"a.test",
+        config = parseConfig(
+            '[[listen]]\naddress = "127.0.0.1"\nport = 0\n'
+            '[[route]]\npath = "/"\nbackend = "https://a.test/"\n'
+            '[[route]]\npath = "/b/"\nbackend = "https://a.test/b/"\n',
+            "p.toml",
         )
-        creator = tls.backendPolicy(backend)
+        policy = BackendTLSPolicy(config)
+        creator = policy(config.routes[0].backend)
         self.assertTrue(verifyObject(IOpenSSLClientConnectionCreator, creator))
-        self.assertIs(tls.backendPolicy(backend), creator)
+        self.assertIs(policy(config.routes[1].backend), creator)
 
     def test_peerSubjectWithoutTLS(self):
         """
@@ -979,18 +987,23 @@ class ListenerTests(ServerMixin, TestCase):
         self.assertEqual(self.echo.subjects, [None])
 
     @inlineCallbacks
-    def test_serverOptions(self):
+    def test_serverContext(self):
         """
-        The old entry point serves TLS too, with the settings' passphrase,
-        minimum version and client certificates.
+        The service's entry point serves TLS too, with the config's
+        passphrase, minimum version and client certificates.
         """
         pair = certs.makeCertificate(CA, ["s.test"])
         cert, key = self.pair("s", pair, passphrase=b"pw")
-        settings = TLSSettings(
-            cert, key, passphrase=b"pw", minVersion="1.3", clientCA=self.caFile(),
-            clientCert="required",
+        os.environ["PROXYWS_TEST_TLS_PASSPHRASE"] = "pw"
+        self.addCleanup(os.environ.pop, "PROXYWS_TEST_TLS_PASSPHRASE")
+        config = parseConfig(
+            '[[listen]]\naddress = "127.0.0.1"\nport = 0\n'
+            "tls = {{ cert = {!r}, key = {!r}, min_version = \"1.3\", client_ca = {!r}, "
+            'client_cert = "required", key_passphrase_env = "PROXYWS_TEST_TLS_PASSPHRASE" }}\n'
+            .format(cert, key, self.caFile()),
+            "p.toml",
         )
-        port, echo = self.listen(tls.serverOptions(settings))
+        port, echo = self.listen(serverContext(config, config.listeners[0]))
         outcome = yield self.connect(
             port, clientContext(certificate=self.clientPaths), serverName="s.test"
         )
