@@ -71,7 +71,15 @@ def _forwardable(items, replaced):
 
 
 def requestHeaders(
-    items, clientAddress, scheme, frontHost, frontPort, backendHost, preserveHost
+    items,
+    clientAddress,
+    scheme,
+    frontHost,
+    frontPort,
+    backendHost,
+    preserveHost,
+    dropped=frozenset(),
+    added=(),
 ):
     """
     The headers to send to the backend for a client's request.
@@ -84,6 +92,8 @@ def requestHeaders(
     @param backendHost: the C{Host} header naming the backend.
     @param preserveHost: send the client's C{Host} rather than the backend's
         (Apache's ProxyPreserveHost).
+    @param dropped: lower-cased names of further client headers not to copy.
+    @param added: C{(name, values)} pairs of the proxy's own to send.
     @return: a L{list} of C{(name, values)} pairs.
     """
     out = [
@@ -93,7 +103,9 @@ def requestHeaders(
     for name, values in items:
         if name.lower() == b"x-forwarded-for":
             forwardedFor = b", ".join(values) + b", " + clientAddress
-    out.extend((name, values) for _, name, values in _forwardable(items, _REPLACED_ON_REQUEST))
+    replaced = _REPLACED_ON_REQUEST.union(dropped) if dropped else _REPLACED_ON_REQUEST
+    out.extend((name, values) for _, name, values in _forwardable(items, replaced))
+    out.extend(added)
     out.append((b"X-Forwarded-For", [forwardedFor or clientAddress]))
     out.append((b"X-Forwarded-Proto", [scheme]))
     if frontHost:

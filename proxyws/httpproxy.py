@@ -30,7 +30,7 @@ IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 # Request headers the proxy does not pass on besides the hop-by-hop ones: it
 # answers "Expect: 100-continue" itself, and the HTTP client writes the
 # framing (Content-Length or chunked) of the body it sends.
-_NOT_FORWARDED = (b"expect", b"content-length")
+_NOT_FORWARDED = frozenset([b"expect", b"content-length"])
 
 # Methods whose requests are sent with "Content-Length: 0" when they have no
 # body, as Twisted's own client does.
@@ -491,26 +491,24 @@ def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):
 
     @param excluded: lower-cased names of client headers not to copy.
     """
+    added = ()
     subjectHeader = request.channel.subjectHeader
     if subjectHeader is not None:
         # The client may not set it itself.
-        excluded = tuple(excluded) + (subjectHeader[0].lower(),)
-    items = [
-        (name, values)
-        for name, values in request.requestHeaders.getAllRawHeaders()
-        if name.lower() not in excluded
-    ]
-    if subjectHeader is not None and subjectHeader[1] is not None:
-        items.append((subjectHeader[0], [subjectHeader[1]]))
+        excluded = excluded | {subjectHeader[0].lower()}
+        if subjectHeader[1] is not None:
+            added = ((subjectHeader[0], [subjectHeader[1]]),)
     host = request.requestHeaders.getRawHeaders(b"Host")
     return rules.requestHeaders(
-        items,
+        list(request.requestHeaders.getAllRawHeaders()),
         clientAddress=request.peerHost.encode("ascii"),
         scheme=request.scheme,
         frontHost=host[0] if host else None,
         frontPort=request.localPort,
         backendHost=route.backend.hostHeader,
         preserveHost=route.preserveHost,
+        dropped=excluded,
+        added=added,
     )
 
 
