@@ -8,6 +8,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Protocol
@@ -305,3 +306,60 @@ def pumpAll(clock, connections):
         if not any([connection.pump() for connection in connections]):
             return
     raise AssertionError("connections never went quiet")
+
+
+class ThreadedServer:
+    """
+    A raw-socket server on 127.0.0.1 for memory tests: one thread accepts,
+    one thread per connection runs C{serve(socket)} (subclasses define it).
+    No Twisted, so the test process's own memory stays out of the picture.
+
+    @ivar port: the port it listens on.
+    @ivar errors: exceptions raised while serving.
+    """
+
+    socketTimeout = 30
+
+    def __init__(self):
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        # accept() wakes up now and then to see whether close() was called.
+        self._listener.settimeout(0.05)
+        self._closed = threading.Event()
+        self.port = self._listener.getsockname()[1]
+        self.errors = []
+        self._connections = []
+        self._threads = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        while not self._closed.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            sock.settimeout(self.socketTimeout)
+            self._connections.append(sock)
+            thread = threading.Thread(target=self.serve, args=(sock,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def close(self):
+        """
+        Stop listening, close every connection and wait for the threads.
+        """
+        self._closed.set()
+        self._thread.join(5)
+        self._listener.close()
+        for sock in self._connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        for thread in self._threads:
+            thread.join(5)

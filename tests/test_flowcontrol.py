@@ -15,7 +15,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .helpers import freePort, rss
+from .helpers import ThreadedServer, freePort, rss
 from .test_twistd import proxyConfigText, startProxyProcess
 
 MiB = 1024 * 1024
@@ -109,7 +109,7 @@ def readChunked(reader, buffer, pauseAt=None):
             return total
 
 
-class RawBackend:
+class RawBackend(ThreadedServer):
     """
     An HTTP/1.1 backend on a raw socket, one thread per connection, with
     keep-alive:
@@ -124,34 +124,14 @@ class RawBackend:
     @ivar errors: exceptions raised while serving.
     """
 
+    socketTimeout = SOCKET_TIMEOUT
+
     def __init__(self):
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(16)
-        # accept() wakes up now and then to see whether close() was called.
-        self._listener.settimeout(0.05)
-        self._closed = threading.Event()
-        self.port = self._listener.getsockname()[1]
+        ThreadedServer.__init__(self)
         self.sent = 0
         self.received = 0
-        self.errors = []
-        self._connections = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
 
-    def _accept(self):
-        while not self._closed.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            connection.settimeout(SOCKET_TIMEOUT)
-            self._connections.append(connection)
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection):
+    def serve(self, connection):
         buffer = bytearray(PIECE)
         try:
             with connection.makefile("rb") as reader:
@@ -189,16 +169,6 @@ class RawBackend:
         connection.sendall(
             b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
         )
-
-    def close(self):
-        """
-        Stop listening and close every connection.
-        """
-        self._closed.set()
-        self._thread.join(5)
-        self._listener.close()
-        for connection in self._connections:
-            connection.close()
 
 
 class RSSSampler:

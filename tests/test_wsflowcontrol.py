@@ -17,12 +17,11 @@ import os
 import queue
 import socket
 import struct
-import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .helpers import freePort, rss
+from .helpers import ThreadedServer, freePort, rss
 from .test_flowcontrol import RSSSampler
 from .test_twistd import proxyConfigText, startProxyProcess
 from .wsbackends import BINARY, CLOSE, PING, PONG, acceptKey, closePayload, upgradeRequest
@@ -271,7 +270,7 @@ class Connection:
         self.socket.close()
 
 
-class WebSocketBackend:
+class WebSocketBackend(ThreadedServer):
     """
     A websocket backend on a raw socket, one thread per connection, its
     behaviour chosen by the request path:
@@ -291,37 +290,14 @@ class WebSocketBackend:
     @ivar errors: exceptions raised while serving.
     """
 
+    socketTimeout = SOCKET_TIMEOUT
+
     def __init__(self):
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(16)
-        # accept() wakes up now and then to see whether close() was called.
-        self._listener.settimeout(0.05)
-        self._closed = threading.Event()
-        self.port = self._listener.getsockname()[1]
+        ThreadedServer.__init__(self)
         self.sent = 0
         self.messages = queue.Queue()
-        self.errors = []
-        self._connections = []
-        self._threads = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
 
-    def _accept(self):
-        while not self._closed.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            sock.settimeout(SOCKET_TIMEOUT)
-            self._connections.append(sock)
-            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, sock):
+    def serve(self, sock):
         connection = Connection(sock, masks=False)
         try:
             first, headers = connection.readHead()
@@ -362,22 +338,6 @@ class WebSocketBackend:
         connection.sendFrame(CLOSE, closePayload(1000, b"%d" % (count,)))
         while connection.readMessage()[-1][0] != CLOSE:
             pass
-
-    def close(self):
-        """
-        Stop listening, close every connection and wait for the threads.
-        """
-        self._closed.set()
-        self._thread.join(5)
-        self._listener.close()
-        for sock in self._connections:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        for thread in self._threads:
-            thread.join(5)
 
 
 def binaryMessage(length, fragment):
