@@ -36,6 +36,9 @@ _NOT_FORWARDED = frozenset([b"expect", b"content-length"])
 # body, as Twisted's own client does.
 _BODY_EXPECTED = frozenset([b"POST", b"PUT", b"PATCH"])
 
+_RESPONSE_TIMEOUT = "response timeout: the backend sent no response in time"
+_READ_TIMEOUT = "read timeout: the backend stopped sending the response"
+
 # Failures of a connection attempt, and what the client is told.
 _CONNECT_FAILURES = [
     (netError.TimeoutError, GatewayTimeout, "connect timeout: the backend did not accept the connection in time"),
@@ -296,11 +299,13 @@ class _Exchange:
         return b"".join(lines)
 
     def _startResponseTimer(self):
-        if not self._finished and self._timer is None and not self.request.startedWriting:
-            self._armTimer(
-                self._route.responseTimeout,
-                GatewayTimeout("response timeout: the backend sent no response in time"),
-            )
+        if (
+            not self._finished
+            and self._timer is None
+            and self._connection is not None
+            and not self.request.startedWriting
+        ):
+            self._armTimer(self._route.responseTimeout, _RESPONSE_TIMEOUT)
 
     def requestFailed(self, error, responded):
         """
@@ -355,10 +360,7 @@ class _Exchange:
         # Send the head now: a stream (server-sent events, xhr-streaming)
         # must reach the client before its first event.
         request.write(b"")
-        self._armTimer(
-            route.readTimeout,
-            GatewayTimeout("read timeout: the backend stopped sending the response"),
-        )
+        self._armTimer(route.readTimeout, _READ_TIMEOUT)
         request.registerProducer(_ResponseProducer(self, self._connection.transport), True)
 
     def bodyReceived(self, data):
@@ -366,7 +368,7 @@ class _Exchange:
         A piece of the response body.
         """
         if self._timer is not None:
-            self._timer.reset(self._route.readTimeout)
+            self._timer.restart(self._route.readTimeout)
         self.request.write(data)
 
     def bodyEnded(self, error):
@@ -411,8 +413,8 @@ class _Exchange:
         """
         The proxy stopped reading the backend: the read timeout waits.
         """
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        if self._timer is not None and self._timer.due is not None:
+            self._timer.stop()
             self._timer = None
             self._timerPaused = True
 
@@ -420,23 +422,26 @@ class _Exchange:
         """
         The proxy reads the backend again: the read timeout starts over.
         """
-        if self._timerPaused and not self._finished:
+        if self._timerPaused and not self._finished and self._connection is not None:
             self._timerPaused = False
             self._armTimer(*self._timerArguments)
 
-    def _armTimer(self, seconds, error):
-        self._timerArguments = (seconds, error)
-        self._timer = self._reactor.callLater(seconds, self._timedOut, error)
+    def _armTimer(self, seconds, message):
+        # The backend connection's deadline: it times the connection's idle
+        # life in the pool too, so that a request starts no timer of its own.
+        self._timerArguments = (seconds, message)
+        self._timer = self._connection.deadline
+        self._timer.start(seconds, self._timedOut, message)
 
     def _cancelTimer(self):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        if self._timer is not None:
+            self._timer.stop()
         self._timer = None
         self._timerPaused = False
 
-    def _timedOut(self, error):
+    def _timedOut(self, message):
         self._timer = None
-        self._timeoutError = error
+        error = self._timeoutError = GatewayTimeout(message)
         if self._connection is not None:
             self._connection.transport.abortConnection()
         if not self.request.startedWriting:

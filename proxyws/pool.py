@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from .backend import BackendConnection
 from .interfaces import IBackendPool
+from .timers import Deadline
 
 
 class _PooledFactory(Factory):
@@ -47,6 +48,7 @@ class _PooledFactory(Factory):
         protocol = BackendConnection()
         protocol.pool = self._pool
         protocol.backendKey = self._key
+        protocol.deadline = Deadline(self._pool._reactor)
         return protocol
 
 
@@ -78,7 +80,8 @@ class BackendPool:
     Keep-alive connections to every backend, with limits.
 
     @ivar _idle: backend key -> list of idle connections, most recent last.
-    @ivar _timers: idle connection -> the call that closes it.
+    @ivar _idleSet: the idle connections (each closes itself when its
+        C{deadline} expires).
     @ivar _busy: backend key -> number of open connections not idle.
     @ivar _waiting: backend key -> deque of C{(Deferred, connect)} waiting
         for the connection limit.
@@ -100,7 +103,7 @@ class BackendPool:
         self._maxConnections = maxConnections
         self._tlsPolicy = tlsPolicy
         self._idle = {}
-        self._timers = {}
+        self._idleSet = set()
         self._busy = {}
         self._waiting = {}
         self._factories = {}
@@ -121,9 +124,8 @@ class BackendPool:
             idle = self._idle.get(key)
             while idle:
                 protocol = idle.pop()
-                timer = self._timers.pop(protocol)
-                if timer.active():
-                    timer.cancel()
+                self._idleSet.discard(protocol)
+                protocol.deadline.stop()
                 transport = protocol.transport
                 if not (protocol.idle and transport.connected and not transport.disconnecting):
                     # Closing (its idle timer fired, or the backend closed
@@ -205,9 +207,8 @@ class BackendPool:
             protocol.transport.loseConnection()
             return
         idle.append(protocol)
-        self._timers[protocol] = self._reactor.callLater(
-            self._idleTimeout, protocol.transport.loseConnection
-        )
+        self._idleSet.add(protocol)
+        protocol.deadline.start(self._idleTimeout, protocol.transport.loseConnection)
 
     def _lost(self, protocol):
         """
@@ -215,11 +216,10 @@ class BackendPool:
         """
         key = protocol.backendKey
         protocol.pool = None
-        timer = self._timers.pop(protocol, None)
-        if timer is not None:
+        protocol.deadline.cancel()
+        if protocol in self._idleSet:
             # Idle: closed by the backend, or by its own idle timer.
-            if timer.active():
-                timer.cancel()
+            self._idleSet.discard(protocol)
             self._idle[key].remove(protocol)
         else:
             self._release(key)
@@ -234,5 +234,5 @@ class BackendPool:
         """
         Close every idle connection (at shutdown).
         """
-        for protocol in list(self._timers):
+        for protocol in list(self._idleSet):
             protocol.transport.loseConnection()

@@ -21,6 +21,7 @@ from twisted.web.server import Request, Site
 
 from .accesslog import formatCombined, requestLine
 from .httpproxy import RequestBody
+from .timers import Deadline
 from .tls import peerSubject
 from .writes import writeNow
 
@@ -208,6 +209,7 @@ class ProxyChannel(HTTPChannel):
     subjectHeader = None
     _peer = None
     _host = None
+    _idle = None
 
     def connectionMade(self):
         """
@@ -231,6 +233,39 @@ class ProxyChannel(HTTPChannel):
         name = listener and listener.tls and listener.tls.clientSubjectHeader
         if name:
             self.subjectHeader = (name.encode("ascii"), headerValue(peerSubject(self.transport)))
+
+    def setTimeout(self, period):
+        """
+        Start (or with L{None} stop) the idle timeout, on a L{Deadline}: it
+        stops and starts again with every request, so a request schedules
+        no call of its own (Twisted's C{TimeoutMixin} would make one).
+
+        @return: the previous period.
+        """
+        previous, self.timeOut = self.timeOut, period
+        deadline = self._idle
+        if deadline is None:
+            deadline = self._idle = Deadline(self.site.reactor)
+        if period is None:
+            deadline.stop()
+        else:
+            deadline.start(period, self.timeoutConnection)
+        return previous
+
+    def resetTimeout(self):
+        """
+        Bytes came: the idle timeout, if running, starts over.
+        """
+        if self._idle is not None:
+            self._idle.restart(self.timeOut)
+
+    def _protocolUpgradeForWebsockets(self, protocol):
+        """
+        The connection becomes a websocket: no more idle timeout.
+        """
+        if self._idle is not None:
+            self._idle.cancel()
+        HTTPChannel._protocolUpgradeForWebsockets(self, protocol)
 
     def isSecure(self):
         """
@@ -280,6 +315,8 @@ class ProxyChannel(HTTPChannel):
         """
         self.site.channelClosed(self)
         HTTPChannel.connectionLost(self, reason)
+        if self._idle is not None:
+            self._idle.cancel()
 
 
 class ProxySite(Site):

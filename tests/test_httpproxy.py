@@ -404,6 +404,90 @@ class KeepAliveTests(ProxyTestCase):
         responses = parseResponses(client.value())
         self.assertEqual([body for _, _, body in responses], [b"ok", b"ok"])
 
+    def test_idleTimeoutAfterManyRequests(self):
+        """
+        A backend connection that carried requests (each timing its response)
+        is still closed C{backend_idle_timeout} after the last one.
+        """
+        self.buildProxy(server="backend_idle_timeout = 5")
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        for n in range(3):
+            self.reactor.advance(4)
+            channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+            self.reactor.advance(4)
+            protocol.dataReceived(OK)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.reactor.advance(4.9)
+        self.assertTrue(backend.connected)
+        self.reactor.advance(0.1)
+        self.assertFalse(backend.connected)
+
+    def test_requestsScheduleNoCalls(self):
+        """
+        Requests on kept-alive client and backend connections schedule no
+        timed calls of their own: the idle, response and read timeouts of
+        both connections restart the connections' deadlines.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        scheduled = []
+        callLater = self.reactor.callLater
+
+        def counted(*args, **kwargs):
+            scheduled.append(args)
+            return callLater(*args, **kwargs)
+
+        self.reactor.callLater = counted
+        for n in range(10):
+            channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+            protocol.dataReceived(OK)
+        self.assertEqual(len(parseResponses(client.value())), 11)
+        self.assertEqual(scheduled, [])
+
+    def test_clientIdleTimeout(self):
+        """
+        An idle client connection is closed C{client_timeout} after its
+        last response, however many requests it carried, and not while a
+        request waits for its answer.
+        """
+        self.buildProxy(server="client_timeout = 5")
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        self.reactor.advance(8)
+        self.assertTrue(client.connected)
+        protocol.dataReceived(OK)
+        for n in range(3):
+            self.reactor.advance(4)
+            channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+            protocol.dataReceived(OK)
+        self.reactor.advance(4.9)
+        self.assertTrue(client.connected)
+        self.reactor.advance(0.1)
+        self.assertFalse(client.connected)
+
+    def test_closedConnectionsLeaveNoCalls(self):
+        """
+        Once a client connection and its backend connection are closed, no
+        timed call of theirs is left on the reactor (which would keep them
+        in memory until it fired).
+        """
+        self.buildProxy()
+        before = len(self.reactor.getDelayedCalls())
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        client.loseConnection()
+        backend.loseConnection()
+        self.assertEqual(len(self.reactor.getDelayedCalls()), before)
+
     def test_maxConnections(self):
         """
         With C{backend_max_connections = 1}, two clients at once share one
