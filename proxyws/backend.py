@@ -36,6 +36,16 @@ READ_SIZE = 262144
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
+# A whole valid response head, checked in one pass; a head that does not
+# match is parsed line by line to say what is wrong with it.
+_VALID_HEAD = re.compile(
+    rb"HTTP/1\.[0-9] [0-9]{3}(?: [^\x00-\x08\x0a-\x1f\x7f]*)?"
+    rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*)*"
+)
+
+# Fields that frame the response: the only ones the connection reads.
+_FRAMING = frozenset([b"content-length", b"transfer-encoding", b"connection"])
+
 # Statuses whose responses never have a body (RFC 9110 6.4.1).
 NO_BODY = frozenset([204, 304])
 
@@ -75,6 +85,14 @@ def parseHead(head):
     @raise BadResponse: when it is not a valid response head.
     """
     lines = head.split(b"\r\n")
+    if _VALID_HEAD.fullmatch(head) is not None:
+        version, code, phrase = (lines[0] + b" ").split(b" ", 2)
+        return (
+            version,
+            int(code),
+            phrase[:-1],
+            [(name, value.strip(b" \t")) for name, _, value in map(_splitField, lines[1:])],
+        )
     parts = lines[0].split(b" ", 2)
     if (
         len(parts) < 2
@@ -93,6 +111,10 @@ def parseHead(head):
             raise BadResponse("invalid header line {!r}".format(line[:100]))
         fields.append((name, value.strip(b" \t")))
     return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b"", fields
+
+
+def _splitField(line):
+    return line.partition(b":")
 
 
 class _ChunkedWriter:
@@ -163,7 +185,8 @@ class BackendConnection(Protocol):
         """
         Send one request.
 
-        @param exchange: receives C{responded(code, phrase, fields, length)},
+        @param exchange: receives C{responded(code, phrase, fields, length,
+            complete)},
             C{bodyReceived(data)} and C{bodyEnded(error)}.
         @param head: the request line and headers, ending with the blank
             line (C{Content-Length} or C{Transfer-Encoding} included).
@@ -233,6 +256,8 @@ class BackendConnection(Protocol):
         close = version == b"HTTP/1.0"
         for name, value in fields:
             lower = name.lower()
+            if lower not in _FRAMING:
+                continue
             if lower == b"content-length" and value.isdigit():
                 length = int(value)
             elif lower == b"transfer-encoding":
@@ -243,7 +268,7 @@ class BackendConnection(Protocol):
         self._persistent = not close
         exchange = self._exchange
         if self._head or code in NO_BODY or code < 200:
-            exchange.responded(code, phrase, fields, length if self._head else None)
+            exchange.responded(code, phrase, fields, length if self._head else None, True)
             self._bodyDone(b"")
             return
         if chunked:
@@ -256,7 +281,9 @@ class BackendConnection(Protocol):
             self._persistent = False
             decoder = _UntilClose(exchange.bodyReceived)
         self._decoder = decoder
-        exchange.responded(code, phrase, fields, length)
+        exchange.responded(
+            code, phrase, fields, length, length is not None and len(self._buffer) >= length
+        )
         rest, self._buffer = self._buffer, b""
         if rest and self._decoder is decoder:
             decoder.dataReceived(rest)

@@ -2,9 +2,10 @@
 Pure header rules for the proxy: what is forwarded, what is added, what is
 rewritten.
 
-Headers travel as C{(name, values)} pairs, the shape of Twisted's
+Request headers travel as C{(name, values)} pairs, the shape of Twisted's
 C{Headers.getAllRawHeaders()}: one entry per name, the repeated values of the
-name (Set-Cookie, for one) kept separate in their order.
+name (Set-Cookie, for one) kept separate in their order.  Response headers
+travel as the backend sent them, C{(name, value)} fields in their order.
 """
 
 # RFC 9110 section 7.6.1: hop-by-hop headers concern one connection and are
@@ -31,6 +32,9 @@ _REPLACED_ON_REQUEST = frozenset(
 # Response headers holding a URL of the backend that the client must see as a
 # URL of the proxy (Apache ProxyPassReverse rewrites the same three).
 URL_HEADERS = frozenset([b"location", b"content-location", b"uri"])
+
+# Response fields the client does not get as the backend sent them.
+_NOT_RELAYED = HOP_BY_HOP | {b"content-length"}
 
 
 def connectionTokens(values):
@@ -146,19 +150,31 @@ def rewriteURL(value, backendOrigin, frontOrigin, reverse):
     return value
 
 
-def responseHeaders(items, backendOrigin, frontOrigin, reverse):
+def responseFields(fields, backendOrigin, frontOrigin, reverse):
     """
-    The headers to send to the client for a backend's response.
+    The header fields to send to the client for a backend's response.
 
-    @param items: the backend's headers as C{(name, values)} pairs.
+    @param fields: the backend's header fields as C{(name, value)} pairs,
+        in the order received.
     @param backendOrigin: see L{rewriteURL}.
     @param frontOrigin: see L{rewriteURL}.
     @param reverse: see L{rewriteURL}.
-    @return: a L{list} of C{(name, values)} pairs.
+    @return: a L{list} of C{(name, value)} pairs in the same order, without
+        the hop-by-hop fields, those C{Connection} names, C{Proxy-*} and
+        C{Content-Length} (which the proxy writes from the body it relays),
+        the URL fields mapped back.
     """
+    lowered = [name.lower() for name, _ in fields]
+    named = ()
+    if b"connection" in lowered:
+        named = connectionTokens(
+            [field[1] for lower, field in zip(lowered, fields) if lower == b"connection"]
+        )
     out = []
-    for lower, name, values in _forwardable(items, ()):
+    for lower, field in zip(lowered, fields):
+        if lower in _NOT_RELAYED or lower in named or lower.startswith(b"proxy-"):
+            continue
         if lower in URL_HEADERS:
-            values = [rewriteURL(v, backendOrigin, frontOrigin, reverse) for v in values]
-        out.append((name, values))
+            field = (field[0], rewriteURL(field[1], backendOrigin, frontOrigin, reverse))
+        out.append(field)
     return out

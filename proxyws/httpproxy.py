@@ -218,21 +218,6 @@ class _ResponseProducer:
         self._transport.stopProducing()
 
 
-def _grouped(fields):
-    """
-    Header fields as C{(name, values)} pairs, one pair per name (compared
-    without case), in the order of their first appearance.
-    """
-    grouped = {}
-    for name, value in fields:
-        entry = grouped.get(name.lower())
-        if entry is None:
-            grouped[name.lower()] = (name, [value])
-        else:
-            entry[1].append(value)
-    return list(grouped.values())
-
-
 class _Exchange:
     """
     One request relayed to a backend.
@@ -335,31 +320,32 @@ class _Exchange:
         else:
             self._fail(BadGateway("the backend closed the connection without a response"), error)
 
-    def responded(self, code, phrase, fields, length):
+    def responded(self, code, phrase, fields, length, complete=False):
         """
         The response head: pass it on.
 
         @param fields: the backend's header fields, as received.
         @param length: the body length, or L{None} when it is not known
             (chunked, until the connection closes, no body).
+        @param complete: whether the whole body is in hand and follows at
+            once, so that the head can go out with it.
         """
         self._cancelTimer()
         request = self.request
         route = self._route
         request.setResponseCode(code, phrase)
-        out = request.responseHeaders
-        for name, values in rules.responseHeaders(
-            _grouped(field for field in fields if field[0].lower() != b"content-length"),
+        request.relayedFields = rules.responseFields(
+            fields,
             route.backend.origin(route.backend.httpScheme),
             frontOrigin(request),
             route.reverse,
-        ):
-            out.setRawHeaders(name, values)
+        )
         if length is not None and code not in NO_BODY_CODES:
-            out.setRawHeaders(b"Content-Length", [b"%d" % length])
-        # Send the head now: a stream (server-sent events, xhr-streaming)
-        # must reach the client before its first event.
-        request.write(b"")
+            request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % length])
+        if not complete:
+            # Send the head now: a stream (server-sent events,
+            # xhr-streaming) must reach the client before its first event.
+            request.write(b"")
         self._armTimer(route.readTimeout, _READ_TIMEOUT)
         request.registerProducer(_ResponseProducer(self, self._connection.transport), True)
 

@@ -25,6 +25,9 @@ from .timers import Deadline
 from .tls import peerSubject
 from .writes import writeNow
 
+# Headers of the response's framing, which the proxy always writes itself.
+_FRAMING = frozenset([b"content-length", b"transfer-encoding", b"connection"])
+
 
 def _within(address, networks):
     """
@@ -96,6 +99,9 @@ class ProxyRequest(Request):
 
     content = None
     remoteUser = None
+    # The backend's header fields, C{(name, value)} pairs as they go to the
+    # client, after the headers the proxy sets itself.
+    relayedFields = ()
     # The backend's answer has no Content-Type: the proxy must not add one.
     defaultContentType = None
     _body = None
@@ -177,6 +183,21 @@ class ProxyRequest(Request):
         self.path = path.partition(b"?")[0]
         self.args = {}
 
+    def write(self, data):
+        """
+        Write response bytes; the first write sends the head with them, in
+        one piece.
+        """
+        channel = self.channel
+        if channel is None:
+            return Request.write(self, data)
+        if not self.startedWriting:
+            channel.relayedFields = self.relayedFields
+        Request.write(self, data)
+        if channel.heldHead is not None:
+            # No body bytes came with the head (HEAD, 204, an empty write).
+            channel.writeHead()
+
     def finish(self):
         """
         Finish the response, once the request body is all in.
@@ -210,6 +231,8 @@ class ProxyChannel(HTTPChannel):
     _peer = None
     _host = None
     _idle = None
+    relayedFields = ()
+    heldHead = None
 
     def connectionMade(self):
         """
@@ -288,25 +311,55 @@ class ProxyChannel(HTTPChannel):
 
     def writeHeaders(self, version, code, reason, headers):
         """
-        Write a response head, at once when the socket takes it.
+        Make a response head: the relayed fields, less any the proxy sets
+        itself (such as HSTS), then the headers the proxy sets.  It is held,
+        to be sent with the first body bytes (L{ProxyRequest.write}).
         """
+        own = list(headers.getAllRawHeaders())
+        ownNames = None
+        for name, _ in own:
+            lower = name.lower()
+            if lower not in _FRAMING:
+                ownNames = ownNames or set()
+                ownNames.add(lower)
         lines = [version, b" ", code, b" ", reason, b"\r\n"]
-        for name, values in headers.getAllRawHeaders():
+        relayed, self.relayedFields = self.relayedFields, ()
+        for name, value in relayed:
+            if ownNames is None or name.lower() not in ownNames:
+                lines.extend((name, b": ", value, b"\r\n"))
+        for name, values in own:
             for value in values:
                 lines.extend((name, b": ", value, b"\r\n"))
         lines.append(b"\r\n")
-        writeNow(self.transport, b"".join(lines))
+        self.heldHead = b"".join(lines)
+
+    def writeHead(self):
+        """
+        Send a held response head on its own.
+        """
+        head, self.heldHead = self.heldHead, None
+        writeNow(self.transport, head)
 
     def write(self, data):
         """
-        Write response bytes, at once when the socket takes them.
+        Write response bytes (after the held head), at once when the socket
+        takes them.
         """
+        head = self.heldHead
+        if head is not None:
+            self.heldHead = None
+            data = head + data
         writeNow(self.transport, data)
 
     def writeSequence(self, iovec):
         """
-        Write pieces of a response, at once when the socket takes them.
+        Write pieces of a response (after the held head), at once when the
+        socket takes them.
         """
+        head = self.heldHead
+        if head is not None:
+            self.heldHead = None
+            iovec = [head, *iovec]
         writeNow(self.transport, b"".join(iovec))
 
     def connectionLost(self, reason):

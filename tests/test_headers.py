@@ -6,7 +6,7 @@ proxy adds, and how URLs in response headers are mapped back.
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxyws.headers import (
-    connectionTokens, requestHeaders, responseHeaders, rewriteURL)
+    connectionTokens, requestHeaders, responseFields, rewriteURL)
 
 BACKEND = b"http://backend:8080"
 FRONT = b"https://front.example"
@@ -203,77 +203,80 @@ class RequestHeadersTests(SynchronousTestCase):
         self.assertEqual(items, copy)
 
 
-class ResponseHeadersTests(SynchronousTestCase):
+class ResponseFieldsTests(SynchronousTestCase):
     """
-    L{responseHeaders}: what the client receives.
+    L{responseFields}: what the client receives.
     """
 
     def test_setCookieKeptSeparate(self):
         """
-        Each Set-Cookie value stays a value of its own, in order.
+        Each Set-Cookie field stays a field of its own, in order, among the
+        others.
         """
-        cookies = [b"a=1; Path=/; Expires=Wed, 21 Oct 2015 07:28:00 GMT",
-                   b"b=2", b"a=3"]
-        out = responseHeaders(
-            [(b"Set-Cookie", cookies)], BACKEND, FRONT, (b"/", b"/"))
-        self.assertEqual(out, [(b"Set-Cookie", cookies)])
+        fields = [
+            (b"Set-Cookie", b"a=1; Path=/; Expires=Wed, 21 Oct 2015 07:28:00 GMT"),
+            (b"X-A", b"1"),
+            (b"Set-Cookie", b"b=2"),
+            (b"set-cookie", b"a=3"),
+        ]
+        self.assertEqual(responseFields(fields, BACKEND, FRONT, (b"/", b"/")), fields)
 
     def test_hopByHopRemoved(self):
         """
-        Hop-by-hop headers and those Connection names are not sent to the
-        client; the others keep their order.
+        Hop-by-hop fields, those Connection names (in any of its fields) and
+        Content-Length are not relayed; the others keep their order.
         """
-        out = responseHeaders([
-            (b"Content-Type", [b"text/plain"]),
-            (b"Connection", [b"close, X-Internal"]),
-            (b"Keep-Alive", [b"timeout=5"]),
-            (b"Transfer-Encoding", [b"chunked"]),
-            (b"Trailer", [b"X-T"]),
-            (b"TE", [b"trailers"]),
-            (b"Upgrade", [b"h2c"]),
-            (b"Proxy-Authenticate", [b"Basic"]),
-            (b"Proxy-Connection", [b"close"]),
-            (b"X-Internal", [b"1"]),
-            (b"Content-Length", [b"5"]),
-            (b"Date", [b"x"]),
+        out = responseFields([
+            (b"Content-Type", b"text/plain"),
+            (b"Connection", b"close, X-Internal"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Trailer", b"X-T"),
+            (b"TE", b"trailers"),
+            (b"Upgrade", b"h2c"),
+            (b"Proxy-Authenticate", b"Basic"),
+            (b"Proxy-Connection", b"close"),
+            (b"X-Internal", b"1"),
+            (b"connection", b"X-Other"),
+            (b"x-other", b"2"),
+            (b"Content-Length", b"5"),
+            (b"Date", b"x"),
         ], BACKEND, FRONT, (b"/", b"/"))
-        self.assertEqual(out, [
-            (b"Content-Type", [b"text/plain"]),
-            (b"Content-Length", [b"5"]),
-            (b"Date", [b"x"]),
-        ])
+        self.assertEqual(out, [(b"Content-Type", b"text/plain"), (b"Date", b"x")])
 
     def test_urlHeadersRewritten(self):
         """
-        Location, Content-Location and URI are mapped back, each value of
+        Location, Content-Location and URI are mapped back, each field of
         each of them, in any case of the name; other headers are not.
         """
-        out = responseHeaders([
-            (b"Location", [b"http://backend:8080/base/x"]),
-            (b"content-location", [b"/base/y", b"/base/z"]),
-            (b"URI", [b"<http://backend:8080/base/>"]),
-            (b"uri", [b"http://backend:8080/base/u"]),
-            (b"Link", [b"http://backend:8080/base/l"]),
-            (b"Refresh", [b"/base/r"]),
+        out = responseFields([
+            (b"Location", b"http://backend:8080/base/x"),
+            (b"content-location", b"/base/y"),
+            (b"content-location", b"/base/z"),
+            (b"URI", b"<http://backend:8080/base/>"),
+            (b"uri", b"http://backend:8080/base/u"),
+            (b"Link", b"http://backend:8080/base/l"),
+            (b"Refresh", b"/base/r"),
         ], BACKEND, FRONT, (b"/base/", b"/app/"))
         self.assertEqual(out, [
-            (b"Location", [b"https://front.example/app/x"]),
-            (b"content-location", [b"/app/y", b"/app/z"]),
-            (b"URI", [b"<http://backend:8080/base/>"]),
-            (b"uri", [b"https://front.example/app/u"]),
-            (b"Link", [b"http://backend:8080/base/l"]),
-            (b"Refresh", [b"/base/r"]),
+            (b"Location", b"https://front.example/app/x"),
+            (b"content-location", b"/app/y"),
+            (b"content-location", b"/app/z"),
+            (b"URI", b"<http://backend:8080/base/>"),
+            (b"uri", b"https://front.example/app/u"),
+            (b"Link", b"http://backend:8080/base/l"),
+            (b"Refresh", b"/base/r"),
         ])
 
     def test_reverseNoneUntouched(self):
         """
         Without a reverse mapping, URL headers pass unchanged.
         """
-        items = [
-            (b"Location", [b"http://backend:8080/base/x"]),
-            (b"Content-Location", [b"/base/y"]),
+        fields = [
+            (b"Location", b"http://backend:8080/base/x"),
+            (b"Content-Location", b"/base/y"),
         ]
-        self.assertEqual(responseHeaders(items, BACKEND, FRONT, None), items)
+        self.assertEqual(responseFields(fields, BACKEND, FRONT, None), fields)
 
 
 class RewriteURLTests(SynchronousTestCase):

@@ -300,6 +300,116 @@ class RequestAndResponseTests(ProxyTestCase):
             client.value(), b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
         )
 
+    def clientWrites(self, client):
+        """
+        Record each write to the client transport.
+
+        @return: the list the writes go to.
+        """
+        writes = []
+        write = client.write
+
+        def recorded(data):
+            writes.append(data)
+            write(data)
+
+        client.write = recorded
+        return writes
+
+    def test_headAndWholeBodyInOneWrite(self):
+        """
+        When the whole body came with the head, the client gets head and body
+        in one write.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        writes = self.clientWrites(client)
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        self.assertEqual(
+            writes,
+            [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"],
+        )
+
+    def test_headSentBeforeTheBody(self):
+        """
+        When the body is not all there, the head goes out at once: a stream
+        (server-sent events) reaches the client before its first event.
+        """
+        self.buildProxy()
+        for head in (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n",
+        ):
+            channel, client = self.connectClient()
+            writes = self.clientWrites(client)
+            channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+            protocol, backend = self.acceptBackend()
+            protocol.dataReceived(head)
+            self.assertTrue(writes, head)
+            self.assertTrue(writes[0].startswith(b"HTTP/1.1 200 OK\r\n"), head)
+            self.assertTrue(writes[0].endswith(b"\r\n\r\n"), head)
+
+    def test_fieldsKeepTheirOrder(self):
+        """
+        The backend's fields reach the client in the order sent, repeated
+        names where they were.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\n"
+            b"Set-Cookie: a=1\r\n"
+            b"X-A: 1\r\n"
+            b"set-cookie: b=2\r\n"
+            b"Content-Length: 2\r\n"
+            b"X-B: 2\r\n"
+            b"\r\nok"
+        )
+        self.assertEqual(
+            client.value(),
+            b"HTTP/1.1 200 OK\r\n"
+            b"Set-Cookie: a=1\r\n"
+            b"X-A: 1\r\n"
+            b"set-cookie: b=2\r\n"
+            b"X-B: 2\r\n"
+            b"Content-Length: 2\r\n"
+            b"\r\nok",
+        )
+
+    def test_proxyHeadersReplaceTheBackends(self):
+        """
+        A header the proxy sets itself (HSTS on a TLS listener, here set
+        the same way) replaces the backend's fields of that name.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        [request] = channel.requests
+        request.responseHeaders.setRawHeaders(b"Strict-Transport-Security", [b"max-age=60"])
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\n"
+            b"strict-transport-security: max-age=0\r\n"
+            b"X-A: 1\r\n"
+            b"Strict-Transport-Security: max-age=1\r\n"
+            b"Content-Length: 2\r\n"
+            b"\r\nok"
+        )
+        self.assertEqual(
+            client.value(),
+            b"HTTP/1.1 200 OK\r\n"
+            b"X-A: 1\r\n"
+            b"Strict-Transport-Security: max-age=60\r\n"
+            b"Content-Length: 2\r\n"
+            b"\r\nok",
+        )
+
     def test_emptyBodyKeepsContentLength(self):
         """
         A response with C{Content-Length: 0} reaches the client framed the
