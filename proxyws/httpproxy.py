@@ -250,6 +250,11 @@ class _Exchange:
         Get a connection to the backend.
         """
         route = self._route
+        if not fresh:
+            connection = self._pool.takeIdle(route.backend)
+            if connection is not None:
+                self._connected(connection)
+                return
         self._pending = self._pool.connection(route.backend, route.connectTimeout, fresh)
         self._pending.addCallbacks(self._connected, self._connectFailed)
 
@@ -467,9 +472,8 @@ def frontOrigin(request):
 
     @return: such as C{b"https://app.example.com:8443"}.
     """
-    host = request.requestHeaders.getRawHeaders(b"Host")
-    if host:
-        return request.scheme + b"://" + host[0]
+    if request.hostHeader is not None:
+        return request.scheme + b"://" + request.hostHeader
     address = request.getHost().host.encode("ascii")
     if b":" in address:
         address = b"[" + address + b"]"
@@ -489,12 +493,11 @@ def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):
         excluded = excluded | {subjectHeader[0].lower()}
         if subjectHeader[1] is not None:
             added = ((subjectHeader[0], [subjectHeader[1]]),)
-    host = request.requestHeaders.getRawHeaders(b"Host")
     return rules.requestHeaders(
         list(request.requestHeaders.getAllRawHeaders()),
         clientAddress=request.peerHost.encode("ascii"),
         scheme=request.scheme,
-        frontHost=host[0] if host else None,
+        frontHost=request.hostHeader,
         frontPort=request.localPort,
         backendHost=route.backend.hostHeader,
         preserveHost=route.preserveHost,
@@ -531,6 +534,6 @@ class ReverseProxyResource(Resource):
         @param body: a L{RequestBody} when the request has a body.
         """
         exchange = _Exchange(self._reactor, self._pool, self.route, request, target, body)
-        request.notifyFinish().addErrback(exchange.clientGone)
+        request.whenGone = exchange.clientGone
         exchange.start()
         return NOT_DONE_YET

@@ -103,6 +103,15 @@ class IBackendPool(Interface):
             connection error.  Cancelling it gives up waiting.
         """
 
+    def takeIdle(backend):
+        """
+        Take an idle connection to C{backend}, if one is at hand (asked
+        before L{connection}, which the proxy calls when this gives none).
+
+        @param backend: a L{proxyws.config.Backend}.
+        @return: an idle L{proxyws.backend.BackendConnection}, or L{None}.
+        """
+
     def closeIdle():
         """
         Close every idle connection (at shutdown).

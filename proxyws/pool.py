@@ -121,20 +121,8 @@ class BackendPool:
         """
         key = backend.key
         if not fresh:
-            idle = self._idle.get(key)
-            while idle:
-                protocol = idle.pop()
-                self._idleSet.discard(protocol)
-                protocol.deadline.stop()
-                transport = protocol.transport
-                if not (protocol.idle and transport.connected and not transport.disconnecting):
-                    # Closing (its idle timer fired, or the backend closed
-                    # it): forget it now, not when it is gone.
-                    protocol.pool = None
-                    transport.loseConnection()
-                    continue
-                self._busy[key] = self._busy.get(key, 0) + 1
-                protocol.reused = True
+            protocol = self.takeIdle(backend)
+            if protocol is not None:
                 return succeed(protocol)
         limit = self._maxConnections
         if limit and self._busy.get(key, 0) + len(self._idle.get(key, ())) >= limit:
@@ -143,6 +131,30 @@ class BackendPool:
             self._waiting.setdefault(key, deque()).append(entry)
             return waiter
         return self._connect(backend, connectTimeout)
+
+    def takeIdle(self, backend):
+        """
+        Take an idle connection to C{backend}, if one is at hand.
+
+        @return: a L{proxyws.backend.BackendConnection}, or L{None}.
+        """
+        key = backend.key
+        idle = self._idle.get(key)
+        while idle:
+            protocol = idle.pop()
+            self._idleSet.discard(protocol)
+            protocol.deadline.stop()
+            transport = protocol.transport
+            if not (protocol.idle and transport.connected and not transport.disconnecting):
+                # Closing (its idle timer fired, or the backend closed
+                # it): forget it now, not when it is gone.
+                protocol.pool = None
+                transport.loseConnection()
+                continue
+            self._busy[key] = self._busy.get(key, 0) + 1
+            protocol.reused = True
+            return protocol
+        return None
 
     def _forget(self, key, entry):
         """

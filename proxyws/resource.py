@@ -77,8 +77,7 @@ class RootResource(Resource):
                 request.responseHeaders.setRawHeaders(
                     b"Strict-Transport-Security", [listener.hsts.encode("ascii")]
                 )
-        host = request.requestHeaders.getRawHeaders(b"Host")
-        host = host[0] if host else None
+        host = request.hostHeader
         try:
             found = self._router.route(host, request.uri)
         except BadRequest as e:

@@ -16,6 +16,7 @@ and close websockets with 1001.
 import ipaddress
 
 from twisted.internet.defer import Deferred
+from twisted.web import http
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
@@ -104,6 +105,11 @@ class ProxyRequest(Request):
     relayedFields = ()
     # The backend's answer has no Content-Type: the proxy must not add one.
     defaultContentType = None
+    # The first value of the Host header, or None.
+    hostHeader = None
+    # Called with the reason when the client leaves before the response is
+    # complete (notifyFinish without a Deferred, for the proxy's hot path).
+    whenGone = None
     _body = None
     _bodyPending = False
     _finishPending = False
@@ -177,6 +183,9 @@ class ProxyRequest(Request):
                 channel.site.trustedProxies,
             )
         self.localPort = channel.localPort
+        host = self.requestHeaders.getRawHeaders(b"Host")
+        if host:
+            self.hostHeader = host[0]
         self.method = command
         self.uri = path
         self.clientproto = version
@@ -189,14 +198,26 @@ class ProxyRequest(Request):
         one piece.
         """
         channel = self.channel
+        # Twisted's http.Request.write: twisted.web.server's adds a default
+        # Content-Type (the proxy has none) and the encoders of resources
+        # that the proxy does not use.
         if channel is None:
-            return Request.write(self, data)
+            return http.Request.write(self, data)
         if not self.startedWriting:
             channel.relayedFields = self.relayedFields
-        Request.write(self, data)
+        http.Request.write(self, data)
         if channel.heldHead is not None:
             # No body bytes came with the head (HEAD, 204, an empty write).
             channel.writeHead()
+
+    def connectionLost(self, reason):
+        """
+        The client left: tell L{whenGone} after the usual.
+        """
+        Request.connectionLost(self, reason)
+        whenGone, self.whenGone = self.whenGone, None
+        if whenGone is not None:
+            whenGone(reason)
 
     def finish(self):
         """

@@ -106,6 +106,16 @@ class WorkerTests(SynchronousTestCase):
             status, body = get(port, "/headers?n={}".format(n))
             self.assertEqual(status, 200)
 
+        # A worker writes a request's line just after its response: wait
+        # for the lines before killing one.
+        def logged():
+            try:
+                with open(os.path.join(proxy.directory, "access.log"), "rb") as f:
+                    return f.read().count(b"\n")
+            except FileNotFoundError:
+                return 0
+
+        waitFor(lambda: logged() == 40)
         os.kill(workers[0], signal.SIGKILL)
         restarted = waitFor(
             lambda: len(children(proxy.pid)) == 2

@@ -1,0 +1,142 @@
+"""
+CPU per request of proxyws's own HTTP path, without sockets.
+
+A real site built from a config (as C{twistd proxyws} builds it) runs on a
+memory reactor: one kept-alive client connection and one kept-alive backend
+connection, both in-memory transports.  Each round sends a small GET in and
+a small response back, as the C{small GET} row of C{bench/run} does, and
+the time per request is what the Python side of proxyws costs (no system
+calls, no event loop).
+
+Machines of this kind drift by 10-30% within minutes, so compare two trees
+by alternating them::
+
+    bench/micro.py --compare OTHER_TREE [--rounds 10]
+
+which runs this file under each tree in turn (C{PYTHONPATH}) and prints the
+minimum and median of each.  On its own it prints one figure, in
+microseconds per request.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIG = """
+[server]
+access_log = "{log}"
+
+[[listen]]
+address = "127.0.0.1"
+port = 8080
+
+[[route]]
+path = "/"
+backend = "http://127.0.0.1:9000/"
+"""
+
+REQUEST = (
+    b"GET /small HTTP/1.1\r\n"
+    b"Host: 127.0.0.1:8080\r\n"
+    b"User-Agent: bench\r\n"
+    b"Accept: */*\r\n"
+    b"\r\n"
+)
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Server: nginx/1.22.1\r\n"
+    b"Date: Thu, 26 Nov 2026 02:00:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\n"
+    b"Content-Length: 5\r\n"
+    b"Connection: keep-alive\r\n"
+    b"\r\n"
+    b"hello"
+)
+
+
+def measure(seconds):
+    """
+    Relay requests for about C{seconds}.
+
+    @return: microseconds of process CPU time per request.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    from proxyws.accesslog import AccessLog
+    from proxyws.config import parseConfig
+    from proxyws.service import buildSite
+
+    reactor = MemoryReactorClock()
+    config = parseConfig(CONFIG.format(log=os.devnull), "micro.toml")
+    site, pool = buildSite(config, reactor, AccessLog.open(os.devnull))
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    client = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+        peerAddress=IPv4Address("TCP", "127.0.0.1", 50000),
+    )
+    channel.makeConnection(client)
+    channel.dataReceived(REQUEST)
+    host, port, factory, timeout, bindAddress = reactor.tcpClients[0]
+    backend = factory.buildProtocol(IPv4Address("TCP", host, port))
+    backendTransport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+    backend.makeConnection(backendTransport)
+    backend.dataReceived(RESPONSE)
+    if not client.value().endswith(b"hello"):
+        raise SystemExit("no response: {!r}".format(client.value()))
+
+    clientData, backendData = channel.dataReceived, backend.dataReceived
+    done = 0
+    start = time.process_time()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for _ in range(200):
+            clientData(REQUEST)
+            backendData(RESPONSE)
+        done += 200
+        client.clear()
+        backendTransport.clear()
+    used = time.process_time() - start
+    if len(reactor.tcpClients) != 1:
+        raise SystemExit("the backend connection was not reused")
+    return used / done * 1e6
+
+
+def compare(other, rounds, seconds):
+    """
+    Alternate this checkout and C{other}, C{rounds} times each.
+    """
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = [("this", here), ("other", os.path.abspath(other))]
+    results = {name: [] for name, _ in trees}
+    for _ in range(rounds):
+        for name, tree in trees:
+            env = dict(os.environ, PYTHONPATH=tree)
+            out = subprocess.run(
+                [sys.executable, os.path.join(here, "bench", "micro.py"), "--seconds", str(seconds)],
+                env=env, check=True, capture_output=True, text=True,
+            )
+            results[name].append(float(out.stdout.split()[0]))
+    for name, tree in trees:
+        values = results[name]
+        print("{:6} {:>7.1f} us min {:>7.1f} us median  ({})".format(
+            name, min(values), statistics.median(values), tree))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--compare", metavar="TREE")
+    parser.add_argument("--rounds", type=int, default=10)
+    options = parser.parse_args()
+    if options.compare:
+        compare(options.compare, options.rounds, options.seconds)
+    else:
+        print("{:.1f} us per request".format(measure(options.seconds)))
+
+
+if __name__ == "__main__":
+    main()
