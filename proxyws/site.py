@@ -16,8 +16,7 @@ and close websockets with 1001.
 import ipaddress
 
 from twisted.internet.defer import Deferred
-from twisted.web import http
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, Request as HTTPRequest
 from twisted.web.server import Request, Site
 
 from .accesslog import formatCombined, requestLine
@@ -202,10 +201,10 @@ class ProxyRequest(Request):
         # Content-Type (the proxy has none) and the encoders of resources
         # that the proxy does not use.
         if channel is None:
-            return http.Request.write(self, data)
+            return HTTPRequest.write(self, data)
         if not self.startedWriting:
             channel.relayedFields = self.relayedFields
-        http.Request.write(self, data)
+        HTTPRequest.write(self, data)
         if channel.heldHead is not None:
             # No body bytes came with the head (HEAD, 204, an empty write).
             channel.writeHead()
