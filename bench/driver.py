@@ -92,6 +92,7 @@ TESTS = ("smallget", "post64k", "download", "httplat", "wsmsgs", "wslat", "wsbig
 ROWS = [
     ("smallget.rps", "small GET keep-alive (wrk -c32)", "req/s", "high", ("ge", 0.15)),
     ("smallget.proxy_cpu_us", "  proxy CPU per request", "us/req", "low", None),
+    ("smallget.load_cpu_us", "  load side CPU per request", "us/req", "low", None),
     ("post64k.rps", "64 KiB POST (wrk -c32)", "req/s", "high", None),
     ("download.best_mibps", "100 MiB HTTP download, best of 3", "MiB/s", "high", ("ge", 0.55)),
     ("httplat.p50_us", "HTTP latency p50, 1 conn", "us", "low", None),
@@ -232,6 +233,15 @@ def tail(path, lines=20):
             return "".join(f.readlines()[-lines:])
     except OSError:
         return ""
+
+
+def childrenCpuSeconds():
+    """
+    @return: CPU seconds (user and system) of the children of this process
+        that have been waited for (wrk runs as one).
+    """
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def children(pid):
@@ -639,10 +649,14 @@ class Bench:
 
         run(self.mode["warmup"])
         pids = target.pids()
-        cpu0 = cpuSeconds(pids)
+        # The load side: wrk (a child of this process) and the HTTP backend.
+        backend = children(self.backendProcs["HTTP backend (nginx)"].pid)
+        cpu0, load0 = cpuSeconds(pids), cpuSeconds(backend) + childrenCpuSeconds()
         done = run(self.mode["seconds"])
-        cpu1 = cpuSeconds(pids)
+        cpu1, load1 = cpuSeconds(pids), cpuSeconds(backend) + childrenCpuSeconds()
         result = parseWrk(done.stdout)
+        if result.get("requests"):
+            result["load_cpu_us"] = (load1 - load0) / result["requests"] * 1e6
         if pids and result.get("requests"):
             result["proxy_cpu_us"] = (cpu1 - cpu0) / result["requests"] * 1e6
         if done.returncode or "rps" not in result:

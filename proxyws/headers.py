@@ -51,27 +51,19 @@ def connectionTokens(values):
     )
 
 
-def _forwardable(items, replaced):
+def _notCopied(dropped):
     """
-    Yield C{(lowerName, name, values)} for the end-to-end headers of C{items},
-    leaving out hop-by-hop headers, the headers C{Connection} names, Proxy-*
-    headers and the names in C{replaced}.
+    The lower-cased names of client headers never copied to the backend as
+    they are: the hop-by-hop ones, those the proxy replaces, and C{dropped}.
     """
-    named = ()
-    for name, values in items:
-        if name.lower() == b"connection":
-            named = connectionTokens(values)
-            break
-    for name, values in items:
-        lower = name.lower()
-        if (
-            lower in HOP_BY_HOP
-            or lower in named
-            or lower in replaced
-            or lower.startswith(b"proxy-")
-        ):
-            continue
-        yield lower, name, values
+    notCopied = _NOT_COPIED.get(dropped)
+    if notCopied is None:
+        notCopied = _NOT_COPIED[dropped] = HOP_BY_HOP | _REPLACED_ON_REQUEST | dropped
+    return notCopied
+
+
+# dropped -> the result of _notCopied (a route's few sets of names).
+_NOT_COPIED = {}
 
 
 def requestHeaders(
@@ -103,12 +95,20 @@ def requestHeaders(
     out = [
         (b"Host", [frontHost if preserveHost and frontHost else backendHost]),
     ]
+    lowered = [name.lower() for name, _ in items]
+    named = ()
+    if b"connection" in lowered:
+        named = connectionTokens(
+            [value for lower, item in zip(lowered, items) if lower == b"connection" for value in item[1]]
+        )
+    notCopied = _notCopied(dropped)
     forwardedFor = None
-    for name, values in items:
-        if name.lower() == b"x-forwarded-for":
-            forwardedFor = b", ".join(values) + b", " + clientAddress
-    replaced = _REPLACED_ON_REQUEST.union(dropped) if dropped else _REPLACED_ON_REQUEST
-    out.extend((name, values) for _, name, values in _forwardable(items, replaced))
+    for lower, item in zip(lowered, items):
+        if lower in notCopied or lower in named or lower.startswith(b"proxy-"):
+            if lower == b"x-forwarded-for":
+                forwardedFor = b", ".join(item[1]) + b", " + clientAddress
+            continue
+        out.append(item)
     out.extend(added)
     out.append((b"X-Forwarded-For", [forwardedFor or clientAddress]))
     out.append((b"X-Forwarded-Proto", [scheme]))

@@ -134,6 +134,12 @@ class ProxyRequest(Request):
         self._setRequestLine(channel._command, channel._path, channel._version)
         self.process()
 
+    def parseCookies(self):
+        """
+        Do not parse the client's cookies: the proxy passes them on as they
+        are (C{received_cookies} stays empty).
+        """
+
     def takeBody(self):
         """
         Take the request body to stream it somewhere.
