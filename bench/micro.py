@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """
 CPU per request of proxyws's own HTTP path, without sockets.
 
@@ -11,9 +12,9 @@ calls, no event loop).
 Machines of this kind drift by 10-30% within minutes, so compare two trees
 by alternating them::
 
-    bench/micro.py --compare OTHER_TREE [--rounds 10]
+    python3 bench/micro.py --compare OTHER_TREE [--rounds 10]
 
-which runs this file under each tree in turn (C{PYTHONPATH}) and prints the
+which runs this file on each tree in turn (C{PROXYWS_TREE}) and prints the
 minimum and median of each.  On its own it prints one figure, in
 microseconds per request.
 """
@@ -24,6 +25,10 @@ import statistics
 import subprocess
 import sys
 import time
+
+# The tree measured: this checkout, or the one --compare names.
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.environ.get("PROXYWS_TREE") or HERE)
 
 CONFIG = """
 [server]
@@ -109,14 +114,13 @@ def compare(other, rounds, seconds):
     """
     Alternate this checkout and C{other}, C{rounds} times each.
     """
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    trees = [("this", here), ("other", os.path.abspath(other))]
+    trees = [("this", HERE), ("other", os.path.abspath(other))]
     results = {name: [] for name, _ in trees}
     for _ in range(rounds):
         for name, tree in trees:
-            env = dict(os.environ, PYTHONPATH=tree)
+            env = dict(os.environ, PROXYWS_TREE=tree)
             out = subprocess.run(
-                [sys.executable, os.path.join(here, "bench", "micro.py"), "--seconds", str(seconds)],
+                [sys.executable, os.path.join(HERE, "bench", "micro.py"), "--seconds", str(seconds)],
                 env=env, check=True, capture_output=True, text=True,
             )
             results[name].append(float(out.stdout.split()[0]))
