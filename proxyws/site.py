@@ -14,9 +14,11 @@ and close websockets with 1001.
 """
 
 import ipaddress
+import re
 
 from twisted.internet.defer import Deferred
 from twisted.web.http import HTTPChannel, Request as HTTPRequest
+from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.server import Request, Site
 
 from .accesslog import formatCombined, requestLine
@@ -24,6 +26,17 @@ from .httpproxy import RequestBody
 from .timers import Deadline
 from .tls import peerSubject
 from .writes import writeNow
+
+# A request head without a body that Twisted's parser would take as it is:
+# a token method, a target of printable ASCII, HTTP/1.0 or 1.1, and header
+# lines of a token name and a value with no NUL (no continuation lines).
+_PLAIN_HEAD = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP/1\.[01])"
+    rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00\r\n]*)*)"
+)
+
+# Header names that announce a request body.
+_BODY_HEADERS = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:")
 
 # Headers of the response's framing, which the proxy always writes itself.
 _FRAMING = frozenset([b"content-length", b"transfer-encoding", b"connection"])
@@ -282,6 +295,62 @@ class ProxyChannel(HTTPChannel):
         name = listener and listener.tls and listener.tls.clientSubjectHeader
         if name:
             self.subjectHeader = (name.encode("ascii"), headerValue(peerSubject(self.transport)))
+
+    def dataReceived(self, data):
+        """
+        Bytes from the client.  A whole request head without a body, alone
+        in C{data} and at the start of a request, is parsed in one pass;
+        anything else goes through Twisted's line parser.
+
+        (This reads Twisted's parser state: C{_HTTPChannel__first_line},
+        C{_handlingRequest}, the line buffer and mode.)
+        """
+        if (
+            self._HTTPChannel__first_line
+            and data[-4:] == b"\r\n\r\n"
+            and self.line_mode
+            and not self._buffer
+            and not self._busyReceiving
+            and not self._handlingRequest
+            and not self.paused
+            and self.persistent
+            and len(data) <= self.totalHeadersSize
+            and self._plainRequest(data[:-4])
+        ):
+            return
+        HTTPChannel.dataReceived(self, data)
+
+    def _plainRequest(self, head):
+        """
+        Take a request head that Twisted's parser would take line by line
+        to the same end: the same request object, headers and calls.
+
+        @return: whether it was taken; if not, nothing was done.
+        """
+        match = _PLAIN_HEAD.fullmatch(head)
+        if match is None:
+            return False
+        method, target, version, fields = match.groups()
+        lines = fields.split(b"\r\n")
+        if len(lines) - 1 > self.maxHeaders:
+            return False
+        lowered = fields.lower()
+        if _BODY_HEADERS[0] in lowered or _BODY_HEADERS[1] in lowered:
+            return False
+        self.resetTimeout()
+        if INonQueuedRequestFactory.providedBy(self.requestFactory):
+            request = self.requestFactory(self)
+        else:
+            request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        add = request.requestHeaders.addRawHeader
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            add(name, value.strip(b" \t"))
+        self._command, self._path, self._version = method, target, version
+        self.allHeadersReceived()
+        self.allContentReceived()
+        return True
 
     def setTimeout(self, period):
         """

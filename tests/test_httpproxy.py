@@ -1241,3 +1241,100 @@ class BackendAnswerTests(ProxyTestCase):
         channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
         self.assertEqual(len(self.reactor.tcpClients), 1)
         self.assertEqual(backend.producerState, "producing")
+
+
+class HeadParsingTests(ProxyTestCase):
+    """
+    A request head that arrives whole is parsed in one pass
+    (L{proxyws.site.ProxyChannel._plainRequest}); one that arrives in pieces
+    goes through Twisted's line parser.  Both must come to the same: the
+    same request to the backend, the same answer to the client.
+    """
+
+    HEADS = [
+        b"GET /app/x?q=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\nhost: h\r\nx-ONE: 1\r\nX-One: 2\r\nte: trailers\r\n"
+        b"dnt: 1\r\nEtag: e\r\nX-Pad:  \t spaced \t \r\nX-Empty:\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\nHost: h\r\nX-Latin: caf\xe9\r\nX-Ctl: a\x01b\r\n\r\n",
+        b"GET /app/x HTTP/1.0\r\nHost: h\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /app/~%7e!$&'()*+,;=:@ HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % n for n in range(100)) + b"\r\n",
+        # Refused, by either parser.
+        b"GET /app/x HTTP/1.1\r\nHost: h\r\nX-Nul: a\x00b\r\n\r\n",
+        b"GET /app/x HTTP/2.0\r\nHost: h\r\n\r\n",
+        b"GET /app/ x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"G(T /app/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\nHost : h\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\nHost: h\r\nX-Fold: a\r\n b\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\nNo colon\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % n for n in range(501)) + b"\r\n",
+        b"GET /app/x HTTP/1.1\r\nHost: h\r\nX-Big: " + b"v" * 17000 + b"\r\n\r\n",
+        # Not plain: left to Twisted's parser whole.
+        b"POST /app/x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /app/x HTTP/1.1\r\nHost: h\r\ncontent-length: 5\r\n\r\n",
+        b"POST /app/x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+        b"\r\nGET /app/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\nGET /app/y HTTP/1.1\r\nHost: h\r\n\r\n",
+    ]
+
+    def exchange(self, pieces):
+        """
+        Send C{pieces} of a request head as separate reads, answer whatever
+        reaches the backend with L{OK}.
+
+        @return: C{(what the backend got, what the client got, whether the
+            client connection is still open)}.
+        """
+        self.buildProxy()
+        before = len(self.reactor.tcpClients)
+        channel, client = self.connectClient()
+        loseConnection = client.loseConnection
+
+        def disconnecting():
+            # As a TCP transport does: Twisted's parser stops reading then.
+            client.disconnecting = True
+            loseConnection()
+
+        client.loseConnection = disconnecting
+        for piece in pieces:
+            channel.dataReceived(piece)
+        if len(self.reactor.tcpClients) == before:
+            return b"", client.value(), client.connected
+        self.assertEqual(len(self.reactor.tcpClients), before + 1)
+        protocol, backend = self.acceptBackend(before)
+        answered = 0
+        while backend.value().count(b"\r\n\r\n") > answered:
+            answered += 1
+            protocol.dataReceived(OK)
+        return backend.value(), client.value(), client.connected
+
+    def test_sameOutcomeWholeOrInPieces(self):
+        """
+        Every head: whole, or cut after its first byte, after its first line,
+        and one byte before its end.
+        """
+        for head in self.HEADS:
+            whole = self.exchange([head])
+            firstLine = head.find(b"\r\n") + 2
+            for cut in (1, firstLine, len(head) - 1):
+                pieces = [head[:cut], head[cut:]]
+                self.assertEqual(self.exchange(pieces), whole, (head[:80], cut))
+
+    def test_plainHeadTakenWhole(self):
+        """
+        A plain head is parsed without Twisted's line parser; the backend
+        gets the request.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        lines = []
+        self.patch(channel, "lineReceived", lines.append)
+        channel.dataReceived(self.HEADS[1])
+        self.assertEqual(lines, [])
+        protocol, backend = self.acceptBackend()
+        self.assertTrue(backend.value().startswith(b"GET /base/x HTTP/1.1\r\n"))
+        self.assertIn(b"X-One: 1\r\nX-One: 2\r\n", backend.value())
+        self.assertIn(b"X-Pad: spaced\r\n", backend.value())
