@@ -25,10 +25,10 @@ import os
 import re
 import time
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from .interfaces import IAccessLog
+from .logs import ProxyLogger
 
 # Apache writes month names from a fixed English table (apr_month_snames),
 # never through the C locale.
@@ -185,7 +185,7 @@ class AccessLog:
     @type fd: L{int}
     """
 
-    _log = Logger()
+    _log = ProxyLogger()
     STDOUT = "-"
     _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT
     _MODE = 0o644

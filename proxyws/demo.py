@@ -23,15 +23,16 @@ from string import Template
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from .logs import ProxyLogger
+
 __all__ = ["demoResource", "demoSite"]
 
-_log = Logger()
+_log = ProxyLogger()
 
 # Close codes "close:<code>:<reason>" may put on the wire: exactly those an
 # Autobahn peer (and so proxyws) accepts.  1005, 1006 and 1015 only describe

@@ -7,15 +7,15 @@ a route's L{proxyws.config.Access} to a request and answers 403 or 401.
 """
 
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from .access import Htpasswd, allowed, challenge, parseBasicAuth
 from .errors import ConfigError, Forbidden, Unauthorized
 from .httpproxy import errorPage
 from .interfaces import IGate
+from .logs import ProxyLogger
 
-_log = Logger()
+_log = ProxyLogger()
 
 
 @implementer(IGate)

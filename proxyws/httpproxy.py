@@ -11,7 +11,6 @@ reader on either side pauses the socket on the other side.
 
 from twisted.internet import error as netError
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.logger import Logger
 from twisted.web.http import NO_BODY_CODES, datetimeToString
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
@@ -21,6 +20,7 @@ from zope.interface import implementer
 from . import headers as rules
 from .backend import BadResponse
 from .errors import BadGateway, GatewayTimeout
+from .logs import ProxyLogger
 
 # Methods that may be sent again on a fresh connection when a kept-alive one
 # turned out to be closed before any response came (RFC 9110 9.2.2), and
@@ -46,7 +46,7 @@ _CONNECT_FAILURES = [
     (netError.DNSLookupError, BadGateway, "the backend host name could not be resolved"),
 ]
 
-_log = Logger()
+_log = ProxyLogger()
 
 
 def errorPage(request, error):

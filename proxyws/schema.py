@@ -13,6 +13,7 @@ import math
 import os
 import re
 
+from .logs import LEVELS
 from .values import Redirect
 
 # The parsers of the values a key may hold: each takes the value and returns
@@ -131,6 +132,12 @@ def _unknownHost(value):
     return value
 
 
+def _logLevel(value):
+    if value not in LEVELS:
+        raise ValueError("one of " + ", ".join(repr(level) for level in LEVELS))
+    return value
+
+
 def _networks(value):
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("a list of addresses or CIDRs such as '10.0.0.0/8'")
@@ -189,6 +196,7 @@ SERVER_KEYS = {
     "workers": (_workers, 1),  # processes; "auto" = one per core
     "trusted_proxies": (_networks, ()),  # X-Forwarded-For believed from these
     "unknown_host": (_unknownHost, 404),  # with [[host]]s and no default
+    "log_level": (_logLevel, "info"),  # least severe message written
     "client_timeout": (_seconds, 75.0),  # idle keep-alive client (nginx 75s)
     "shutdown_timeout": (_seconds, 30.0),  # in-flight requests on SIGTERM
     "connect_timeout": (_seconds, 60.0),  # default for routes (nginx 60s)

@@ -13,7 +13,6 @@ import socket
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.logger import Logger
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.protocols.haproxy import proxyEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -22,6 +21,7 @@ from .accesslog import AccessLog
 from .errors import ConfigError
 from .gate import Gate
 from .httpproxy import ReverseProxyResource
+from .logs import ProxyLogger
 from .pool import BackendPool
 from .resource import RootResource
 from .routing import Router
@@ -29,7 +29,7 @@ from .site import ProxySite
 from .tls import backendCreator, loadCertificate, serverContextFactory
 from .wsproxy import WebSocketProxyResource
 
-_log = Logger()
+_log = ProxyLogger()
 
 
 def bindListeners(config):

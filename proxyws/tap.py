@@ -76,10 +76,12 @@ def makeService(options):
 
     from twisted.application.service import MultiService
 
+    from .logs import setLevel
     from .service import ProxyService
     from .workers import WorkerSupervisor
 
     config = options["loaded"]
+    setLevel(config.server.logLevel)
     if config.server.workers == 1:
         return ProxyService(config, options["sockets"], reactor)
     parent = MultiService()

@@ -198,6 +198,7 @@ class ServerSettings:
     backendMaxConnections = attr.ib()
     trustedProxies = attr.ib(default=())
     unknownHost = attr.ib(default=404)
+    logLevel = attr.ib(default="info")
 
 
 @attr.s(frozen=True, slots=True)

@@ -22,9 +22,9 @@ import sys
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger
 
 from .errors import ConfigError
+from .logs import ProxyLogger
 from .service import _bind, exitCleanly, onSignal
 
 # Seconds between a worker's death and its restart, so that a worker that
@@ -34,7 +34,7 @@ RESTART_DELAY = 1.0
 # Seconds a worker is given beyond the shutdown deadline before it is killed.
 KILL_MARGIN = 5.0
 
-_log = Logger()
+_log = ProxyLogger()
 
 
 def bindShared(config, keyPath, listener, copies):
@@ -217,6 +217,7 @@ def main(argv):
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from .config import checkedConfig
+    from .logs import setLevel
     from .service import ProxyService
 
     # argv[2], the worker's number, is there to tell workers apart in ps.
@@ -224,6 +225,7 @@ def main(argv):
     _dieWithParent()
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
     config = checkedConfig(sys.stdin.buffer.read().decode("utf-8"), path)
+    setLevel(config.server.logLevel)
     sockets = [
         (listener, socket.socket(fileno=3 + n))
         for n, listener in enumerate(config.listeners)

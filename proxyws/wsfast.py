@@ -17,8 +17,7 @@ close handshake is over, and speaks for a side that went away without one.
 import os
 from functools import partial
 
-from twisted.logger import Logger
-
+from .logs import ProxyLogger
 from .writes import writeNow
 from .wslegs import FastLeg, takeOver
 from .wsframes import (
@@ -36,7 +35,7 @@ from .wsframes import (
 # partner before its connection is closed anyway.
 CLOSE_WAIT = 1.0
 
-_log = Logger()
+_log = ProxyLogger()
 
 
 class FastRelay:

@@ -19,13 +19,13 @@ a close frame, the other side is closed with the code in L{LOST}.
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketServerFactory
 from autobahn.websocket.types import ConnectingRequest
-from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
 from . import headers as rules
 from . import wscompress
 from .errors import BadGateway, BadRequest, Forbidden, GatewayTimeout
 from .httpproxy import _connectError, backendRequestHeaders, errorPage
+from .logs import ProxyLogger
 from .pool import backendEndpoint
 from .routing import hostMatches, hostOfHeader
 from .wsfast import FastRelay
@@ -83,7 +83,7 @@ _RESPONSE_HANDSHAKE_HEADERS = frozenset(
     ]
 )
 
-_log = Logger()
+_log = ProxyLogger()
 
 
 def originAllowed(patterns, origin):

@@ -196,12 +196,13 @@ read_timeout = 4
 backend_keepalive = 0
 backend_idle_timeout = 6
 backend_max_connections = 7
+log_level = "warn"
 """ + LISTEN)
         self.assertEqual(config.server, ServerSettings(
             accessLog="-", workers=3, clientTimeout=5.0, shutdownTimeout=1.5,
             connectTimeout=2.0, responseTimeout=3.0, readTimeout=4.0,
             backendKeepalive=0, backendIdleTimeout=6.0,
-            backendMaxConnections=7))
+            backendMaxConnections=7, logLevel="warn"))
         self.assertIs(type(config.server.clientTimeout), float)
 
     def test_minimalConfig(self):
@@ -512,6 +513,12 @@ class ErrorTextTests(SynchronousTestCase):
              "server.backend_keepalive: -1 is not a whole number, 0 or more"),
             ("[server]\naccess_log = 1\n" + LISTEN,
              "server.access_log: 1 is not a string"),
+            ('[server]\nlog_level = "verbose"\n' + LISTEN,
+             "server.log_level: 'verbose' is not one of 'debug', 'info', "
+             "'warn', 'error', 'critical'"),
+            ('[server]\nlog_level = "INFO"\n' + LISTEN,
+             "server.log_level: 'INFO' is not one of 'debug', 'info', "
+             "'warn', 'error', 'critical'"),
             (route('path = "/"', 'backend = "http://b/"',
                    "connect_timeout = -1"),
              "route[0].connect_timeout: -1 is not a number of seconds "

@@ -37,6 +37,19 @@ COMBINED_LINE = re.compile(
 )
 
 
+def waitFor(predicate, timeout=WAIT):
+    """
+    Poll C{predicate} until it returns something true, or fail.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met within {}s".format(timeout))
+
+
 def temporaryDirectory(testCase):
     """
     A new temporary directory, removed when the test ends.
@@ -706,6 +719,16 @@ class LogRotationTests(SynchronousTestCase):
                 break
             except OSError:
                 time.sleep(0.05)
+
+        def read(name):
+            try:
+                with open(name, "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return b""
+
+        # A request's line is written just after its response.
+        waitFor(lambda: b"/headers?before" in read(path))
         os.rename(path, path + ".1")
         proxy.process.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + WAIT
@@ -715,10 +738,8 @@ class LogRotationTests(SynchronousTestCase):
         ):
             time.sleep(0.02)
         get("/headers?after")
-        with open(path + ".1", "rb") as f:
-            old = f.read()
-        with open(path, "rb") as f:
-            new = f.read()
+        new = waitFor(lambda: read(path))
+        old = read(path + ".1")
         self.assertIn(b"/headers?before", old)
         self.assertNotIn(b"/headers?after", old)
         self.assertIn(b"/headers?after", new)
@@ -736,3 +757,53 @@ class LogRotationTests(SynchronousTestCase):
         """
         # The parent serves the demo backend with an access log of its own.
         self.assertRotates("workers = 2\n", processes=3)
+
+
+class LogLevelTests(SynchronousTestCase):
+    """
+    C{[server] log_level} sets the least severe of proxyws's messages that
+    twistd writes; the default is C{"info"}.
+    """
+
+    def websocketOutput(self, server=""):
+        """
+        Relay one websocket through a twistd proxyws, stop it, and return
+        what it wrote.
+        """
+        from websockets.sync.client import connect
+
+        port, demoPort = freePort(), freePort()
+        proxy = startProxyProcess(self, proxyConfigText(port, demoPort, server=server, demo=True))
+        proxy.waitForPort(port)
+        with connect("ws://127.0.0.1:{}/ws".format(port), open_timeout=WAIT) as client:
+            client.send("hello")
+            self.assertEqual(client.recv(timeout=WAIT), "hello")
+        waitFor(lambda: "\" 101 " in proxy.output())
+        proxy.process.send_signal(signal.SIGTERM)
+        self.assertEqual(proxy.waitForExit(), 0, proxy.output())
+        return proxy.output()
+
+    def test_defaultInfo(self):
+        """
+        By default a websocket's debug messages are not written; its info
+        message (why it closed) is.
+        """
+        output = self.websocketOutput()
+        self.assertIn("[proxyws.wsproxy#info] websocket /ws", output)
+        self.assertNotIn("#debug]", output)
+
+    def test_debug(self):
+        """
+        With C{log_level = "debug"} the debug messages are written too.
+        """
+        output = self.websocketOutput('log_level = "debug"')
+        self.assertIn("[proxyws.wsproxy#debug] websocket /ws: serving URL", output)
+
+    def test_warn(self):
+        """
+        With C{log_level = "warn"} neither debug nor info messages of
+        proxyws are written.
+        """
+        output = self.websocketOutput('log_level = "warn"')
+        self.assertNotIn("[proxyws.wsproxy#", output)
+        self.assertNotIn("[proxyws.wsfast#", output)

@@ -12,7 +12,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from .helpers import freePort
-from .test_twistd import WAIT, proxyConfigText, startProxyProcess
+from .test_twistd import WAIT, proxyConfigText, startProxyProcess, waitFor
 
 _COMBINED = re.compile(
     rb'^127\.0\.0\.1 - - \[[^\]]+\] "GET /headers\?n=\d+ HTTP/1\.1" 200 \d+ "-" "-"$'
@@ -46,19 +46,6 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def waitFor(predicate, timeout=WAIT):
-    """
-    Poll C{predicate} until it returns something true, or fail.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met within {}s".format(timeout))
 
 
 def get(port, path):
