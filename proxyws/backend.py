@@ -161,6 +161,10 @@ class BackendConnection(Protocol):
 
     pool = None
     backendKey = None
+    # The connection's L{proxyws.timers.Deadline}, given by the pool: its
+    # idle timeout in the pool, and its exchange's response and read
+    # timeouts.
+    deadline = None
     reused = False
     idle = True
 
@@ -330,6 +334,10 @@ class BackendConnection(Protocol):
         """
         if self.pool is not None:
             self.pool._lost(self)
+        if self.deadline is not None:
+            # Whoever started it last is done with it: let the reactor
+            # forget it (and what its callback holds) now.
+            self.deadline.cancel()
         self.idle = False
         exchange, self._exchange = self._exchange, None
         decoder, self._decoder = self._decoder, None

@@ -56,6 +56,7 @@ def _notCopied(dropped):
     The lower-cased names of client headers never copied to the backend as
     they are: the hop-by-hop ones, those the proxy replaces, and C{dropped}.
     """
+    dropped = frozenset(dropped)
     notCopied = _NOT_COPIED.get(dropped)
     if notCopied is None:
         notCopied = _NOT_COPIED[dropped] = HOP_BY_HOP | _REPLACED_ON_REQUEST | dropped

@@ -347,9 +347,11 @@ class _Exchange:
         )
         if length is not None and code not in NO_BODY_CODES:
             request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % length])
-        if not complete:
+        if not complete or self._body is not None:
             # Send the head now: a stream (server-sent events,
-            # xhr-streaming) must reach the client before its first event.
+            # xhr-streaming) must reach the client before its first event,
+            # and an answer without a body before the end of an upload
+            # (the request finishes only then).
             request.write(b"")
         self._armTimer(route.readTimeout, _READ_TIMEOUT)
         request.registerProducer(_ResponseProducer(self, self._connection.transport), True)

@@ -228,7 +228,6 @@ class BackendPool:
         """
         key = protocol.backendKey
         protocol.pool = None
-        protocol.deadline.cancel()
         if protocol in self._idleSet:
             # Idle: closed by the backend, or by its own idle timer.
             self._idleSet.discard(protocol)

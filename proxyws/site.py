@@ -348,8 +348,16 @@ class ProxyChannel(HTTPChannel):
             name, _, value = line.partition(b":")
             add(name, value.strip(b" \t"))
         self._command, self._path, self._version = method, target, version
-        self.allHeadersReceived()
-        self.allContentReceived()
+        # As in Twisted's parser, bytes that come while the request is
+        # dispatched wait in the line buffer, and are parsed after it.
+        self._busyReceiving = True
+        try:
+            self.allHeadersReceived()
+            self.allContentReceived()
+        finally:
+            self._busyReceiving = False
+        if self._buffer:
+            HTTPChannel.dataReceived(self, b"")
         return True
 
     def setTimeout(self, period):

@@ -64,6 +64,8 @@ class Deadline:
         Stop it; a call already scheduled fires later and does nothing.
         """
         self.due = None
+        self._callback = None
+        self._args = ()
 
     def cancel(self):
         """

@@ -12,6 +12,7 @@ Bytes go in with C{dataReceived} and come out of C{transport.value()}.
 import gc
 import os
 import time
+import weakref
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
@@ -410,6 +411,21 @@ class RequestAndResponseTests(ProxyTestCase):
             b"\r\nok",
         )
 
+    def test_earlyAnswerWithoutBodyDuringUpload(self):
+        """
+        An answer without a body (204, 304, to HEAD) that comes while the
+        client still uploads reaches the client at once.
+        """
+        for status in (b"204 No Content", b"304 Not Modified"):
+            self.buildProxy()
+            channel, client = self.connectClient()
+            channel.dataReceived(
+                b"PUT /app/x HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc"
+            )
+            protocol, backend = self.acceptBackend()
+            protocol.dataReceived(b"HTTP/1.1 " + status + b"\r\n\r\n")
+            self.assertEqual(client.value(), b"HTTP/1.1 " + status + b"\r\n\r\n")
+
     def test_emptyBodyKeepsContentLength(self):
         """
         A response with C{Content-Length: 0} reaches the client framed the
@@ -596,6 +612,41 @@ class KeepAliveTests(ProxyTestCase):
         protocol.dataReceived(OK)
         client.loseConnection()
         backend.loseConnection()
+        self.assertEqual(len(self.reactor.getDelayedCalls()), before)
+
+    def test_connectionsClosedByThePoolLeaveNoCalls(self):
+        """
+        Backend connections the pool closes itself (none kept idle, or found
+        closing when taken) leave no timed call behind, and nothing keeps
+        their requests in memory.
+        """
+        self.buildProxy(server="backend_keepalive = 0")
+        before = len(self.reactor.getDelayedCalls())
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        request = weakref.ref(channel.requests[0])
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        self.assertFalse(backend.connected)
+        client.loseConnection()
+        self.assertEqual(len(self.reactor.getDelayedCalls()), before)
+        del channel, client, protocol, backend
+        gc.collect()
+        self.assertIsNone(request())
+
+        self.buildProxy()
+        before = len(self.reactor.getDelayedCalls())
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        backend.disconnecting = True
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol2, backend2 = self.acceptBackend()
+        protocol2.dataReceived(OK)
+        client.loseConnection()
+        backend.loseConnection()
+        backend2.loseConnection()
         self.assertEqual(len(self.reactor.getDelayedCalls()), before)
 
     def test_maxConnections(self):
@@ -1338,3 +1389,39 @@ class HeadParsingTests(ProxyTestCase):
         self.assertTrue(backend.value().startswith(b"GET /base/x HTTP/1.1\r\n"))
         self.assertIn(b"X-One: 1\r\nX-One: 2\r\n", backend.value())
         self.assertIn(b"X-Pad: spaced\r\n", backend.value())
+
+    def test_bytesDuringDispatchWait(self):
+        """
+        Bytes that come while a whole head is dispatched (a re-entrant
+        C{dataReceived}) wait and are parsed after it, as Twisted's parser
+        has them wait: both requests reach the backend, in order.
+        """
+        for pieces in (
+            [b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n"],
+            [b"GET /app/1 HTTP/1.1\r\nHost", b": h\r\n\r\n"],
+        ):
+            self.buildProxy()
+            channel, client = self.connectClient()
+            dispatch = channel.allContentReceived
+            later = [b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n"]
+
+            def reentrant():
+                if later:
+                    channel.dataReceived(later.pop())
+                dispatch()
+
+            channel.allContentReceived = reentrant
+            before = len(self.reactor.tcpClients)
+            for piece in pieces:
+                channel.dataReceived(piece)
+            # The second request is read once the first is answered (then
+            # on a new backend connection: the first is not back in the
+            # pool yet).
+            sent = []
+            for n in range(2):
+                self.assertEqual(len(self.reactor.tcpClients), before + n + 1, pieces)
+                protocol, backend = self.acceptBackend()
+                sent.append(backend.value().split(b"\r\n")[0])
+                protocol.dataReceived(OK)
+            self.assertEqual(sent, [b"GET /base/1 HTTP/1.1", b"GET /base/2 HTTP/1.1"], pieces)
+            self.assertEqual(len(parseResponses(client.value())), 2, pieces)

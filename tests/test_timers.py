@@ -93,3 +93,24 @@ class DeadlineTests(SynchronousTestCase):
         self.clock.advance(2)
         self.clock.advance(2)
         self.assertEqual(self.fired, [2, 4, 6])
+
+    def test_stopLetsTheCallbackGo(self):
+        """
+        A stopped deadline does not keep its callback (and what the
+        callback holds) until the scheduled call fires.
+        """
+        import gc
+        import weakref
+
+        class Owner:
+            def timedOut(self):
+                pass
+
+        owner = Owner()
+        ref = weakref.ref(owner)
+        self.deadline.start(60, owner.timedOut)
+        self.deadline.stop()
+        del owner
+        gc.collect()
+        self.assertIsNone(ref())
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
