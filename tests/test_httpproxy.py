@@ -170,6 +170,20 @@ class ProxyTestCase(SynchronousTestCase):
         protocol.makeConnection(transport)
         return protocol, transport
 
+    def proxiedGet(self, target=b"/app/x"):
+        """
+        Build the proxy, open a client connection, send a GET of C{target}
+        and accept the backend connection it makes.
+
+        @return: C{(channel, client transport, backend protocol, backend
+            transport)}.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        return channel, client, protocol, backend
+
     def failConnect(self, reason, index=-1):
         """
         Fail the connection attempt C{reactor.tcpClients[index]}.
@@ -292,10 +306,7 @@ class RequestAndResponseTests(ProxyTestCase):
         A response without C{Content-Type} reaches the client without one:
         the proxy does not label the backend's bytes C{text/html}.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
         self.assertEqual(
             client.value(), b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
@@ -359,10 +370,7 @@ class RequestAndResponseTests(ProxyTestCase):
         The backend's fields reach the client in the order sent, repeated
         names where they were.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         protocol.dataReceived(
             b"HTTP/1.1 200 OK\r\n"
             b"Set-Cookie: a=1\r\n"
@@ -431,10 +439,7 @@ class RequestAndResponseTests(ProxyTestCase):
         A response with C{Content-Length: 0} reaches the client framed the
         same way, not re-framed as an empty chunked body.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         protocol.dataReceived(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
         )
@@ -475,10 +480,7 @@ class KeepAliveTests(ProxyTestCase):
         Once a response is complete, the next request goes on the same
         backend connection.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet(b"/app/1")
         protocol.dataReceived(OK)
         backend.clear()
         channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -557,10 +559,7 @@ class KeepAliveTests(ProxyTestCase):
         timed calls of their own: the idle, response and read timeouts of
         both connections restart the connections' deadlines.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet(b"/app/1")
         protocol.dataReceived(OK)
         scheduled = []
         callLater = self.reactor.callLater
@@ -719,10 +718,7 @@ class FailureTests(ProxyTestCase):
         A backend that takes the request and does not answer within
         C{response_timeout} is cut off and the client gets 504.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         self.assertTrue(backend.value().startswith(b"GET /base/x HTTP/1.1\r\n"))
         self.reactor.advance(9.9)
         self.assertEqual(client.value(), b"")
@@ -745,10 +741,7 @@ class FailureTests(ProxyTestCase):
         terminating chunk, so the client knows the body is incomplete.  Each
         piece restarts the timer.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         protocol.dataReceived(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
@@ -769,10 +762,7 @@ class FailureTests(ProxyTestCase):
         A client that disconnects while its request is at the backend
         closes the backend connection (its response can go nowhere).
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         channel.connectionLost(Failure(ConnectionDone()))
         self.assertTrue(backend.disconnected)
         self.assertFalse(backend.connected)
@@ -906,10 +896,7 @@ class FlowControlTests(ProxyTestCase):
         A client that does not read pauses the backend connection; when it
         reads again the backend is resumed.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         protocol.dataReceived(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
         )
@@ -980,10 +967,7 @@ class FlowControlTests(ProxyTestCase):
         proxy itself holds the backend paused because the client does not
         read, the backend's silence does not end the response.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         protocol.dataReceived(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
         )
@@ -1122,10 +1106,7 @@ class StaleConnectionTests(ProxyTestCase):
 
         @return: C{(channel, client, protocol, backend)}.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet(b"/app/1")
         protocol.dataReceived(OK)
         client.clear()
         backend.clear()
@@ -1212,10 +1193,7 @@ class BackendAnswerTests(ProxyTestCase):
         A status line with a bare LF (which a client would read as a line
         of its own) is refused with 502, not passed on.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         protocol.dataReceived(
             b"HTTP/1.1 200 OK\nSet-Cookie: session=attacker\r\nContent-Length: 2\r\n\r\nok"
         )
@@ -1227,10 +1205,7 @@ class BackendAnswerTests(ProxyTestCase):
         A header name that is not a token gives 502, not a reset client
         connection.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nX Powered: by-app\r\nContent-Length: 2\r\n\r\nok")
         self.assertTrue(client.value().startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), client.value())
         self.assertTrue(client.connected)
@@ -1281,10 +1256,7 @@ class BackendAnswerTests(ProxyTestCase):
         A backend connection paused by a slow client when its response ends
         reads again when it carries the next request.
         """
-        self.buildProxy()
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet(b"/app/1")
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
         channel.pauseProducing()
         self.assertEqual(backend.producerState, "paused")
