@@ -466,6 +466,10 @@ class _Exchange:
     def _done(self):
         self._finished = True
         self._cancelTimer()
+        # The request and the exchange refer to each other until here: let
+        # reference counting free both once the response is out, rather
+        # than the cycle collector later.
+        self.request.whenGone = None
 
 
 def frontOrigin(request):

@@ -575,6 +575,30 @@ class KeepAliveTests(ProxyTestCase):
         self.assertEqual(len(parseResponses(client.value())), 11)
         self.assertEqual(scheduled, [])
 
+    def test_requestsLeaveNoCycles(self):
+        """
+        A relayed request and its exchange are freed by reference counting
+        when the response is out: no reference cycle is left for the cycle
+        collector, which would otherwise run over them on every request.
+        """
+        channel, client, protocol, backend = self.proxiedGet()
+        protocol.dataReceived(OK)
+        gc.collect()
+        self.addCleanup(gc.enable)
+        self.addCleanup(gc.set_debug, gc.get_debug())
+        self.addCleanup(gc.garbage.clear)
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        for n in range(10):
+            channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+            protocol.dataReceived(OK)
+        self.assertEqual(len(parseResponses(client.value())), 11)
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage]
+        self.assertNotIn("ProxyRequest", left)
+        self.assertNotIn("_Exchange", left)
+        self.assertNotIn("Headers", left)
+
     def test_clientIdleTimeout(self):
         """
         An idle client connection is closed C{client_timeout} after its
