@@ -21,6 +21,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,11 @@ FOREIGN_LIMIT = 0.15
 # of retries per run, so that the run stays under 15 minutes.
 RETRIES = 2
 RETRY_BUDGET = 240
+
+# The latency rows are taken in this many rounds, the targets taking turns,
+# so that the machine's speed drifting in the meantime weighs on every
+# target alike; each target's p50 is the median of its rounds' p50s.
+LATENCY_ROUNDS = 5
 
 # Before each measurement the driver waits for other processes to go quiet,
 # within this many seconds per run in all (then it stops waiting).
@@ -233,6 +239,26 @@ def tail(path, lines=20):
             return "".join(f.readlines()[-lines:])
     except OSError:
         return ""
+
+
+def combineRounds(results):
+    """
+    One result from the results of several rounds of a measurement: counts
+    (samples, errors) are summed, every other number is the median of the
+    rounds, and C{rounds} keeps each round's result.
+
+    @return: the combined result, or L{None} when a round gave none.
+    """
+    if any(not isinstance(r, dict) for r in results):
+        return None
+    combined = {"rounds": results}
+    for name, value in results[0].items():
+        values = [r.get(name) for r in results]
+        if name in ("samples", "errors") and all(isinstance(v, int) for v in values):
+            combined[name] = sum(values)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            combined[name] = statistics.median(values)
+    return combined
 
 
 def childrenCpuSeconds():
@@ -674,43 +700,35 @@ class Bench:
         self.problems.append(entry)
         print("  !! %s / %s: %s" % (target.name, test, text), flush=True)
 
-    def measure(self, key, function):
+    def measure(self, key, function, rounds=1):
         """
         Run C{function(target)} for every target, in table order (unless
         C{--only} leaves C{key} out).
+
+        With C{rounds} above 1, the targets take turns C{rounds} times and
+        each target's result combines its rounds (L{combineRounds}): a
+        machine whose speed drifts then weighs on every target alike.
         """
         if self.options.only and key not in self.options.only:
             return
         print("%s:" % key, flush=True)
         self.results[key] = {}
+        started = {target.name: 0.0 for target in self.targets}
+        taken = {target.name: [] for target in self.targets}
+        for _ in range(rounds):
+            for target in self.targets:
+                began = time.monotonic()
+                taken[target.name].append(self._measureOnce(key, target, function))
+                started[target.name] += time.monotonic() - began
         for target in self.targets:
-            started = time.monotonic()
-            attempts = []
-            redone = 0
-            while True:
-                self.waitQuiet()
-                before = self.cpuSnapshot()
-                result = function(target)
-                foreign = self.foreignLoad(before, self.cpuSnapshot())
-                restarted = self.checkBackends(key)
-                self.checkAlive(target, key)
-                if restarted and redone < RETRIES:
-                    # A backend died under this measurement: it does not count.
-                    redone += 1
-                    continue
-                attempts.append((foreign["cores_busy"], foreign, result))
-                if not (foreign["cores_busy"] > FOREIGN_LIMIT and self.mayRetry(key, attempts)):
-                    break
-                print(
-                    "  %-12s %s: other processes used %.2f cores, again"
-                    % (target.name, summary(key, result), foreign["cores_busy"]),
-                    flush=True,
-                )
-            # The least disturbed attempt that gave a result.
-            busy, foreign, result = min(attempts, key=lambda a: (a[2] is None, a[0]))
+            attempts = taken[target.name]
+            busy = max(a[0] for a in attempts)
+            foreign = max((a[1] for a in attempts), key=lambda f: f["cores_busy"])
+            results = [a[2] for a in attempts]
+            result = results[0] if rounds == 1 else combineRounds(results)
             if isinstance(result, dict):
                 result["foreign_cpu"] = foreign
-                result["attempts"] = len(attempts)
+                result["attempts"] = sum(a[3] for a in attempts)
             self.results[key][target.name] = result
             noisy = busy > FOREIGN_LIMIT and result is not None
             print(
@@ -718,13 +736,45 @@ class Bench:
                 % (
                     target.name,
                     summary(key, result),
-                    time.monotonic() - started,
+                    started[target.name],
                     "  [other processes used %.2f cores]" % busy if noisy else "",
                 ),
                 flush=True,
             )
             if noisy:
                 self.noisy.append((key, target.name, busy))
+
+    def _measureOnce(self, key, target, function):
+        """
+        Run C{function(target)} once, again when a backend died under it
+        and (see L{mayRetry}) when other processes disturbed it.
+
+        @return: C{(cores busy, foreign load, result, attempts)} of the
+            least disturbed attempt that gave a result.
+        """
+        attempts = []
+        redone = 0
+        while True:
+            self.waitQuiet()
+            before = self.cpuSnapshot()
+            result = function(target)
+            foreign = self.foreignLoad(before, self.cpuSnapshot())
+            restarted = self.checkBackends(key)
+            self.checkAlive(target, key)
+            if restarted and redone < RETRIES:
+                # A backend died under this measurement: it does not count.
+                redone += 1
+                continue
+            attempts.append((foreign["cores_busy"], foreign, result))
+            if not (foreign["cores_busy"] > FOREIGN_LIMIT and self.mayRetry(key, attempts)):
+                break
+            print(
+                "  %-12s %s: other processes used %.2f cores, again"
+                % (target.name, summary(key, result), foreign["cores_busy"]),
+                flush=True,
+            )
+        busy, foreign, result = min(attempts, key=lambda a: (a[2] is None, a[0]))
+        return busy, foreign, result, len(attempts)
 
     def waitQuiet(self):
         """
@@ -832,8 +882,9 @@ class Bench:
             "httplat",
             lambda t: self.client(
                 "httplat", t, "--port", t.httpPort, "--path", SMALL_PATH,
-                "--samples", mode["latencySamples"], "--warmup", 200,
+                "--samples", mode["latencySamples"] // LATENCY_ROUNDS, "--warmup", 200,
             ),
+            LATENCY_ROUNDS,
         )
         self.measure(
             "wsmsgs",
@@ -846,8 +897,10 @@ class Bench:
             "wslat",
             lambda t: self.client(
                 "wslat", t, "--port", t.wsPort, "--path", WS_PATH,
-                "--samples", mode["latencySamples"], "--warmup", 200, "--size", WS_SMALL,
+                "--samples", mode["latencySamples"] // LATENCY_ROUNDS, "--warmup", 200,
+                "--size", WS_SMALL,
             ),
+            LATENCY_ROUNDS,
         )
         self.measure(
             "wsbig",
@@ -884,15 +937,25 @@ class Bench:
 
     def addedLatency(self):
         """
-        Added latency: a target's p50 minus direct's.
+        Added latency: a target's p50 minus direct's, round by round (each
+        round's pair measured minutes apart at most), the median of the
+        rounds.
         """
         for key in ("httplat", "wslat"):
             if key not in self.results:
                 continue
-            direct = (self.results[key].get("direct") or {}).get("p50_us")
+            direct = self.results[key].get("direct") or {}
+            if direct.get("p50_us") is None:
+                continue
+            directRounds = direct.get("rounds") or [direct]
             for name, result in self.results[key].items():
-                if result and direct is not None and name != "direct":
-                    result["added_p50_us"] = result["p50_us"] - direct
+                if not result or name == "direct":
+                    continue
+                added = [
+                    mine["p50_us"] - theirs["p50_us"]
+                    for mine, theirs in zip(result.get("rounds") or [result], directRounds)
+                ]
+                result["added_p50_us"] = statistics.median(added)
 
     def checkErrors(self):
         """
