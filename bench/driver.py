@@ -45,10 +45,11 @@ FOREIGN_LIMIT = 0.15
 RETRIES = 2
 RETRY_BUDGET = 240
 
-# The latency rows are taken in this many rounds, the targets taking turns,
-# so that the machine's speed drifting in the meantime weighs on every
-# target alike; each target's p50 is the median of its rounds' p50s.
-LATENCY_ROUNDS = 5
+# The rows with targets that depend on speed (small GETs, small websocket
+# messages, the two latencies) are taken in this many rounds, the targets
+# taking turns, so that the machine's speed drifting in the meantime weighs
+# on every target alike; each figure is the median of its rounds.
+ROUNDS = 5
 
 # Before each measurement the driver waits for other processes to go quiet,
 # within this many seconds per run in all (then it stops waiting).
@@ -256,6 +257,14 @@ def combineRounds(results):
         values = [r.get(name) for r in results]
         if name in ("samples", "errors") and all(isinstance(v, int) for v in values):
             combined[name] = sum(values)
+        elif all(isinstance(v, dict) for v in values):
+            # Counts by kind (wrk's errors) are summed; other tables are
+            # kept per round only.
+            counts = [n for v in values for n in v.values()]
+            if all(isinstance(n, int) for n in counts):
+                combined[name] = {
+                    kind: sum(v.get(kind, 0) for v in values) for kind in set().union(*values)
+                }
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             combined[name] = statistics.median(values)
     return combined
@@ -624,6 +633,8 @@ class Bench:
         @return: roughly how long the run takes without retries.
         """
         timed = 5 * len(self.targets) * (self.mode["seconds"] + self.mode["warmup"] + 1)
+        # The rows taken in rounds warm up once a round.
+        timed += 2 * (ROUNDS - 1) * len(self.targets) * (self.mode["warmup"] + 1)
         return timed + 60 + self.idleCount() / 100
 
     def idleCount(self):
@@ -658,9 +669,10 @@ class Bench:
             return None
         return json.loads(done.stdout)
 
-    def wrk(self, target, path, script=None):
+    def wrk(self, target, path, script=None, seconds=None):
         """
-        wrk with 1 thread and 32 connections, after a short warm-up.
+        wrk with 1 thread and 32 connections, after a short warm-up, for
+        C{seconds} (the mode's by default).
 
         @return: requests per second, errors and proxy CPU per request.
         """
@@ -678,7 +690,7 @@ class Bench:
         # The load side: wrk (a child of this process) and the HTTP backend.
         backend = children(self.backendProcs["HTTP backend (nginx)"].pid)
         cpu0, load0 = cpuSeconds(pids), cpuSeconds(backend) + childrenCpuSeconds()
-        done = run(self.mode["seconds"])
+        done = run(seconds or self.mode["seconds"])
         cpu1, load1 = cpuSeconds(pids), cpuSeconds(backend) + childrenCpuSeconds()
         result = parseWrk(done.stdout)
         if result.get("requests"):
@@ -869,7 +881,8 @@ class Bench:
         mode = self.mode
         seconds, warmup = mode["seconds"], mode["warmup"]
         timed = ["--seconds", seconds, "--warmup", warmup]
-        self.measure("smallget", lambda t: self.wrk(t, SMALL_PATH))
+        perRound = max(1, seconds // ROUNDS)
+        self.measure("smallget", lambda t: self.wrk(t, SMALL_PATH, seconds=perRound), ROUNDS)
         self.measure("post64k", lambda t: self.wrk(t, POST_PATH, "post64k.lua"))
         self.measure(
             "download",
@@ -882,25 +895,27 @@ class Bench:
             "httplat",
             lambda t: self.client(
                 "httplat", t, "--port", t.httpPort, "--path", SMALL_PATH,
-                "--samples", mode["latencySamples"] // LATENCY_ROUNDS, "--warmup", 200,
+                "--samples", mode["latencySamples"] // ROUNDS, "--warmup", 200,
             ),
-            LATENCY_ROUNDS,
+            ROUNDS,
         )
         self.measure(
             "wsmsgs",
             lambda t: self.client(
                 "wsmsgs", t, "--port", t.wsPort, "--path", WS_PATH,
-                "--conns", WS_CONNS, "--size", WS_SMALL, *timed,
+                "--conns", WS_CONNS, "--size", WS_SMALL,
+                "--seconds", perRound, "--warmup", warmup,
             ),
+            ROUNDS,
         )
         self.measure(
             "wslat",
             lambda t: self.client(
                 "wslat", t, "--port", t.wsPort, "--path", WS_PATH,
-                "--samples", mode["latencySamples"] // LATENCY_ROUNDS, "--warmup", 200,
+                "--samples", mode["latencySamples"] // ROUNDS, "--warmup", 200,
                 "--size", WS_SMALL,
             ),
-            LATENCY_ROUNDS,
+            ROUNDS,
         )
         self.measure(
             "wsbig",
