@@ -353,6 +353,11 @@ class _Exchange:
             # and an answer without a body before the end of an upload
             # (the request finishes only then).
             request.write(b"")
+        if complete:
+            # The whole body follows in this same call: no read timeout to
+            # run and nothing to pause (what the client's socket does not
+            # take waits in its transport: one read of the backend at most).
+            return
         self._armTimer(route.readTimeout, _READ_TIMEOUT)
         request.registerProducer(_ResponseProducer(self, self._connection.transport), True)
 
@@ -372,7 +377,8 @@ class _Exchange:
         if self._finished:
             return
         request = self.request
-        request.unregisterProducer()
+        if request.producer is not None:
+            request.unregisterProducer()
         self._connection = None
         if error is None:
             self._done()

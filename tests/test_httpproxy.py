@@ -344,6 +344,30 @@ class RequestAndResponseTests(ProxyTestCase):
             [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"],
         )
 
+    def test_wholeBodyNeedsNoProducer(self):
+        """
+        A response whose whole body came with its head is written at once,
+        without registering the backend connection as the client's producer
+        (nothing is left to pause); one still arriving is registered, so
+        that a slow client pauses the backend.
+        """
+        for response, registered in ((OK, 0), (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok", 1)):
+            self.buildProxy()
+            channel, client = self.connectClient()
+            channel.dataReceived(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
+            [request] = channel.requests
+            calls = []
+            register = request.registerProducer
+            request.registerProducer = lambda *a: (calls.append(a), register(*a))
+            protocol, backend = self.acceptBackend()
+            protocol.dataReceived(response)
+            self.assertEqual(len(calls), registered, response)
+            if registered:
+                protocol.dataReceived(b"ok")
+            [(status, headers, body)] = parseResponses(client.value())
+            self.assertEqual(body, b"okok" if registered else b"ok")
+            self.assertIsNone(request.producer)
+
     def test_headSentBeforeTheBody(self):
         """
         When the body is not all there, the head goes out at once: a stream
