@@ -22,6 +22,7 @@ from twisted.web.http import (
     _MalformedChunkedDataError,
 )
 
+from .headers import FRAMING, TOKEN
 from .writes import writeNow
 
 # A response head larger than this is refused (nginx's default
@@ -33,18 +34,15 @@ READ_SIZE = 262144
 
 # RFC 9110 5.1 and 5.5: a field name is a token; no control bytes but tab
 # in a status line or a field value.
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN = re.compile(TOKEN)
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 # A whole valid response head, checked in one pass; a head that does not
 # match is parsed line by line to say what is wrong with it.
 _VALID_HEAD = re.compile(
     rb"HTTP/1\.[0-9] [0-9]{3}(?: [^\x00-\x08\x0a-\x1f\x7f]*)?"
-    rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*)*"
+    rb"(?:\r\n" + TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*)*"
 )
-
-# Fields that frame the response: the only ones the connection reads.
-_FRAMING = frozenset([b"content-length", b"transfer-encoding", b"connection"])
 
 # Statuses whose responses never have a body (RFC 9110 6.4.1).
 NO_BODY = frozenset([204, 304])
@@ -260,7 +258,7 @@ class BackendConnection(Protocol):
         close = version == b"HTTP/1.0"
         for name, value in fields:
             lower = name.lower()
-            if lower not in _FRAMING:
+            if lower not in FRAMING:
                 continue
             if lower == b"content-length" and value.isdigit():
                 length = int(value)

@@ -33,6 +33,13 @@ _REPLACED_ON_REQUEST = frozenset(
 # URL of the proxy (Apache ProxyPassReverse rewrites the same three).
 URL_HEADERS = frozenset([b"location", b"content-location", b"uri"])
 
+# The fields that frame a message on its connection, which the proxy always
+# writes itself.
+FRAMING = frozenset([b"content-length", b"transfer-encoding", b"connection"])
+
+# A field name (RFC 9110 5.1 and 5.6.2), as a regular expression.
+TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+
 # Response fields the client does not get as the backend sent them.
 _NOT_RELAYED = HOP_BY_HOP | {b"content-length"}
 

@@ -255,7 +255,9 @@ class _Exchange:
             if connection is not None:
                 self._connected(connection)
                 return
-        self._pending = self._pool.connection(route.backend, route.connectTimeout, fresh)
+        # No idle connection to take (or none wanted): a new one, or the
+        # next one freed when the backend's connection limit is reached.
+        self._pending = self._pool.connection(route.backend, route.connectTimeout, fresh=True)
         self._pending.addCallbacks(self._connected, self._connectFailed)
 
     def _connectFailed(self, reason):
@@ -339,12 +341,7 @@ class _Exchange:
         request = self.request
         route = self._route
         request.setResponseCode(code, phrase)
-        request.relayedFields = rules.responseFields(
-            fields,
-            route.backend.origin(route.backend.httpScheme),
-            frontOrigin(request),
-            route.reverse,
-        )
+        request.relayedFields = relayedFields(request, route, fields)
         if length is not None and code not in NO_BODY_CODES:
             request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % length])
         if not complete or self._body is not None:
@@ -490,6 +487,16 @@ def frontOrigin(request):
     if b":" in address:
         address = b"[" + address + b"]"
     return request.scheme + b"://" + address + b":" + request.localPort
+
+
+def relayedFields(request, route, fields):
+    """
+    The fields of a backend's response that the client gets (see
+    L{proxyws.headers.responseFields}), for C{request} on C{route}.
+    """
+    return rules.responseFields(
+        fields, route.backend.origin(route.backend.httpScheme), frontOrigin(request), route.reverse
+    )
 
 
 def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):

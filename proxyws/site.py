@@ -22,6 +22,7 @@ from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.server import Request, Site
 
 from .accesslog import formatCombined, requestLine
+from .headers import FRAMING, TOKEN
 from .httpproxy import RequestBody
 from .timers import Deadline
 from .tls import peerSubject
@@ -31,15 +32,12 @@ from .writes import writeNow
 # a token method, a target of printable ASCII, HTTP/1.0 or 1.1, and header
 # lines of a token name and a value with no NUL (no continuation lines).
 _PLAIN_HEAD = re.compile(
-    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP/1\.[01])"
-    rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00\r\n]*)*)"
+    rb"(" + TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])"
+    rb"((?:\r\n" + TOKEN + rb":[^\x00\r\n]*)*)"
 )
 
 # Header names that announce a request body.
 _BODY_HEADERS = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:")
-
-# Headers of the response's framing, which the proxy always writes itself.
-_FRAMING = frozenset([b"content-length", b"transfer-encoding", b"connection"])
 
 
 def _within(address, networks):
@@ -422,7 +420,7 @@ class ProxyChannel(HTTPChannel):
         ownNames = None
         for name, _ in own:
             lower = name.lower()
-            if lower not in _FRAMING:
+            if lower not in FRAMING:
                 ownNames = ownNames or set()
                 ownNames.add(lower)
         lines = [version, b" ", code, b" ", reason, b"\r\n"]

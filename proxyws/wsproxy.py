@@ -21,10 +21,9 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketServerFa
 from autobahn.websocket.types import ConnectingRequest
 from twisted.web.server import NOT_DONE_YET
 
-from . import headers as rules
 from . import wscompress
 from .errors import BadGateway, BadRequest, Forbidden, GatewayTimeout
-from .httpproxy import _connectError, backendRequestHeaders, errorPage
+from .httpproxy import _connectError, backendRequestHeaders, errorPage, relayedFields
 from .logs import ProxyLogger
 from .pool import backendEndpoint
 from .routing import hostMatches, hostOfHeader
@@ -289,10 +288,7 @@ class Relay:
             errorPage(request, BadGateway("the backend answered the websocket handshake with garbage"))
             return
         request.setResponseCode(code, phrase)
-        for name, value in fields:
-            lower = name.lower()
-            if lower not in rules.HOP_BY_HOP and lower != b"content-length":
-                request.responseHeaders.addRawHeader(name, value)
+        request.relayedFields = relayedFields(request, self._route, fields)
         request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
         request.write(body)
         request.finish()

@@ -10,6 +10,8 @@ import collections
 import datetime
 import ipaddress
 import os
+import ssl
+import warnings
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -196,3 +198,38 @@ def writePair(directory, stem, pair, chain=(), passphrase=None):
         writeFile(directory, stem + ".crt", certificatePem(pair.certificate, *chain)),
         writeFile(directory, stem + ".key", keyPem(pair.key, passphrase)),
     )
+
+
+def clientContext(
+    authority, maximum=None, minimum=None, alpn=("http/1.1",), certificate=None, ciphers=None
+):
+    """
+    A Python C{ssl} client context that verifies the server's chain against
+    C{authority} but not its name (the tests check the name themselves).
+
+    @param authority: the L{makeAuthority} result trusted.
+    @param maximum: the highest C{ssl.TLSVersion} to offer.
+    @param minimum: the lowest C{ssl.TLSVersion} to offer.
+    @param alpn: the ALPN protocols to offer.
+    @param certificate: C{(cert path, key path)} of a client certificate.
+    @param ciphers: an OpenSSL cipher list (TLS 1.2 and below).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(cadata=certificatePem(authority.certificate).decode())
+    with warnings.catch_warnings():
+        # Python deprecates TLS 1.0 and 1.1; offering them is the point.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if minimum is not None:
+            # OpenSSL 3 needs security level 0 to offer TLS 1.0 and 1.1 at all.
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+            context.minimum_version = minimum
+        if maximum is not None:
+            context.maximum_version = maximum
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    if certificate is not None:
+        context.load_cert_chain(*certificate)
+    return context

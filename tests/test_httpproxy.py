@@ -170,15 +170,15 @@ class ProxyTestCase(SynchronousTestCase):
         protocol.makeConnection(transport)
         return protocol, transport
 
-    def proxiedGet(self, target=b"/app/x"):
+    def proxiedGet(self, target=b"/app/x", server=""):
         """
-        Build the proxy, open a client connection, send a GET of C{target}
-        and accept the backend connection it makes.
+        Build the proxy (with C{server} lines), open a client connection,
+        send a GET of C{target} and accept the backend connection it makes.
 
         @return: C{(channel, client transport, backend protocol, backend
             transport)}.
         """
-        self.buildProxy()
+        self.buildProxy(server)
         channel, client = self.connectClient()
         channel.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
         protocol, backend = self.acceptBackend()
@@ -651,15 +651,11 @@ class KeepAliveTests(ProxyTestCase):
         timed call of theirs is left on the reactor (which would keep them
         in memory until it fired).
         """
-        self.buildProxy()
-        before = len(self.reactor.getDelayedCalls())
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         protocol.dataReceived(OK)
         client.loseConnection()
         backend.loseConnection()
-        self.assertEqual(len(self.reactor.getDelayedCalls()), before)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_connectionsClosedByThePoolLeaveNoCalls(self):
         """
@@ -667,25 +663,17 @@ class KeepAliveTests(ProxyTestCase):
         closing when taken) leave no timed call behind, and nothing keeps
         their requests in memory.
         """
-        self.buildProxy(server="backend_keepalive = 0")
-        before = len(self.reactor.getDelayedCalls())
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        channel, client, protocol, backend = self.proxiedGet(server="backend_keepalive = 0")
         request = weakref.ref(channel.requests[0])
-        protocol, backend = self.acceptBackend()
         protocol.dataReceived(OK)
         self.assertFalse(backend.connected)
         client.loseConnection()
-        self.assertEqual(len(self.reactor.getDelayedCalls()), before)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
         del channel, client, protocol, backend
         gc.collect()
         self.assertIsNone(request())
 
-        self.buildProxy()
-        before = len(self.reactor.getDelayedCalls())
-        channel, client = self.connectClient()
-        channel.dataReceived(b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n")
-        protocol, backend = self.acceptBackend()
+        channel, client, protocol, backend = self.proxiedGet()
         protocol.dataReceived(OK)
         backend.disconnecting = True
         channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -694,7 +682,7 @@ class KeepAliveTests(ProxyTestCase):
         client.loseConnection()
         backend.loseConnection()
         backend2.loseConnection()
-        self.assertEqual(len(self.reactor.getDelayedCalls()), before)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_maxConnections(self):
         """

@@ -13,13 +13,11 @@ import shutil
 import socket
 import struct
 import tempfile
-import time
 
 import attr
 import bcrypt
 from passlib.hash import sha512_crypt
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
@@ -27,13 +25,12 @@ from .helpers import rawRequest, startBackend, startProxy
 from .wsbackends import (
     CLOSE,
     TEXT,
-    WAIT,
     EchoBackend,
     closePayload,
     connectRaw,
     encodeFrame,
-    reactor,
     upgradeRequest,
+    waitUntil,
 )
 
 # The users of the test htpasswd file: name -> (password, how it is hashed).
@@ -175,20 +172,6 @@ def portOf(service, index):
     @return: the port number of the C{index}th listener of C{service}.
     """
     return service.ports[index].getHost().port
-
-
-@inlineCallbacks
-def waitUntil(predicate, timeout=WAIT, step=0.01):
-    """
-    Poll C{predicate} on the reactor until it is true.
-
-    @raise AssertionError: after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %r" % (predicate,))
-        yield deferLater(reactor(), step, lambda: None)
 
 
 class Recorder(Resource):

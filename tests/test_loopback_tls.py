@@ -19,7 +19,7 @@ import shutil
 import socket
 import ssl
 import tempfile
-import warnings
+from functools import partial
 
 import attr
 from cryptography import x509
@@ -55,6 +55,9 @@ from .wsbackends import (
 # Made once per module: the CA that signs the proxy's and the backends'
 # certificates, a CA nobody trusts, and the CA of client certificates.
 CA = certs.makeAuthority("proxyws loopback CA")
+
+# A client context trusting CA (see certs.clientContext).
+clientContext = partial(certs.clientContext, authority=CA)
 STRANGER_CA = certs.makeAuthority("a CA nobody trusts")
 CLIENT_CA = certs.makeAuthority("proxyws client CA")
 
@@ -83,34 +86,6 @@ def sanNames(certificate):
     """
     extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     return extension.value.get_values_for_type(x509.DNSName)
-
-
-def clientContext(authority=CA, certificate=None, maximum=None, minimum=None):
-    """
-    A Python C{ssl} client context that verifies the server's chain against
-    C{authority}; the host name is checked by the tests themselves, since
-    some of them look at the certificate an unknown name gets.
-
-    @param certificate: C{(cert path, key path)} of a client certificate.
-    @param maximum: the highest C{ssl.TLSVersion} to offer.
-    @param minimum: the lowest C{ssl.TLSVersion} to offer.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.load_verify_locations(cadata=certs.certificatePem(authority.certificate).decode())
-    with warnings.catch_warnings():
-        # Python deprecates TLS 1.0 and 1.1; offering them is the point.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if minimum is not None:
-            # OpenSSL 3 offers TLS 1.0 and 1.1 only at security level 0.
-            context.set_ciphers("DEFAULT:@SECLEVEL=0")
-            context.minimum_version = minimum
-        if maximum is not None:
-            context.maximum_version = maximum
-    context.set_alpn_protocols(["http/1.1"])
-    if certificate is not None:
-        context.load_cert_chain(*certificate)
-    return context
 
 
 @attr.s(frozen=True)

@@ -33,6 +33,7 @@ from .wsbackends import (
     reactor,
     startSocketBackend,
     upgradeRequest,
+    waitUntil,
 )
 
 # Client-initiated closes: what the client sends -> what the backend must
@@ -77,20 +78,6 @@ def statusLine(response):
     @return: the first line of a raw HTTP response.
     """
     return response.split(b"\r\n", 1)[0]
-
-
-@inlineCallbacks
-def waitUntil(predicate, timeout=WAIT, step=0.01):
-    """
-    Poll C{predicate} on the reactor until it is true.
-
-    @raise AssertionError: after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %r" % (predicate,))
-        yield deferLater(reactor(), step, lambda: None)
 
 
 class RelayTestCase(TestCase):
@@ -364,6 +351,19 @@ class RefusalTests(TestCase):
         )
         self.assertEqual(len(log.lines), 3)
         self.assertEqual(backend.handshakes, [])
+
+    @inlineCallbacks
+    def test_backendRedirectMappedBack(self):
+        """
+        A backend redirecting the upgrade to a URL of its own: the client
+        gets the redirect with C{Location} mapped to the proxy, as for any
+        relayed response.
+        """
+        backend = EchoBackend(self)
+        service, port, log = startProxy(self, proxyConfig(0, route=wsRoute(backend.port)))
+        response = yield rawRequest(port, upgradeThenClose(b"/refuse/302"))
+        self.assertEqual(statusLine(response).split(b" ")[1], b"302")
+        self.assertIn(b"\r\nLocation: http://127.0.0.1/login\r\n", response)
 
     @inlineCallbacks
     def test_backendDown(self):

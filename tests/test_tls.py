@@ -16,7 +16,7 @@ import shutil
 import socket
 import ssl
 import tempfile
-import warnings
+from functools import partial
 
 import attr
 from cryptography import x509
@@ -49,6 +49,9 @@ UTC = datetime.timezone.utc
 
 # Made once: key generation is quick, but there is no need to repeat it.
 CA = certs.makeAuthority()
+
+# A client context trusting CA (see certs.clientContext).
+clientContext = partial(certs.clientContext, authority=CA)
 OTHER_CA = certs.makeAuthority("another CA")
 CLIENT = certs.makeCertificate(CA, ["alice"], client=True)
 CLIENT_SUBJECT = "CN=alice,O=proxyws tests"
@@ -683,37 +686,6 @@ def _exchange(port, context, serverName, session):
                 )
         except (ssl.SSLError, OSError) as e:
             return Outcome(error=e)
-
-
-def clientContext(
-    maximum=None, minimum=None, alpn=("http/1.1",), certificate=None, ciphers=None,
-    authority=CA,
-):
-    """
-    A Python C{ssl} client context that verifies the server's chain against
-    C{authority} but not its name (the tests check the name themselves).
-
-    @param certificate: C{(cert path, key path)} of a client certificate.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.load_verify_locations(cadata=certs.certificatePem(authority.certificate).decode())
-    with warnings.catch_warnings():
-        # Python deprecates TLS 1.0 and 1.1; offering them is the point.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if minimum is not None:
-            # OpenSSL 3 needs security level 0 to offer TLS 1.0 and 1.1 at all.
-            context.set_ciphers("DEFAULT:@SECLEVEL=0")
-            context.minimum_version = minimum
-        if maximum is not None:
-            context.maximum_version = maximum
-    if ciphers is not None:
-        context.set_ciphers(ciphers)
-    if alpn:
-        context.set_alpn_protocols(list(alpn))
-    if certificate is not None:
-        context.load_cert_chain(*certificate)
-    return context
 
 
 class ServerMixin(FilesMixin):

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import os
 import struct
+import time
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import (
@@ -22,9 +23,16 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
-from twisted.internet.defer import Deferred, DeferredList, DeferredQueue, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    DeferredQueue,
+    inlineCallbacks,
+    succeed,
+)
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 
 from .helpers import CountingSite
@@ -55,6 +63,20 @@ def reactor():
     from twisted.internet import reactor
 
     return reactor
+
+
+@inlineCallbacks
+def waitUntil(predicate, timeout=WAIT, step=0.01):
+    """
+    Poll C{predicate} on the reactor until it is true.
+
+    @raise AssertionError: after C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %r" % (predicate,))
+        yield deferLater(reactor(), step, lambda: None)
 
 
 def acceptKey(key):
@@ -309,7 +331,8 @@ class EchoFactory(WebSocketServerFactory):
 class BackendRoot(Resource):
     """
     The echo backend's site: websocket upgrades go to the echo server, except
-    under C{/refuse/<code>}, which answers that status; plain requests get a
+    under C{/refuse/<code>}, which answers that status (a redirect to this
+    backend's C{/login} for a 3xx); plain requests get a
     C{text/plain} answer naming their method and target.
     """
 
@@ -328,6 +351,10 @@ class BackendRoot(Resource):
             if parts[1:2] == [b"refuse"]:
                 request.setResponseCode(int(parts[2]))
                 request.setHeader(b"X-Refused-By", b"backend")
+                if 300 <= request.code < 400:
+                    request.setHeader(
+                        b"Location", b"http://127.0.0.1:%d/login" % request.getHost().port
+                    )
                 return b"refused by the backend"
             return self._webSocket.render(request)
         request.setHeader(b"Content-Type", b"text/plain")
