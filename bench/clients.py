@@ -172,20 +172,37 @@ def httpLatency(args):
         args.host.encode(),
         args.port,
     )
+
+    def roundTrip():
+        sock.sendall(request)
+        return reader.read()[0] == 200
+
+    result = timedRoundTrips(args, roundTrip)
+    sock.close()
+    return result
+
+
+def timedRoundTrips(args, roundTrip):
+    """
+    Time C{--warmup} + C{--samples} calls of C{roundTrip()} (which returns
+    whether the answer was right), within C{--timeout} seconds; the warm-up
+    calls are not kept.
+
+    @return: the percentiles of the kept times and the count of wrong
+        answers.
+    """
     samples, errors = [], 0
     deadline = time.monotonic() + args.timeout
     for i in range(args.warmup + args.samples):
         if time.monotonic() > deadline:
             break
         start = time.perf_counter()
-        sock.sendall(request)
-        status, _ = reader.read()
+        right = roundTrip()
         elapsed = time.perf_counter() - start
-        if status != 200:
+        if not right:
             errors += 1
         if i >= args.warmup:
             samples.append(elapsed)
-    sock.close()
     return dict(percentiles(samples), errors=errors)
 
 
@@ -442,12 +459,9 @@ def wsLatency(args):
     pending = head.partition(b"\r\n\r\n")[2]
     frame = clientFrame(TEXT, b"x" * args.size)
     reader = FrameReader()
-    samples, errors = [], 0
-    deadline = time.monotonic() + args.timeout
-    for i in range(args.warmup + args.samples):
-        if time.monotonic() > deadline:
-            break
-        start = time.perf_counter()
+
+    def roundTrip():
+        nonlocal pending
         sock.sendall(frame)
         events = reader.feed(pending) if pending else []
         pending = b""
@@ -456,14 +470,12 @@ def wsLatency(args):
             if not data:
                 raise ConnectionError("closed during the echo")
             events = reader.feed(data)
-        elapsed = time.perf_counter() - start
-        if events != [(TEXT, args.size)]:
-            errors += 1
-        if i >= args.warmup:
-            samples.append(elapsed)
+        return events == [(TEXT, args.size)]
+
+    result = timedRoundTrips(args, roundTrip)
     sock.sendall(clientFrame(CLOSE, closePayload(1000)))
     sock.close()
-    return dict(percentiles(samples), errors=errors)
+    return result
 
 
 async def handshakes(args):
