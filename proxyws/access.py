@@ -24,6 +24,8 @@ import attr
 import bcrypt
 from passlib.hash import apr_md5_crypt, sha256_crypt, sha512_crypt
 
+from .errors import AccessRuleError
+
 ALLOW_DENY = "allow,deny"
 DENY_ALLOW = "deny,allow"
 
@@ -92,23 +94,6 @@ _BCRYPT_MAX = 72
 
 # Cost of the dummy hash checked for an unknown user of an empty file.
 _DEFAULT_BCRYPT_COST = 5
-
-
-class AccessRuleError(ValueError):
-    """
-    An address rule that cannot be used.
-
-    C{str(error)} is the message alone, such as C{"'10.0.0.300/8' is not an IP
-    address, a CIDR such as '10.0.0.0/8', or 'all'"}.
-
-    @ivar keyPath: where the bad value is, such as C{"access.allow[2]"}.
-    @ivar message: what is wrong, and what was expected.
-    """
-
-    def __init__(self, keyPath, message):
-        self.keyPath = keyPath
-        self.message = message
-        super().__init__(message)
 
 
 @attr.s(frozen=True, slots=True)

@@ -11,108 +11,31 @@ parser and several wrapper objects per request; on the proxy's hot path
 this one object per connection does it with plain method calls.
 """
 
-import re
-
 from OpenSSL.SSL import Error as SSLError
 from service_identity import VerificationError
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
-from twisted.web.http import (
-    _ChunkedTransferDecoder,
-    _IdentityTransferDecoder,
-    _MalformedChunkedDataError,
-)
 
-from .headers import FRAMING, TOKEN
-from .writes import writeNow
-
-# A response head larger than this is refused (nginx's default
-# proxy_buffer_size is 4-8 KiB; large cookies need more).
-MAX_HEAD = 65536
+from .errors import BadResponse, ConnectionLost
+from .heads import CHUNKED, LENGTH, NONE, findHeadEnd, parseResponseHead, responseFraming
+from .internals import ChunkedDecoder, IdentityDecoder, MalformedChunkedData, writeNow
 
 # Bytes read from a backend socket at once.
 READ_SIZE = 262144
 
-# RFC 9110 5.1 and 5.5: a field name is a token; no control bytes but tab
-# in a status line or a field value.
-_TOKEN = re.compile(TOKEN)
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-# A whole valid response head, checked in one pass; a head that does not
-# match is parsed line by line to say what is wrong with it.
-_VALID_HEAD = re.compile(
-    rb"HTTP/1\.[0-9] [0-9]{3}(?: [^\x00-\x08\x0a-\x1f\x7f]*)?"
-    rb"(?:\r\n" + TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*)*"
-)
-
-# Statuses whose responses never have a body (RFC 9110 6.4.1).
-NO_BODY = frozenset([204, 304])
+# Interim (1xx) responses taken before the final one; more is a backend
+# that never answers, flooding the client.
+MAX_INTERIM = 16
 
 
-class BadResponse(Exception):
+def _lost(responded, reason):
     """
-    The backend's answer is not an HTTP/1.x response the proxy can relay.
+    The L{ConnectionLost} for a connection that closed with C{reason}.
     """
-
-
-class ConnectionLost(Exception):
-    """
-    The connection closed before the response was complete.
-
-    @ivar responded: whether any of the response had arrived.
-    """
-
-    def __init__(self, responded, reason=None):
-        """
-        @param reason: the L{Failure} the connection was lost with.
-        """
-        detail = reason.getErrorMessage() if reason is not None else ""
-        Exception.__init__(self, "the backend closed the connection" + (": " + detail if detail else ""))
-        self.responded = responded
-        # OpenSSL refuses a certificate it cannot verify; service-identity
-        # one issued for another name.
-        self.tlsFailed = reason is not None and reason.check(SSLError, VerificationError) is not None
-
-
-def parseHead(head):
-    """
-    Parse a response head.
-
-    @param head: the bytes before the blank line.
-    @return: C{(version, code, phrase, fields)} with C{fields} a list of
-        C{(name, value)} in the order received.
-    @raise BadResponse: when it is not a valid response head.
-    """
-    lines = head.split(b"\r\n")
-    if _VALID_HEAD.fullmatch(head) is not None:
-        version, code, phrase = (lines[0] + b" ").split(b" ", 2)
-        return (
-            version,
-            int(code),
-            phrase[:-1],
-            [(name, value.strip(b" \t")) for name, _, value in map(_splitField, lines[1:])],
-        )
-    parts = lines[0].split(b" ", 2)
-    if (
-        len(parts) < 2
-        or not parts[0].startswith(b"HTTP/1.")
-        or len(parts[1]) != 3
-        or not parts[1].isdigit()
-        or _CONTROL.search(lines[0])
-    ):
-        # A bare LF or other control byte in the status line would reach
-        # the client as a line of its own (response splitting).
-        raise BadResponse("invalid status line {!r}".format(lines[0][:100]))
-    fields = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
-            raise BadResponse("invalid header line {!r}".format(line[:100]))
-        fields.append((name, value.strip(b" \t")))
-    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b"", fields
-
-
-def _splitField(line):
-    return line.partition(b":")
+    # OpenSSL refuses a certificate it cannot verify; service-identity
+    # one issued for another name.
+    tlsFailed = reason is not None and reason.check(SSLError, VerificationError) is not None
+    return ConnectionLost(responded, reason, tlsFailed)
 
 
 class _ChunkedWriter:
@@ -149,9 +72,15 @@ class BackendConnection(Protocol):
 
     States:
       - idle: no exchange; the pool may lend it out;
-      - head: a request was sent, reading the response head;
+      - head: a request was sent, reading the response head (and any
+        interim 1xx heads before it);
       - body: relaying the response body;
       - closed: the connection is gone.
+
+    The exchange it carries receives, in this order: C{interim(head)} for
+    each 1xx response, C{responded(head, length, complete)} once, then
+    C{bodyReceived(data)} any number of times and C{bodyEnded(error)}; or
+    C{requestFailed(error, responded)} when no whole head came.
 
     @ivar reused: whether it has carried an exchange before.
     @ivar idle: whether it can take an exchange now.
@@ -168,8 +97,11 @@ class BackendConnection(Protocol):
 
     def __init__(self):
         self._exchange = None
+        self._method = None
         self._buffer = b""
         self._decoder = None
+        self._untilClose = False
+        self._interim = 0
         self._persistent = True
         self._bodySent = True
 
@@ -183,20 +115,20 @@ class BackendConnection(Protocol):
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = READ_SIZE
 
-    def send(self, exchange, head, body):
+    def send(self, exchange, method, head, body):
         """
         Send one request.
 
-        @param exchange: receives C{responded(code, phrase, fields, length,
-            complete)},
-            C{bodyReceived(data)} and C{bodyEnded(error)}.
+        @param exchange: receives the response (see the class docstring).
+        @param method: the request's method (a C{HEAD} answer has no body).
         @param head: the request line and headers, ending with the blank
             line (C{Content-Length} or C{Transfer-Encoding} included).
         @param body: a L{proxyws.httpproxy.RequestBody}, or L{None}.
         """
         self.idle = False
         self._exchange = exchange
-        self._head = exchange.request.method == b"HEAD"
+        self._method = method
+        self._interim = 0
         writeNow(self.transport, head)
         if body is not None:
             self._bodySent = False
@@ -221,74 +153,56 @@ class BackendConnection(Protocol):
         if self._decoder is not None:
             try:
                 self._decoder.dataReceived(data)
-            except _MalformedChunkedDataError:
-                exchange, self._exchange = self._exchange, None
-                self._decoder = None
-                self.transport.abortConnection()
-                exchange.bodyEnded(BadResponse("invalid chunked response body"))
+            except MalformedChunkedData:
+                self._brokenBody(BadResponse("invalid chunked response body"))
             return
         if self._exchange is None:
             # Nothing was asked: the backend is not speaking HTTP/1.1.
             self.transport.abortConnection()
             return
         self._buffer += data
-        self._readHead()
+        try:
+            self._readHead()
+        except BadResponse as e:
+            exchange, self._exchange = self._exchange, None
+            self.transport.abortConnection()
+            exchange.requestFailed(e, responded=True)
 
     def _readHead(self):
-        while True:
-            end = self._buffer.find(b"\r\n\r\n")
+        while self._exchange is not None:
+            end = findHeadEnd(self._buffer)
             if end < 0:
-                if len(self._buffer) > MAX_HEAD:
-                    self._bad(BadResponse("response head larger than {} bytes".format(MAX_HEAD)))
                 return
-            head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
-            try:
-                version, code, phrase, fields = parseHead(head)
-            except BadResponse as e:
-                self._bad(e)
+            head = parseResponseHead(self._buffer[:end])
+            self._buffer = self._buffer[end + 4 :]
+            if head.code >= 200 or head.code == 101:
+                self._startBody(head, responseFraming(head, self._method))
                 return
-            if 100 <= code < 200 and code != 101:
-                continue  # an interim response: the real one follows
-            break
-        self._startBody(version, code, phrase, fields)
+            self._interim += 1
+            if self._interim > MAX_INTERIM:
+                raise BadResponse("more than {} interim responses".format(MAX_INTERIM))
+            self._exchange.interim(head)
 
-    def _startBody(self, version, code, phrase, fields):
-        length = None
-        chunked = False
-        close = version == b"HTTP/1.0"
-        for name, value in fields:
-            lower = name.lower()
-            if lower not in FRAMING:
-                continue
-            if lower == b"content-length" and value.isdigit():
-                length = int(value)
-            elif lower == b"transfer-encoding":
-                chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
-            elif lower == b"connection":
-                tokens = value.lower().replace(b" ", b"").split(b",")
-                close = b"close" in tokens or (close and b"keep-alive" not in tokens)
-        self._persistent = not close
+    def _startBody(self, head, framing):
+        self._persistent = framing.persistent
         exchange = self._exchange
-        if self._head or code in NO_BODY or code < 200:
-            exchange.responded(code, phrase, fields, length if self._head else None, True)
+        if framing.kind is NONE:
+            exchange.responded(head, framing.declared, True)
             self._bodyDone(b"")
             return
-        if chunked:
-            decoder = _ChunkedTransferDecoder(exchange.bodyReceived, self._bodyDone)
-            length = None
-        elif length is not None:
-            decoder = _IdentityTransferDecoder(length, exchange.bodyReceived, self._bodyDone)
+        length = framing.length
+        if framing.kind is CHUNKED:
+            decoder = ChunkedDecoder(exchange.bodyReceived, self._bodyDone)
+        elif framing.kind is LENGTH:
+            decoder = IdentityDecoder(length, exchange.bodyReceived, self._bodyDone)
         else:
             # The body runs to the end of the connection.
-            self._persistent = False
             decoder = _UntilClose(exchange.bodyReceived)
         self._decoder = decoder
-        exchange.responded(
-            code, phrase, fields, length, length is not None and len(self._buffer) >= length
-        )
+        exchange.responded(head, length, length is not None and len(self._buffer) >= length)
         rest, self._buffer = self._buffer, b""
         if rest and self._decoder is decoder:
-            decoder.dataReceived(rest)
+            self.dataReceived(rest)
         elif length == 0:
             decoder.dataReceived(b"")
 
@@ -310,6 +224,12 @@ class BackendConnection(Protocol):
                 self._persistent = False
                 self.transport.loseConnection()
 
+    def _brokenBody(self, error):
+        exchange, self._exchange = self._exchange, None
+        self._decoder = None
+        self.transport.abortConnection()
+        exchange.bodyEnded(error)
+
     def _release(self):
         self.reused = True
         self.idle = True
@@ -317,21 +237,16 @@ class BackendConnection(Protocol):
         # next exchange must find it reading.
         self.transport.resumeProducing()
         if self._persistent and self.pool is not None:
-            self.pool._quiescent(self)
+            self.pool.release(self)
         else:
             self.transport.loseConnection()
-
-    def _bad(self, error):
-        exchange, self._exchange = self._exchange, None
-        self.transport.abortConnection()
-        exchange.requestFailed(error, responded=True)
 
     def connectionLost(self, reason):
         """
         The connection closed: end or fail the exchange in progress.
         """
         if self.pool is not None:
-            self.pool._lost(self)
+            self.pool.lost(self)
         if self.deadline is not None:
             # Whoever started it last is done with it: let the reactor
             # forget it (and what its callback holds) now.
@@ -341,14 +256,15 @@ class BackendConnection(Protocol):
         decoder, self._decoder = self._decoder, None
         if exchange is None:
             return
-        if decoder is not None and isinstance(decoder, _UntilClose):
+        if decoder.__class__ is _UntilClose and reason.check(ConnectionDone):
+            # A body delimited by the close, closed cleanly: complete.
             exchange.bodyEnded(None)
         elif decoder is not None:
-            exchange.bodyEnded(ConnectionLost(True, reason))
+            # Cut short, or reset: the client must not take it as whole.
+            exchange.bodyEnded(_lost(True, reason))
         else:
-            exchange.requestFailed(
-                ConnectionLost(bool(self._buffer), reason), responded=bool(self._buffer)
-            )
+            responded = bool(self._buffer) or self._interim > 0
+            exchange.requestFailed(_lost(responded, reason), responded=responded)
 
 
 class _UntilClose:

@@ -28,6 +28,7 @@ from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from .errors import BadArgument
 from .logs import ProxyLogger
 
 __all__ = ["demoResource", "demoSite"]
@@ -60,12 +61,6 @@ PROXY_HEADER_PREFIX = "x-forwarded-"
 
 # /status/<code> serves only final statuses; anything else is a 404.
 STATUS_RANGE = range(200, 600)
-
-
-class BadArgument(ValueError):
-    """
-    A query argument is malformed or out of range: a 400 response.
-    """
 
 
 class DemoRequest(Request):

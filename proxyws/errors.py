@@ -1,10 +1,16 @@
 """
-The errors of proxyws, in one hierarchy.
+The errors of proxyws, in one hierarchy, and the error page that answers
+them.
 
 A L{ConfigError} stops start-up with one readable line.  An error that becomes
 an HTTP response to the client carries its status and a short plain-text
-explanation (the idea of h11's C{error_status_hint}).
+explanation (the idea of h11's C{error_status_hint}); L{errorPage} sends it.
+The other errors say what went wrong with a backend connection or a
+websocket stream, for the module that turns them into a status or a close
+code.
 """
+
+from twisted.web.http import datetimeToString
 
 
 class ProxyError(Exception):
@@ -130,3 +136,96 @@ class ServiceUnavailable(ResponseError):
 
     status = 503
     phrase = b"Service Unavailable"
+
+
+class AccessRuleError(ProxyError, ValueError):
+    """
+    An address rule that cannot be used.
+
+    C{str(error)} is the message alone, such as C{"'10.0.0.300/8' is not an IP
+    address, a CIDR such as '10.0.0.0/8', or 'all'"}.
+
+    @ivar keyPath: where the bad value is, such as C{"access.allow[2]"}.
+    @ivar message: what is wrong, and what was expected.
+    """
+
+    def __init__(self, keyPath, message):
+        self.keyPath = keyPath
+        self.message = message
+        super().__init__(message)
+
+
+class BadResponse(ProxyError):
+    """
+    The backend's answer is not an HTTP/1.1 response the proxy can relay:
+    the client gets 502 if nothing was sent to it yet.
+    """
+
+
+class ConnectionLost(ProxyError):
+    """
+    The backend connection closed before the response was complete.
+
+    @ivar responded: whether any of the response had arrived.
+    @ivar tlsFailed: whether the TLS handshake or the certificate check
+        failed.
+    """
+
+    def __init__(self, responded, reason=None, tlsFailed=False):
+        """
+        @param reason: the L{twisted.python.failure.Failure} the connection
+            was lost with, or L{None}.
+        """
+        detail = reason.getErrorMessage() if reason is not None else ""
+        ProxyError.__init__(
+            self, "the backend closed the connection" + (": " + detail if detail else "")
+        )
+        self.responded = responded
+        self.tlsFailed = tlsFailed
+
+
+class MessageTooBig(ProxyError):
+    """
+    A websocket data frame makes its message larger than the route allows.
+
+    @ivar offset: where that frame's header starts in the bytes fed, or -1
+        when part of it came with earlier bytes.
+    """
+
+    def __init__(self, offset):
+        ProxyError.__init__(self, offset)
+        self.offset = offset
+
+
+class BadFrame(ProxyError, ValueError):
+    """
+    A websocket frame header that no peer may send (close 1002).
+    """
+
+
+class BadArgument(ProxyError, ValueError):
+    """
+    A query argument of the demo backend is malformed or out of range: a
+    400 response.
+    """
+
+
+def errorPage(request, error):
+    """
+    Answer C{request} with the status of a L{ResponseError} and a short
+    plain-text body saying what went wrong.
+
+    @param request: a L{proxyws.site.ProxyRequest} whose response has not
+        started.
+    @param error: a L{ResponseError}.
+    """
+    body = "{} {}\n\n{}\n".format(
+        error.status, error.phrase.decode("ascii"), error.detail
+    ).encode("utf-8")
+    request.setResponseCode(error.status, error.phrase)
+    headers = request.responseHeaders
+    headers.setRawHeaders(b"Date", [datetimeToString()])
+    headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+    headers.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
+    request.write(body)
+    request.finish()

@@ -10,8 +10,7 @@ from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from .access import Htpasswd, allowed, challenge, parseBasicAuth
-from .errors import ConfigError, Forbidden, Unauthorized
-from .httpproxy import errorPage
+from .errors import ConfigError, Forbidden, Unauthorized, errorPage
 from .interfaces import IGate
 from .logs import ProxyLogger
 

@@ -1,5 +1,5 @@
 """
-The HTTP proxy path: one L{ReverseProxyResource} per route, relaying each
+The HTTP proxy path: one L{HTTPRouteHandler} per route, relaying each
 request to its backend over a pooled HTTP/1.1 connection.
 
 Bodies stream both ways and are never held whole: the request body is handed
@@ -11,16 +11,16 @@ reader on either side pauses the socket on the other side.
 
 from twisted.internet import error as netError
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.web.http import NO_BODY_CODES, datetimeToString
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from . import headers as rules
-from .backend import BadResponse
-from .errors import BadGateway, GatewayTimeout
+from .errors import BadGateway, BadResponse, GatewayTimeout, errorPage
+from .heads import encodeRequestHead
+from .interfaces import IRouteHandler
 from .logs import ProxyLogger
+from .routing import urlHost
 
 # Methods that may be sent again on a fresh connection when a kept-alive one
 # turned out to be closed before any response came (RFC 9110 9.2.2), and
@@ -49,22 +49,6 @@ _CONNECT_FAILURES = [
 _log = ProxyLogger()
 
 
-def errorPage(request, error):
-    """
-    Answer C{request} with the status of a L{ResponseError} and a short
-    plain-text body saying what went wrong.
-    """
-    body = "{} {}\n\n{}\n".format(
-        error.status, error.phrase.decode("ascii"), error.detail
-    ).encode("utf-8")
-    request.setResponseCode(error.status, error.phrase)
-    request.responseHeaders.setRawHeaders(b"Date", [datetimeToString()])
-    request.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
-    request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
-    request.write(body)
-    request.finish()
-
-
 def _describe(reason):
     """
     A short text for a failure, unwrapping the lists of failures that
@@ -78,7 +62,11 @@ def _describe(reason):
     return reason.getErrorMessage() or reason.type.__name__
 
 
-def _connectError(reason):
+def connectError(reason):
+    """
+    The L{proxyws.errors.ResponseError} for a failed backend connection
+    attempt.
+    """
     for failureType, errorType, text in _CONNECT_FAILURES:
         if reason.check(failureType):
             return errorType(text)
@@ -262,7 +250,7 @@ class _Exchange:
 
     def _connectFailed(self, reason):
         if not reason.check(CancelledError):
-            self._fail(_connectError(reason), reason)
+            self._fail(connectError(reason), reason)
 
     def _connected(self, connection):
         self._connection = connection
@@ -271,24 +259,22 @@ class _Exchange:
         else:
             # The backend answers after the body: time it from the end.
             self._body.whenSent(self._startResponseTimer)
-        connection.send(self, self._requestHead(), self._body)
+        connection.send(self, self.request.method, self._requestHead(), self._body)
 
     def _requestHead(self):
         request = self.request
-        lines = [request.method, b" ", self._target, b" HTTP/1.1\r\n"]
-        for name, values in backendRequestHeaders(request, self._route):
-            for value in values:
-                lines += [name, b": ", value, b"\r\n"]
         body = self._body
+        framing = ()
         if body is not None:
             if body.length.__class__ is int:
-                lines.append(b"Content-Length: %d\r\n" % body.length)
+                framing = ((b"Content-Length", b"%d" % body.length),)
             else:
-                lines.append(b"Transfer-Encoding: chunked\r\n")
+                framing = ((b"Transfer-Encoding", b"chunked"),)
         elif request.method in _BODY_EXPECTED:
-            lines.append(b"Content-Length: 0\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
+            framing = ((b"Content-Length", b"0"),)
+        return encodeRequestHead(
+            request.method, self._target, backendRequestHeaders(request, self._route), framing
+        )
 
     def _startResponseTimer(self):
         if (
@@ -327,11 +313,18 @@ class _Exchange:
         else:
             self._fail(BadGateway("the backend closed the connection without a response"), error)
 
-    def responded(self, code, phrase, fields, length, complete=False):
+    def interim(self, head):
+        """
+        An interim (1xx) response came before the final one.
+
+        @param head: its L{proxyws.heads.ResponseHead}.
+        """
+
+    def responded(self, head, length, complete):
         """
         The response head: pass it on.
 
-        @param fields: the backend's header fields, as received.
+        @param head: the backend's L{proxyws.heads.ResponseHead}.
         @param length: the body length, or L{None} when it is not known
             (chunked, until the connection closes, no body).
         @param complete: whether the whole body is in hand and follows at
@@ -339,23 +332,23 @@ class _Exchange:
         """
         self._cancelTimer()
         request = self.request
-        route = self._route
-        request.setResponseCode(code, phrase)
-        request.relayedFields = relayedFields(request, route, fields)
-        if length is not None and code not in NO_BODY_CODES:
-            request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % length])
-        if not complete or self._body is not None:
-            # Send the head now: a stream (server-sent events,
-            # xhr-streaming) must reach the client before its first event,
-            # and an answer without a body before the end of an upload
-            # (the request finishes only then).
-            request.write(b"")
+        # Send the head now unless the whole body follows in this call: a
+        # stream (server-sent events, xhr-streaming) must reach the client
+        # before its first event, and an answer without a body before the
+        # end of an upload (the request finishes only then).
+        request.respond(
+            head.code,
+            head.phrase,
+            relayedFields(request, self._route, head.fields),
+            length,
+            now=not complete or self._body is not None,
+        )
         if complete:
             # The whole body follows in this same call: no read timeout to
             # run and nothing to pause (what the client's socket does not
             # take waits in its transport: one read of the backend at most).
             return
-        self._armTimer(route.readTimeout, _READ_TIMEOUT)
+        self._armTimer(self._route.readTimeout, _READ_TIMEOUT)
         request.registerProducer(_ResponseProducer(self, self._connection.transport), True)
 
     def bodyReceived(self, data):
@@ -483,9 +476,7 @@ def frontOrigin(request):
     """
     if request.hostHeader is not None:
         return request.scheme + b"://" + request.hostHeader
-    address = request.getHost().host.encode("ascii")
-    if b":" in address:
-        address = b"[" + address + b"]"
+    address = urlHost(request.getHost().host.encode("ascii"))
     return request.scheme + b"://" + address + b":" + request.localPort
 
 
@@ -525,32 +516,32 @@ def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):
     )
 
 
-class ReverseProxyResource(Resource):
+@implementer(IRouteHandler)
+class HTTPRouteHandler:
     """
-    Relays requests for one route to its backend.
+    Relays the plain HTTP requests of one route to its backend.
 
-    @ivar route: the L{proxyws.config.Route}.
+    @ivar route: the L{proxyws.values.Route}.
     """
-
-    isLeaf = True
 
     def __init__(self, reactor, pool, route):
         """
         @param reactor: the reactor (clock).
-        @param pool: the L{proxyws.pool.BackendPool}.
-        @param route: the L{proxyws.config.Route}.
+        @param pool: the L{proxyws.interfaces.IBackendPool}.
+        @param route: the L{proxyws.values.Route}.
         """
-        Resource.__init__(self)
         self._reactor = reactor
         self._pool = pool
         self.route = route
 
-    def proxy(self, request, target, body=None):
+    def proxy(self, request, target, body):
         """
         Relay C{request} to the backend.
 
         @param target: the backend request target (path and query).
-        @param body: a L{RequestBody} when the request has a body.
+        @param body: a L{RequestBody} when the request has a body, else
+            L{None}.
+        @return: L{NOT_DONE_YET}.
         """
         exchange = _Exchange(self._reactor, self._pool, self.route, request, target, body)
         request.whenGone = exchange.clientGone

@@ -69,6 +69,31 @@ class IRouter(Interface):
         """
 
 
+class IRouteHandler(Interface):
+    """
+    Relays the requests of one route: its plain HTTP requests, or its
+    websocket upgrades.  The root resource routes a request, checks its
+    access, and hands it to the route's handler.
+    """
+
+    route = Attribute("The L{proxyws.values.Route} whose requests it relays.")
+
+    def proxy(request, target, body):
+        """
+        Relay C{request} to the route's backend and answer it.
+
+        @param request: a L{proxyws.site.ProxyRequest} whose response has
+            not started.
+        @param target: the request target for the backend (path and
+            query), as routing made it.
+        @param body: the request's L{proxyws.httpproxy.RequestBody}, taken
+            from it, or L{None} when it has no body.
+        @return: L{twisted.web.server.NOT_DONE_YET}; the handler answers
+            the request, now or later, and errors become responses (it
+            raises nothing).
+        """
+
+
 class IGate(Interface):
     """
     Decides whether a request may reach its route's backend, and answers
@@ -110,6 +135,24 @@ class IBackendPool(Interface):
 
         @param backend: a L{proxyws.config.Backend}.
         @return: an idle L{proxyws.backend.BackendConnection}, or L{None}.
+        """
+
+    def release(connection):
+        """
+        The response on C{connection} is complete and it can take another
+        request (the connection calls this).
+
+        @param connection: a L{proxyws.backend.BackendConnection} that this
+            pool gave out.
+        """
+
+    def lost(connection):
+        """
+        C{connection} closed, idle or in use: forget it (the connection
+        calls this).
+
+        @param connection: a L{proxyws.backend.BackendConnection} of this
+            pool.
         """
 
     def closeIdle():

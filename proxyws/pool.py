@@ -170,7 +170,7 @@ class BackendPool:
         waiter gave up meanwhile.
         """
         if waiter.called:
-            self._quiescent(protocol)
+            self.release(protocol)
         else:
             waiter.callback(protocol)
 
@@ -183,12 +183,12 @@ class BackendPool:
         self._busy[key] = self._busy.get(key, 0) + 1
 
         def failed(reason):
-            self._release(key)
+            self._free(key)
             return reason
 
         return endpoint.connect(factory).addErrback(failed)
 
-    def _release(self, key):
+    def _free(self, key):
         """
         One busy connection of C{key} is gone: let a waiter connect.
         """
@@ -198,9 +198,13 @@ class BackendPool:
             waiter, backend, connectTimeout = waiting.popleft()
             self._connect(backend, connectTimeout).chainDeferred(waiter)
 
-    def _quiescent(self, protocol):
+    def release(self, protocol):
         """
-        A response is complete and C{protocol} can take another request.
+        A response is complete and C{protocol} can take another request:
+        keep it idle, or hand it to a request waiting for a connection.
+
+        @param protocol: a L{proxyws.backend.BackendConnection} this pool
+            lent out.
         """
         key = protocol.backendKey
         self._busy[key] -= 1
@@ -222,9 +226,12 @@ class BackendPool:
         self._idleSet.add(protocol)
         protocol.deadline.start(self._idleTimeout, protocol.transport.loseConnection)
 
-    def _lost(self, protocol):
+    def lost(self, protocol):
         """
         C{protocol}'s connection closed: forget it.
+
+        @param protocol: a L{proxyws.backend.BackendConnection} of this
+            pool, idle or lent out.
         """
         key = protocol.backendKey
         protocol.pool = None
@@ -233,7 +240,7 @@ class BackendPool:
             self._idleSet.discard(protocol)
             self._idle[key].remove(protocol)
         else:
-            self._release(key)
+            self._free(key)
 
     def idleCount(self, backend):
         """

@@ -1,15 +1,15 @@
 """
-The root resource: route each request, then hand it to its route's HTTP or
-websocket handler.
+The root of the proxy's resource tree: L{ReverseProxyResource} routes each
+request, checks its access, and hands it to its route's handler for plain
+HTTP or for websocket upgrades (each an L{proxyws.interfaces.IRouteHandler}).
 """
 
 from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from .errors import BadRequest, MisdirectedRequest, NotFound, ServiceUnavailable
-from .httpproxy import errorPage
-from .routing import hostOfHeader
+from .errors import BadRequest, MisdirectedRequest, NotFound, ServiceUnavailable, errorPage
+from .routing import hostOfHeader, urlHost
 
 
 def isWebSocketUpgrade(request):
@@ -29,10 +29,11 @@ def isWebSocketUpgrade(request):
     )
 
 
-class RootResource(Resource):
+class ReverseProxyResource(Resource):
     """
     Dispatches every request: 400 for a path that cannot be normalized, 404
-    when no route matches, else the route's handler.
+    when no route matches, 403/401 when its access rules say so, else the
+    route's handler.
 
     @ivar stopping: set during a graceful stop; new requests get 503.
     """
@@ -44,13 +45,13 @@ class RootResource(Resource):
         self, router, httpHandlers, webSocketHandlers=None, gate=None, unknownHost=404
     ):
         """
-        @param router: a L{proxyws.routing.Router}.
-        @param httpHandlers: route index -> handler with a C{proxy(request,
-            target, body)} method (a L{ReverseProxyResource}).
-        @param webSocketHandlers: route index -> handler with a
-            C{proxy(request, target)} method for websocket upgrades, or
-            L{None} when websockets are not relayed.
-        @param gate: a L{proxyws.gate.Gate} checking access, or L{None}.
+        @param router: an L{proxyws.interfaces.IRouter}.
+        @param httpHandlers: route index -> the
+            L{proxyws.interfaces.IRouteHandler} of its plain HTTP requests.
+        @param webSocketHandlers: route index -> the
+            L{proxyws.interfaces.IRouteHandler} of its websocket upgrades,
+            or L{None} when websockets are not relayed.
+        @param gate: an L{proxyws.interfaces.IGate}, or L{None}.
         @param unknownHost: the status for a request for no host's name
             when there are virtual hosts and none is the default (404/421).
         """
@@ -123,16 +124,8 @@ class RootResource(Resource):
     def _dispatch(self, request, found, body):
         index = found.route.index
         if index in self._webSockets and isWebSocketUpgrade(request):
-            return self._webSockets[index].proxy(request, found.target)
+            return self._webSockets[index].proxy(request, found.target, body)
         return self._http[index].proxy(request, found.target, body)
-
-
-def _literal(address):
-    """
-    An IP address as it goes in a URL (IPv6 in brackets).
-    """
-    address = address.encode("ascii")
-    return b"[" + address + b"]" if b":" in address else address
 
 
 def redirectToHTTPS(request, redirect):
@@ -143,7 +136,7 @@ def redirectToHTTPS(request, redirect):
     @param redirect: a L{proxyws.config.Redirect} (port and status).
     """
     host = request.requestHeaders.getRawHeaders(b"Host")
-    name = hostOfHeader(host[0]) if host else _literal(request.getHost().host)
+    name = hostOfHeader(host[0]) if host else urlHost(request.getHost().host.encode("ascii"))
     port = b"" if redirect.port == 443 else b":%d" % redirect.port
     location = b"https://" + name + port + request.uri
     body = b"Moved to " + location + b"\n"

@@ -124,6 +124,21 @@ def hostOfHeader(host):
     return host.partition(b":")[0]
 
 
+def urlHost(host):
+    """
+    A host name or IP address as it is written in a URL or a C{Host}
+    header: IPv6 addresses in brackets (RFC 3986 3.2.2).
+
+    @param host: L{bytes} or L{str}, an IPv6 address without brackets,
+        an IPv4 address or a name.
+    @return: the same type as C{host}.
+    """
+    colon, left, right = (b":", b"[", b"]") if host.__class__ is bytes else (":", "[", "]")
+    if colon in host and not host.startswith(left):
+        return left + host + right
+    return host
+
+
 def hostMatches(patterns, host):
     """
     Whether a request host matches any of a route's host patterns.

@@ -7,7 +7,6 @@ parsed, before twistd daemonizes or anything starts, so that a port already
 in use stops start-up with one clear line.  L{ProxyService} adopts them.
 """
 
-import os
 import signal
 import socket
 
@@ -20,14 +19,16 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from .accesslog import AccessLog
 from .errors import ConfigError
 from .gate import Gate
-from .httpproxy import ReverseProxyResource
+from .httpproxy import HTTPRouteHandler
+from .internals import quietAutobahnDebugLogs
 from .logs import ProxyLogger
 from .pool import BackendPool
-from .resource import RootResource
+from .resource import ReverseProxyResource
 from .routing import Router
 from .site import ProxySite
-from .tls import backendCreator, loadCertificate, serverContextFactory
-from .wsproxy import WebSocketProxyResource
+from .timers import Deadline
+from .tls import BackendTLSPolicy, serverContext
+from .wsproxy import WebSocketRouteHandler
 
 _log = ProxyLogger()
 
@@ -126,14 +127,12 @@ def buildRoot(config, reactor):
         maxConnections=server.backendMaxConnections,
         tlsPolicy=backendPolicy,
     )
-    handlers = {
-        route.index: ReverseProxyResource(reactor, pool, route) for route in config.routes
-    }
+    handlers = {route.index: HTTPRouteHandler(reactor, pool, route) for route in config.routes}
     webSockets = {
-        route.index: WebSocketProxyResource(reactor, route, backendPolicy)
+        route.index: WebSocketRouteHandler(reactor, route, backendPolicy)
         for route in config.routes
     }
-    root = RootResource(
+    root = ReverseProxyResource(
         Router(config.routes, config.hosts),
         handlers,
         webSockets,
@@ -177,15 +176,29 @@ def onSignal(signum, reactor, action):
     signal.signal(signum, handler)
 
 
-def exitCleanly(reactor):
+def stopOnSignals(reactor):
     """
-    After a completed graceful stop, let the process exit with status 0.
+    Stop the reactor on SIGTERM and SIGINT, for a graceful stop that ends
+    with exit status 0.
 
-    The reactor notes SIGTERM/SIGINT so that twistd ends by raising the
-    signal again (status -15/-2); README.rst promises 0.
+    The reactor's own handlers note the signal so that twistd ends by
+    raising it again (status -15/-2); the contract promises 0 after a
+    graceful stop.  These replace them once the reactor runs.
     """
-    if getattr(reactor, "_exitSignal", None) is not None:
-        reactor._exitSignal = None
+
+    stopping = []
+
+    def handler(number, frame):
+        # One graceful stop, however often the signals come.
+        if not stopping:
+            stopping.append(number)
+            reactor.callFromThread(reactor.stop)
+
+    def install():
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, handler)
+
+    reactor.callWhenRunning(install)
 
 
 class ProxyService(Service):
@@ -220,6 +233,7 @@ class ProxyService(Service):
         Open the access log, build the site and start listening.
         """
         Service.startService(self)
+        quietAutobahnDebugLogs()
         if self._accessLog is None:
             self._accessLog = AccessLog.open(self.config.server.accessLog)
             onSignal(signal.SIGUSR1, self._reactor, self.reopenLogs)
@@ -298,132 +312,21 @@ class ProxyService(Service):
         self.site.resource.stopping = True
         stopped = DeferredList([port.stopListening() for port in self.ports])
         drained = DeferredList([site.drain() for site in self.sites])
-        deadline = self._reactor.callLater(
-            self.config.server.shutdownTimeout, self._deadline, drained
-        )
+        deadline = Deadline(self._reactor)
+        deadline.start(self.config.server.shutdownTimeout, self._deadline)
         finished = self._stopped = Deferred()
 
         def done(_):
-            if deadline.active():
-                deadline.cancel()
+            deadline.cancel()
             self._pool.closeIdle()
             self._accessLog.close()
             _log.info("proxyws stopped")
-            exitCleanly(self._reactor)
             finished.callback(None)
 
         DeferredList([stopped, drained]).addCallback(done)
         return finished
 
-    def _deadline(self, drained):
+    def _deadline(self):
         _log.warn("shutdown deadline reached: closing the remaining connections")
         for site in self.sites:
             site.abortAll()
-
-
-def _passphrase(config, settings, keyPath):
-    """
-    The passphrase of a TLS key, from its file or environment variable.
-    """
-    if settings.passphraseFile:
-        try:
-            with open(settings.passphraseFile, "rb") as f:
-                return f.read().rstrip(b"\r\n")
-        except OSError as e:
-            raise ConfigError(
-                config.path,
-                keyPath + ".key_passphrase_file",
-                "cannot read {!r}: {}".format(settings.passphraseFile, e.strerror or e),
-            ) from None
-    if settings.passphraseEnv:
-        value = os.environ.get(settings.passphraseEnv)
-        if value is None:
-            raise ConfigError(
-                config.path,
-                keyPath + ".key_passphrase_env",
-                "the environment variable {!r} is not set".format(settings.passphraseEnv),
-            )
-        return value.encode("utf-8")
-    return None
-
-
-def _certificate(config, settings, keyPath):
-    return loadCertificate(
-        settings.cert,
-        settings.key,
-        _passphrase(config, settings, keyPath),
-        config.path,
-        keyPath,
-    )
-
-
-def serverContext(config, listener):
-    """
-    The TLS context factory of a listener: its own certificate, and the
-    certificates of the C{[[host]]}s, chosen by SNI.
-
-    @raise ConfigError: for a certificate or setting that cannot be used.
-    """
-    index = config.listeners.index(listener)
-    keyPath = "listen[{}].tls".format(index)
-    tls = listener.tls
-    default = _certificate(config, tls, keyPath)
-    certificates = [default] + [
-        _certificate(config, host.tls, "host[{}].tls".format(host.index))
-        for host in config.hosts
-        if host.tls is not None
-    ]
-    return serverContextFactory(
-        certificates,
-        default,
-        minimumVersion=tls.minVersion,
-        ciphers=tls.ciphers,
-        clientCA=tls.clientCA,
-        clientCertificate=tls.clientCert,
-        configPath=config.path,
-        keyPath=keyPath,
-    )
-
-
-class BackendTLSPolicy:
-    """
-    The TLS client settings of each https:// and wss:// backend, made once.
-    """
-
-    def __init__(self, config):
-        self._creators = {}
-        for route in config.routes:
-            backend = route.backend
-            if not backend.secure or backend.key in self._creators:
-                continue
-            settings = backend.tls
-            keyPath = "route[{}].backend_tls".format(route.index)
-            if settings is None:
-                creator = backendCreator(backend.host, configPath=config.path, keyPath=keyPath)
-            else:
-                if not settings.verify:
-                    _log.warn(
-                        "backend {url}: its TLS certificate is NOT checked (verify = false)",
-                        url=backend.url,
-                    )
-                client = None
-                if settings.cert:
-                    client = loadCertificate(
-                        settings.cert, settings.key, None, config.path, keyPath
-                    )
-                creator = backendCreator(
-                    backend.host,
-                    ca=settings.ca,
-                    serverName=settings.serverName,
-                    verify=settings.verify,
-                    clientCertificate=client,
-                    configPath=config.path,
-                    keyPath=keyPath,
-                )
-            self._creators[backend.key] = creator
-
-    def __call__(self, backend):
-        """
-        @return: the connection creator for C{backend}.
-        """
-        return self._creators[backend.key]

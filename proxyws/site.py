@@ -17,16 +17,18 @@ import ipaddress
 import re
 
 from twisted.internet.defer import Deferred
-from twisted.web.http import HTTPChannel, Request as HTTPRequest
+from twisted.web.http import NO_BODY_CODES, HTTPChannel
 from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.server import Request, Site
 
+from . import internals
 from .accesslog import formatCombined, requestLine
-from .headers import FRAMING, TOKEN
+from .headers import TOKEN
+from .heads import encodeResponseHead, mergeFields
 from .httpproxy import RequestBody
+from .internals import writeNow
 from .timers import Deadline
 from .tls import peerSubject
-from .writes import writeNow
 
 # A request head without a body that Twisted's parser would take as it is:
 # a token method, a target of printable ASCII, HTTP/1.0 or 1.1, and header
@@ -35,6 +37,10 @@ _PLAIN_HEAD = re.compile(
     rb"(" + TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])"
     rb"((?:\r\n" + TOKEN + rb":[^\x00\r\n]*)*)"
 )
+
+# Bytes of a client's first frames held while its websocket upgrade is
+# pending, before the proxy stops reading (one socket read).
+HELD_LIMIT = 65536
 
 # Header names that announce a request body.
 _BODY_HEADERS = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:")
@@ -109,12 +115,8 @@ class ProxyRequest(Request):
     """
 
     content = None
+    channel = None
     remoteUser = None
-    # The backend's header fields, C{(name, value)} pairs as they go to the
-    # client, after the headers the proxy sets itself.
-    relayedFields = ()
-    # The backend's answer has no Content-Type: the proxy must not add one.
-    defaultContentType = None
     # The first value of the Host header, or None.
     hostHeader = None
     # Called with the reason when the client leaves before the response is
@@ -123,6 +125,10 @@ class ProxyRequest(Request):
     _body = None
     _bodyPending = False
     _finishPending = False
+    # The backend's fields as the client gets them, and the body length,
+    # handed over once by respond().
+    _relayed = ()
+    _responseLength = None
 
     def gotLength(self, length):
         """
@@ -134,15 +140,16 @@ class ProxyRequest(Request):
             return
         channel = self.channel
         expect = self.requestHeaders.getRawHeaders(b"Expect")
+        method, target, version = internals.requestLine(channel)
         if expect and expect[0].lower() == b"100-continue":
             # Twisted would send "100 Continue" after this returns, after a
             # final answer given now (404, 403...): send it first.
             self.requestHeaders.removeHeader(b"Expect")
-            if channel._version == b"HTTP/1.1":
-                channel._send100Continue()
+            if version == b"HTTP/1.1":
+                writeNow(channel.transport, encodeResponseHead(version, 100, b"Continue", ()))
         self._bodyPending = True
         self._length = length
-        self._setRequestLine(channel._command, channel._path, channel._version)
+        self._setRequestLine(method, target, version)
         self.process()
 
     def parseCookies(self):
@@ -208,23 +215,72 @@ class ProxyRequest(Request):
         self.path = path.partition(b"?")[0]
         self.args = {}
 
+    def respond(self, code, phrase, fields, length, now=True):
+        """
+        Start the response with a backend's status and fields.
+
+        The head is built once, by L{write}: these fields in their order,
+        less any the proxy sets itself in C{responseHeaders} (such as HSTS),
+        then the proxy's own, then the framing.
+
+        @param fields: the backend's C{(name, value)} fields as the client
+            gets them (see L{proxyws.headers.responseFields}).
+        @param length: the body length, or L{None} when not known.
+        @param now: send the head now; else it goes with the first body
+            bytes.
+        """
+        self.setResponseCode(code, phrase)
+        self._relayed = fields
+        self._responseLength = length
+        if now:
+            self.write(b"")
+
+    def _head(self):
+        """
+        The response head: the relayed fields and the proxy's own, framed
+        with the length when it is known, else chunked (HTTP/1.1) or by
+        closing the connection (HTTP/1.0).
+        """
+        code = self.code
+        fields = mergeFields(self._relayed, list(self.responseHeaders.getAllRawHeaders()))
+        length = self._responseLength
+        if length is not None and code not in NO_BODY_CODES:
+            fields.append((b"Content-Length", b"%d" % length))
+        elif (
+            self.clientproto == b"HTTP/1.1"
+            and length is None
+            and self.method != b"HEAD"
+            and code not in NO_BODY_CODES
+            and not self.responseHeaders.hasHeader(b"Content-Length")
+        ):
+            fields.append((b"Transfer-Encoding", b"chunked"))
+            self.chunked = 1
+        return encodeResponseHead(self.clientproto, code, self.code_message, fields)
+
     def write(self, data):
         """
         Write response bytes; the first write sends the head with them, in
         one piece.
         """
+        if self.finished:
+            raise RuntimeError("Request.write called on a request after Request.finish was called.")
         channel = self.channel
-        # Twisted's http.Request.write: twisted.web.server's adds a default
-        # Content-Type (the proxy has none) and the encoders of resources
-        # that the proxy does not use.
         if channel is None:
-            return HTTPRequest.write(self, data)
+            return  # the client left: nothing more to send
+        head = b""
         if not self.startedWriting:
-            channel.relayedFields = self.relayedFields
-        HTTPRequest.write(self, data)
-        if channel.heldHead is not None:
-            # No body bytes came with the head (HEAD, 204, an empty write).
-            channel.writeHead()
+            self.startedWriting = 1
+            head = self._head()
+            if self.method == b"HEAD" or self.code in NO_BODY_CODES:
+                self.write = _discard
+                writeNow(channel.transport, head)
+                return
+        if data:
+            self.sentLength += len(data)
+            if self.chunked:
+                data = b"%x\r\n%s\r\n" % (len(data), data)
+        if head or data:
+            writeNow(channel.transport, head + data)
 
     def connectionLost(self, reason):
         """
@@ -253,6 +309,12 @@ class ProxyRequest(Request):
         self.site.resource.render(self)
 
 
+def _discard(data):
+    """
+    The C{write} of a response that has no body (HEAD, 204, 304).
+    """
+
+
 class ProxyChannel(HTTPChannel):
     """
     An HTTP connection from a client, known to its site while it is open.
@@ -268,8 +330,8 @@ class ProxyChannel(HTTPChannel):
     _peer = None
     _host = None
     _idle = None
-    relayedFields = ()
-    heldHead = None
+    # Bytes from the client held while its websocket upgrade is pending.
+    _held = None
 
     def connectionMade(self):
         """
@@ -299,24 +361,74 @@ class ProxyChannel(HTTPChannel):
         Bytes from the client.  A whole request head without a body, alone
         in C{data} and at the start of a request, is parsed in one pass;
         anything else goes through Twisted's line parser.
-
-        (This reads Twisted's parser state: C{_HTTPChannel__first_line},
-        C{_handlingRequest}, the line buffer and mode.)
         """
-        if (
-            self._HTTPChannel__first_line
-            and data[-4:] == b"\r\n\r\n"
-            and self.line_mode
-            and not self._buffer
-            and not self._busyReceiving
-            and not self._handlingRequest
+        if self._held is not None:
+            self._hold(data)
+        elif (
+            data[-4:] == b"\r\n\r\n"
+            and internals.wholeHeadReady(self)
             and not self.paused
             and self.persistent
             and len(data) <= self.totalHeadersSize
             and self._plainRequest(data[:-4])
         ):
             return
-        HTTPChannel.dataReceived(self, data)
+        else:
+            HTTPChannel.dataReceived(self, data)
+
+    def rawDataReceived(self, data):
+        """
+        Bytes after a request head: its body, or (held while a websocket
+        upgrade is pending) the client's first frames.
+        """
+        if self._held is not None:
+            self._hold(data)
+        else:
+            HTTPChannel.rawDataReceived(self, data)
+
+    def holdForUpgrade(self):
+        """
+        The request being handled asks for a websocket: keep what the
+        client sends from now on (its first frames) for the websocket, and
+        stop reading once that is more than a socket read.
+        """
+        self._held = []
+
+    def releaseHeld(self):
+        """
+        The upgrade did not happen (the client gets an HTTP answer): what
+        the client sent meanwhile cannot be read as HTTP, so the connection
+        closes after the answer if anything came.
+        """
+        held, self._held = self._held, None
+        if held:
+            self.persistent = False
+            self.transport.resumeProducing()
+
+    def _hold(self, data):
+        self._held.append(data)
+        if sum(map(len, self._held)) > HELD_LIMIT:
+            self.transport.pauseProducing()
+
+    def upgrade(self, receiver):
+        """
+        The connection becomes a websocket: from now on its bytes and its
+        end go to C{receiver}, and it has no idle timeout.
+
+        @param receiver: has C{dataReceived(data)} and
+            C{connectionLost(reason)}.
+        @return: the bytes the client sent after its upgrade request.
+        """
+        if self._idle is not None:
+            self._idle.cancel()
+        held, self._held = b"".join(self._held or ()), None
+        self.dataReceived = receiver.dataReceived
+        self.connectionLost = receiver.connectionLost
+        # The connection was the transport's producer (as HTTP); the relay
+        # registers its own, and reading goes on.
+        self.transport.unregisterProducer()
+        self.transport.resumeProducing()
+        return held
 
     def _plainRequest(self, head):
         """
@@ -345,17 +457,7 @@ class ProxyChannel(HTTPChannel):
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             add(name, value.strip(b" \t"))
-        self._command, self._path, self._version = method, target, version
-        # As in Twisted's parser, bytes that come while the request is
-        # dispatched wait in the line buffer, and are parsed after it.
-        self._busyReceiving = True
-        try:
-            self.allHeadersReceived()
-            self.allContentReceived()
-        finally:
-            self._busyReceiving = False
-        if self._buffer:
-            HTTPChannel.dataReceived(self, b"")
+        internals.dispatchWholeHead(self, method, target, version)
         return True
 
     def setTimeout(self, period):
@@ -383,14 +485,6 @@ class ProxyChannel(HTTPChannel):
         if self._idle is not None:
             self._idle.restart(self.timeOut)
 
-    def _protocolUpgradeForWebsockets(self, protocol):
-        """
-        The connection becomes a websocket: no more idle timeout.
-        """
-        if self._idle is not None:
-            self._idle.cancel()
-        HTTPChannel._protocolUpgradeForWebsockets(self, protocol)
-
     def isSecure(self):
         """
         Whether the connection uses TLS (worked out once per connection).
@@ -410,57 +504,16 @@ class ProxyChannel(HTTPChannel):
         """
         return self._host or self.transport.getHost()
 
-    def writeHeaders(self, version, code, reason, headers):
-        """
-        Make a response head: the relayed fields, less any the proxy sets
-        itself (such as HSTS), then the headers the proxy sets.  It is held,
-        to be sent with the first body bytes (L{ProxyRequest.write}).
-        """
-        own = list(headers.getAllRawHeaders())
-        ownNames = None
-        for name, _ in own:
-            lower = name.lower()
-            if lower not in FRAMING:
-                ownNames = ownNames or set()
-                ownNames.add(lower)
-        lines = [version, b" ", code, b" ", reason, b"\r\n"]
-        relayed, self.relayedFields = self.relayedFields, ()
-        for name, value in relayed:
-            if ownNames is None or name.lower() not in ownNames:
-                lines.extend((name, b": ", value, b"\r\n"))
-        for name, values in own:
-            for value in values:
-                lines.extend((name, b": ", value, b"\r\n"))
-        lines.append(b"\r\n")
-        self.heldHead = b"".join(lines)
-
-    def writeHead(self):
-        """
-        Send a held response head on its own.
-        """
-        head, self.heldHead = self.heldHead, None
-        writeNow(self.transport, head)
-
     def write(self, data):
         """
-        Write response bytes (after the held head), at once when the socket
-        takes them.
+        Write response bytes, at once when the socket takes them.
         """
-        head = self.heldHead
-        if head is not None:
-            self.heldHead = None
-            data = head + data
         writeNow(self.transport, data)
 
     def writeSequence(self, iovec):
         """
-        Write pieces of a response (after the held head), at once when the
-        socket takes them.
+        Write pieces of a response, at once when the socket takes them.
         """
-        head = self.heldHead
-        if head is not None:
-            self.heldHead = None
-            iovec = [head, *iovec]
         writeNow(self.transport, b"".join(iovec))
 
     def connectionLost(self, reason):

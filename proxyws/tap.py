@@ -43,7 +43,8 @@ class Options(usage.Options):
         if not self["config"]:
             raise usage.UsageError("--config FILE.toml is required")
         from .gate import Gate
-        from .service import BackendTLSPolicy, bindListeners, bindWorkers, serverContext
+        from .service import bindListeners, bindWorkers
+        from .tls import BackendTLSPolicy, serverContext
 
         try:
             config = loadConfig(self["config"])
@@ -77,11 +78,12 @@ def makeService(options):
     from twisted.application.service import MultiService
 
     from .logs import setLevel
-    from .service import ProxyService
+    from .service import ProxyService, stopOnSignals
     from .workers import WorkerSupervisor
 
     config = options["loaded"]
     setLevel(config.server.logLevel)
+    stopOnSignals(reactor)
     if config.server.workers == 1:
         return ProxyService(config, options["sockets"], reactor)
     parent = MultiService()

@@ -8,6 +8,9 @@ every function that can refuse its input takes the config file's name and a
 key path, and raises L{ConfigError} with one readable line, naming the
 sub-key at fault (the names are listed in L{SUBKEYS}).
 
+L{serverContext} and L{BackendTLSPolicy} assemble these from a config, for
+the service and for the checks run before it starts.
+
 Listeners (L{serverContextFactory}) offer TLS 1.2 and 1.3, ALPN
 C{http/1.1}, session resumption (tickets, and a session id context so that
 resumption also works with client certificates), optional client
@@ -20,6 +23,7 @@ service-identity.
 import datetime
 import errno
 import ipaddress
+import os
 import re
 
 import attr
@@ -35,6 +39,9 @@ from twisted.internet.interfaces import (
 from zope.interface import implementer
 
 from .errors import ConfigError
+from .logs import ProxyLogger
+
+_log = ProxyLogger()
 
 # The sub-keys that messages name under the key path a caller passes: the
 # configuration should use these names for the same settings.
@@ -685,3 +692,112 @@ def backendCreator(
     )
 
 
+# Assembly from a config: what the service and the start-up checks use.
+
+
+def _passphrase(config, settings, keyPath):
+    """
+    The passphrase of a TLS key, from its file or environment variable.
+    """
+    if settings.passphraseFile:
+        try:
+            with open(settings.passphraseFile, "rb") as f:
+                return f.read().rstrip(b"\r\n")
+        except OSError as e:
+            raise ConfigError(
+                config.path,
+                keyPath + ".key_passphrase_file",
+                "cannot read {!r}: {}".format(settings.passphraseFile, e.strerror or e),
+            ) from None
+    if settings.passphraseEnv:
+        value = os.environ.get(settings.passphraseEnv)
+        if value is None:
+            raise ConfigError(
+                config.path,
+                keyPath + ".key_passphrase_env",
+                "the environment variable {!r} is not set".format(settings.passphraseEnv),
+            )
+        return value.encode("utf-8")
+    return None
+
+
+def _certificate(config, settings, keyPath):
+    return loadCertificate(
+        settings.cert,
+        settings.key,
+        _passphrase(config, settings, keyPath),
+        config.path,
+        keyPath,
+    )
+
+
+def serverContext(config, listener):
+    """
+    The TLS context factory of a listener: its own certificate, and the
+    certificates of the C{[[host]]}s, chosen by SNI.
+
+    @raise ConfigError: for a certificate or setting that cannot be used.
+    """
+    index = config.listeners.index(listener)
+    keyPath = "listen[{}].tls".format(index)
+    tls = listener.tls
+    default = _certificate(config, tls, keyPath)
+    certificates = [default] + [
+        _certificate(config, host.tls, "host[{}].tls".format(host.index))
+        for host in config.hosts
+        if host.tls is not None
+    ]
+    return serverContextFactory(
+        certificates,
+        default,
+        minimumVersion=tls.minVersion,
+        ciphers=tls.ciphers,
+        clientCA=tls.clientCA,
+        clientCertificate=tls.clientCert,
+        configPath=config.path,
+        keyPath=keyPath,
+    )
+
+
+class BackendTLSPolicy:
+    """
+    The TLS client settings of each https:// and wss:// backend, made once.
+    """
+
+    def __init__(self, config):
+        self._creators = {}
+        for route in config.routes:
+            backend = route.backend
+            if not backend.secure or backend.key in self._creators:
+                continue
+            settings = backend.tls
+            keyPath = "route[{}].backend_tls".format(route.index)
+            if settings is None:
+                creator = backendCreator(backend.host, configPath=config.path, keyPath=keyPath)
+            else:
+                if not settings.verify:
+                    _log.warn(
+                        "backend {url}: its TLS certificate is NOT checked (verify = false)",
+                        url=backend.url,
+                    )
+                client = None
+                if settings.cert:
+                    client = loadCertificate(
+                        settings.cert, settings.key, None, config.path, keyPath
+                    )
+                creator = backendCreator(
+                    backend.host,
+                    ca=settings.ca,
+                    serverName=settings.serverName,
+                    verify=settings.verify,
+                    clientCertificate=client,
+                    configPath=config.path,
+                    keyPath=keyPath,
+                )
+            self._creators[backend.key] = creator
+
+    def __call__(self, backend):
+        """
+        @return: the connection creator for C{backend}.
+        """
+        return self._creators[backend.key]

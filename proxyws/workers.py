@@ -25,7 +25,7 @@ from twisted.internet.protocol import ProcessProtocol
 
 from .errors import ConfigError
 from .logs import ProxyLogger
-from .service import _bind, exitCleanly, onSignal
+from .service import _bind, onSignal
 
 # Seconds between a worker's death and its restart, so that a worker that
 # cannot start does not spin.
@@ -179,7 +179,6 @@ class WorkerSupervisor(Service):
         def done(_):
             if kill.active():
                 kill.cancel()
-            exitCleanly(self._reactor)
 
         return gatherResults(ended).addCallback(done)
 

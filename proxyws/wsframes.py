@@ -1,19 +1,22 @@
 """
 Websocket frame boundaries in a byte stream, for relaying frames as they are.
 
-Once both legs of a relay are open and nothing on the route needs message
-contents (no compression, or the same compression on both legs), the relay
-forwards the bytes of each frame unchanged: a client's masked frames are
-valid frames for the backend, and a backend's unmasked frames are valid for
-the client.  L{FrameScanner} reads only the frame headers (2 to 14 bytes a
-frame) to know where frames end, so that the proxy can put a frame of its
-own (a ping, a close) between two frames, and it keeps the payload of
-control frames (at most 125 bytes) to learn close codes and pongs.
+The relay (L{proxyws.wsrelay}) forwards the bytes of each frame unchanged: a
+client's masked frames are valid frames for the backend, and a backend's
+unmasked frames are valid for the client (compressed ones too: both ends
+negotiated the same parameters).  L{FrameScanner} reads only the frame
+headers (2 to 14 bytes a frame) to know where frames end, so that the proxy
+can put a frame of its own (a ping, a close) between two frames; it checks
+each header against RFC 6455 5.2-5.5, so that no frame a peer may not send
+passes; and it keeps the payload of control frames (at most 125 bytes) to
+learn close codes and pongs.
 
 Nothing here does I/O.
 """
 
 import struct
+
+from .errors import BadFrame, MessageTooBig
 
 # RFC 6455 section 5.2 opcodes.
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -74,19 +77,6 @@ def parseClose(payload):
     return _LENGTH16.unpack(payload[:2])[0], payload[2:]
 
 
-class MessageTooBig(Exception):
-    """
-    A data frame makes its message larger than the scanner's limit.
-
-    @ivar offset: where that frame's header starts in the bytes fed, or -1
-        when part of it came with earlier bytes.
-    """
-
-    def __init__(self, offset):
-        Exception.__init__(self, offset)
-        self.offset = offset
-
-
 class FrameScanner:
     """
     Follows frame boundaries in one direction of a websocket connection.
@@ -94,6 +84,8 @@ class FrameScanner:
     @ivar messageBytes: payload bytes of the data message in progress.
     @ivar controls: control frames completed by the last L{feed}, as
         C{(opcode, unmasked payload)}.
+    @ivar closeEnd: where the close frame completed by the last L{feed}
+        ends in the bytes fed, or -1; nothing after a close frame is read.
     """
 
     __slots__ = (
@@ -102,14 +94,19 @@ class FrameScanner:
         "_control",
         "_opcode",
         "_key",
+        "_fragmented",
+        "_reserved",
         "messageBytes",
         "controls",
+        "closeEnd",
         "limit",
     )
 
-    def __init__(self, limit=0):
+    def __init__(self, limit=0, compressed=False):
         """
         @param limit: the largest message payload allowed, 0 for no limit.
+        @param compressed: whether permessage-deflate was negotiated, so
+            that the first frame of a data message may carry RSV1.
         """
         self.limit = limit
         self._remaining = 0
@@ -117,8 +114,11 @@ class FrameScanner:
         self._control = None
         self._opcode = 0
         self._key = None
+        self._fragmented = False
+        self._reserved = 0x30 if compressed else 0x70
         self.messageBytes = 0
         self.controls = ()
+        self.closeEnd = -1
 
     def atBoundary(self):
         """
@@ -135,9 +135,10 @@ class FrameScanner:
             was reached), or -1 when none.
         @raise MessageTooBig: after reading all of C{data}, when a data
             frame in it took its message over the limit.
-        @raise ValueError: for a frame header no websocket peer may send.
+        @raise BadFrame: for a frame header no websocket peer may send.
         """
         self.controls = ()
+        self.closeEnd = -1
         tooBig = None
         boundary = 0 if self.atBoundary() else -1
         position = 0
@@ -150,8 +151,9 @@ class FrameScanner:
                 self._remaining -= take
                 position += take
                 if not self._remaining:
-                    self._endFrame()
                     boundary = position
+                    if self._endFrame(position):
+                        break
                 continue
             clean = not self._head
             used = self._header(data, position)
@@ -163,8 +165,9 @@ class FrameScanner:
                 tooBig = position if clean else -1
             position += used
             if not self._remaining and not self._head:
-                self._endFrame()
                 boundary = position
+                if self._endFrame(position):
+                    break
         if tooBig is not None:
             raise MessageTooBig(tooBig)
         return boundary
@@ -201,25 +204,42 @@ class FrameScanner:
         self._head = b""
         opcode = first & 0x0F
         self._opcode = opcode
+        fin = first & 0x80
         if opcode & 0x8:
-            if length > 125 or not first & 0x80:
-                raise ValueError("invalid control frame")
+            if length > 125 or not fin or first & 0x70 or opcode > PONG:
+                raise BadFrame("invalid control frame")
             self._control = []
             self._key = head[size - 4 : size] if masked else None
         else:
             self._control = None
-            if opcode != CONTINUATION:
+            if opcode == CONTINUATION:
+                if not self._fragmented or first & 0x70:
+                    raise BadFrame("invalid continuation frame")
+            elif opcode > BINARY or self._fragmented or first & self._reserved:
+                raise BadFrame("invalid data frame")
+            else:
                 self.messageBytes = 0
+            self._fragmented = not fin
             self.messageBytes += length
         self._remaining = length
         return used
 
-    def _endFrame(self):
-        if self._control is not None:
-            payload = b"".join(self._control)
-            if self._key is not None:
-                payload = unmask(self._key, payload)
-            if not self.controls:
-                self.controls = []
-            self.controls.append((self._opcode, payload))
-            self._control = None
+    def _endFrame(self, position):
+        """
+        A frame ended at C{position}: keep a control frame's payload.
+
+        @return: whether it was a close frame (nothing after it counts).
+        """
+        if self._control is None:
+            return False
+        payload = b"".join(self._control)
+        if self._key is not None:
+            payload = unmask(self._key, payload)
+        if not self.controls:
+            self.controls = []
+        self.controls.append((self._opcode, payload))
+        self._control = None
+        if self._opcode == CLOSE:
+            self.closeEnd = position
+            return True
+        return False

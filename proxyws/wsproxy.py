@@ -1,55 +1,61 @@
 """
-The websocket relay: an Autobahn server protocol facing the client, an
-Autobahn client protocol facing the backend, and a L{Relay} between them.
+Websocket upgrades: the two opening handshakes, then the relay.
 
-The backend decides the handshake.  The client's upgrade request is held
-(twisted.web buffers what the client sends meanwhile, early frames included)
-while the relay opens the backend connection with the client's path, query,
-subprotocols and end-to-end headers.  If the backend answers 101, the client
-connection is handed to the Autobahn server protocol together with the
-buffered bytes, and the client sees the backend's subprotocol and cookies;
-if it answers anything else, the client gets that answer as it stands.
+A route's L{WebSocketRouteHandler} takes a client's upgrade request once it
+is routed and admitted.  The backend decides the handshake:
 
-Messages are relayed frame by frame, so a message of any size passes without
-being assembled.  Each leg's transport is the other's streaming producer, so
-a reader that is slow on one side pauses the socket on the other.  Close
-codes and reasons pass both ways unchanged; when one side goes away without
-a close frame, the other side is closed with the code in L{LOST}.
+  1. the client's request is checked (RFC 6455 4.2.1) and held; what the
+     client sends meanwhile (its first frames) waits in its channel;
+  2. the backend connection is opened, and Autobahn's client protocol
+     sends the client's path, query, subprotocols, compression offers and
+     end-to-end headers;
+  3. the backend's answer is read by the head codec (L{proxyws.heads}): an
+     interim 1xx is skipped, a refusal (401, 403, 404...) is relayed to
+     the client as it stands, garbage is a 502; a 101's compression answer
+     is checked by L{proxyws.wscompress} and the rest of it by Autobahn;
+  4. Autobahn's server protocol answers the client's handshake with the
+     backend's subprotocol, compression answer and cookies;
+  5. the two connections go to a L{proxyws.wsrelay.Relay}, which relays
+     frames as they are.  Autobahn has no part after the handshakes.
 """
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketServerFactory
-from autobahn.websocket.types import ConnectingRequest
-from twisted.web.server import NOT_DONE_YET
+import base64
+import binascii
 
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.types import ConnectingRequest
+from twisted.internet.protocol import Factory, Protocol
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from . import headers as rules
 from . import wscompress
-from .errors import BadGateway, BadRequest, Forbidden, GatewayTimeout
-from .httpproxy import _connectError, backendRequestHeaders, errorPage, relayedFields
+from .errors import BadGateway, BadRequest, BadResponse, Forbidden, GatewayTimeout, errorPage
+from .heads import (
+    CHUNKED,
+    LENGTH,
+    UNTIL_CLOSE,
+    encodeResponseHead,
+    findHeadEnd,
+    parseResponseHead,
+    responseFraming,
+)
+from .httpproxy import backendRequestHeaders, connectError, relayedFields
+from .interfaces import IRouteHandler
+from .internals import ChunkedDecoder, MalformedChunkedData
 from .logs import ProxyLogger
 from .pool import backendEndpoint
-from .routing import hostMatches, hostOfHeader
-from .wsfast import FastRelay
-from .wslegs import (
-    BackendProtocol,
-    FrontendProtocol,
-    _BackendConnector,
-    _Producer,
-    _ReactorTimer,
-    parseHead,
-)
-
-# What the other side is told when one side goes away without a close frame
-# (RFC 6455 7.4.1): the client vanished -> the backend is told the client
-# is "going away"; the backend vanished -> the client gets "internal error".
-LOST = {
-    "client": (1001, "proxyws: client connection lost"),
-    "backend": (1011, "proxyws: backend connection lost"),
-}
-
-# A graceful stop closes every websocket with this, on both legs.
-SHUTDOWN = (1001, "proxyws: server shutting down")
+from .routing import hostMatches, hostOfHeader, urlHost
+from .timers import Deadline
+from .wsrelay import Relay
 
 # Request headers that the Autobahn client writes itself, from the values
-# the relay gives it; the client's own are not copied.
+# the handshake gives it; the client's own are not copied.
 _HANDSHAKE_HEADERS = frozenset(
     [
         b"host",
@@ -67,19 +73,33 @@ _HANDSHAKE_HEADERS = frozenset(
     ]
 )
 
-# Response headers of the backend's 101 that are the handshake itself; the
-# Autobahn server writes the client's.  The rest (Set-Cookie, ...) pass on.
-_RESPONSE_HANDSHAKE_HEADERS = frozenset(
+# Fields of the backend's 101 that are the handshake itself: the proxy
+# checks them, and Autobahn writes the client's.  The rest (Set-Cookie,
+# Server, ...) pass on.
+_ANSWER_HANDSHAKE_FIELDS = frozenset(
     [
         b"upgrade",
         b"connection",
         b"sec-websocket-accept",
         b"sec-websocket-protocol",
         b"sec-websocket-extensions",
-        b"server",
-        b"date",
         b"content-length",
     ]
+)
+
+# The most of a refusal's body the proxy waits for and relays.
+REFUSAL_BODY_LIMIT = 65536
+
+# Interim (1xx) answers taken before the backend's real one.
+MAX_INTERIM = 16
+
+# Autobahn's own timers are all off: the proxy times the handshake itself
+# and Autobahn sees no frame.
+_OPTIONS = dict(
+    openHandshakeTimeout=0,
+    closeHandshakeTimeout=0,
+    autoPingInterval=0,
+    failByDrop=False,
 )
 
 _log = ProxyLogger()
@@ -107,6 +127,46 @@ def originAllowed(patterns, origin):
     )
 
 
+def handshakeProblem(request):
+    """
+    What is wrong with a client's websocket opening handshake (RFC 6455
+    4.2.1), checked before any backend is contacted.
+
+    @return: L{None}, or the L{proxyws.errors.ResponseError} to answer.
+    """
+    headers = request.requestHeaders
+    if request.method != b"GET" or request.clientproto != b"HTTP/1.1":
+        return BadRequest("a websocket handshake is a GET over HTTP/1.1")
+    key = headers.getRawHeaders(b"Sec-WebSocket-Key") or ()
+    if headers.getRawHeaders(b"Sec-WebSocket-Version") != [b"13"] or len(key) != 1:
+        return BadRequest("not a valid websocket version 13 handshake")
+    try:
+        if len(base64.b64decode(key[0], validate=True)) != 16:
+            raise ValueError(key[0])
+    except (binascii.Error, ValueError):
+        return BadRequest("Sec-WebSocket-Key is not 16 bytes in base64")
+    host = headers.getRawHeaders(b"Host") or ()
+    if len(host) != 1 or b"#" in request.uri:
+        return BadRequest("a websocket handshake needs one Host and no fragment")
+    protocols = clientProtocols(request)
+    if len(set(protocols)) != len(protocols):
+        return BadRequest("a subprotocol is offered twice")
+    return None
+
+
+def clientProtocols(request):
+    """
+    @return: the subprotocols the client offers, in its order (text).
+    """
+    values = request.requestHeaders.getRawHeaders(b"Sec-WebSocket-Protocol") or ()
+    return [
+        token.strip().decode("latin-1")
+        for value in values
+        for token in value.split(b",")
+        if token.strip()
+    ]
+
+
 def _splitHost(value, defaultPort):
     """
     Split a C{Host} header value into name and port.
@@ -119,63 +179,114 @@ def _splitHost(value, defaultPort):
     return value, defaultPort
 
 
-def _setBufferSize(transport, size):
+@implementer(IRouteHandler)
+class WebSocketRouteHandler:
     """
-    Set the write-buffer threshold of a transport, or of the TCP transport
-    below a TLS one.
+    Relays the websocket upgrades of one route to its backend.
+
+    @ivar route: the L{proxyws.values.Route}.
+    @ivar serverFactory: the Autobahn factory of the client-side handshakes.
+    @ivar clientFactory: the Autobahn factory of the backend-side handshakes.
     """
-    while transport is not None and not hasattr(transport, "bufferSize"):
-        transport = getattr(transport, "transport", None)
-    if transport is not None:
-        transport.bufferSize = size
+
+    def __init__(self, reactor, route, tlsPolicy=None):
+        """
+        @param reactor: the reactor (clock and TCP).
+        @param route: the L{proxyws.values.Route}.
+        @param tlsPolicy: see L{proxyws.pool.backendEndpoint}.
+        """
+        self.reactor = reactor
+        self.route = route
+        self.tlsPolicy = tlsPolicy
+        self.serverFactory = WebSocketServerFactory(server=None, reactor=reactor)
+        self.serverFactory.protocol = ClientHandshake
+        self.serverFactory.setProtocolOptions(**_OPTIONS)
+        backend = route.backend
+        self.clientFactory = WebSocketClientFactory(
+            url=backend.origin(backend.wsScheme).decode("ascii") + "/", reactor=reactor
+        )
+        self.clientFactory.protocol = BackendHandshake
+        self.clientFactory.setProtocolOptions(**_OPTIONS)
+
+    def proxy(self, request, target, body):
+        """
+        Relay the websocket upgrade C{request}.
+
+        @param target: the backend request target (path and query).
+        @param body: the request body, if any (an upgrade has none).
+        @return: L{NOT_DONE_YET}.
+        """
+        origin = request.requestHeaders.getRawHeaders(b"Origin")
+        if not originAllowed(self.route.allowedOrigins, origin[0] if origin else None):
+            _log.info(
+                "websocket {uri}: Origin {origin} not allowed",
+                uri=request.uri.decode("latin-1"),
+                origin=origin[0] if origin else None,
+            )
+            errorPage(request, Forbidden("this Origin may not open websockets here"))
+            return NOT_DONE_YET
+        problem = handshakeProblem(request)
+        if problem is not None or body is not None:
+            if body is not None:
+                body.stopProducing()
+            errorPage(request, problem or BadRequest("a websocket handshake has no body"))
+            return NOT_DONE_YET
+        Upgrade(self, request, target).start()
+        return NOT_DONE_YET
 
 
-class Relay:
+class Upgrade:
     """
-    One websocket between a client and a backend.
+    One websocket upgrade, from the client's request to the relay.
 
     States, each entered by the method named:
-      - connecting (L{start}): opening the backend connection and handshake;
-      - upgrading (L{backendOpen}): the backend is open, the client's
-        handshake is being answered;
-      - open (L{clientOpen}): frames flow both ways;
-      - closed (L{legClosed} of the last leg): both legs are closed and the
-        access-log line is written.
+      - connecting (L{start}): opening the backend connection;
+      - handshaking (L{backendConnected}): the backend has the request and
+        C{response_timeout} to answer it;
+      - refusing (L{backendRefused}): the backend answered something else
+        than 101, whose body is being read to relay it;
+      - answering (L{backendOpen}): the backend accepted; Autobahn answers
+        the client's handshake;
+      - relaying (L{clientOpen}): the L{Relay} has both connections;
+      - failed (L{_fail}): the client got an error page.
     """
 
-    def __init__(self, resource, request, target):
-        self._resource = resource
-        self._route = resource.route
-        self._reactor = resource.reactor
+    def __init__(self, handler, request, target):
+        self._handler = handler
+        self._route = handler.route
+        self._reactor = handler.reactor
         self.request = request
         self._target = target
-        self._backend = None
-        self._frontend = None
-        self._timer = None
-        self._idleTimer = None
-        self._answer = None
-        self._closed = set()
-        self._fast = None
-        self._sentBefore = 0
         self._offers = []
-        self._why = None
+        self._socket = None
+        self._connecting = None
+        self._deadline = None
+        self._answer = None
+        self._compressed = False
+        self._done = False
 
     def start(self):
         """
-        Connect to the backend.
+        Hold what the client sends next, and connect to the backend.
         """
         route = self._route
+        request = self.request
         _log.debug(
             "websocket {uri}: serving URL {url}",
-            uri=self.request.uri.decode('latin-1'),
+            uri=request.uri.decode("latin-1"),
             url=self.backendURL(),
         )
+        request.channel.holdForUpgrade()
+        request.whenGone = self._clientGone
+        if route.compression:
+            self._offers = wscompress.clientOffers(
+                request.requestHeaders.getRawHeaders(b"Sec-WebSocket-Extensions")
+            )
         endpoint = backendEndpoint(
-            self._reactor, route.backend, route.connectTimeout, self._resource.tlsPolicy
+            self._reactor, route.backend, route.connectTimeout, self._handler.tlsPolicy
         )
-        self._connecting = endpoint.connect(_BackendConnector(self, self._resource.clientFactory))
+        self._connecting = endpoint.connect(_BackendConnector(self))
         self._connecting.addErrback(self._connectFailed)
-        self.request.notifyFinish().addErrback(self._clientGone)
 
     def backendURL(self):
         """
@@ -185,415 +296,461 @@ class Relay:
         return (backend.origin(backend.wsScheme) + self._target).decode("ascii", "replace")
 
     def _connectFailed(self, reason):
-        if self._backend is None and not self.request.finished:
-            self._refuse(_connectError(reason), reason.getErrorMessage())
+        self._connecting = None
+        if not self._done:
+            self._fail(connectError(reason), reason.getErrorMessage())
 
     def _clientGone(self, reason):
         """
         The client went away before its websocket opened.
         """
-        self._cancelTimer()
-        if self._backend is not None:
-            self._backend.dropConnection(abort=True)
+        self._done = True
+        self._stopDeadline()
+        if self._socket is not None:
+            self._socket.transport.abortConnection()
         elif self._connecting is not None:
             self._connecting.cancel()
 
-    def forgetConnecting(self):
-        """
-        The websocket is open: the connection attempt (which holds the
-        backend protocol) is no longer needed.
-        """
-        self._connecting = None
-
-    def backendConnected(self, protocol):
+    def backendConnected(self, socket):
         """
         The backend connection is up; its handshake has C{response_timeout}.
         """
-        self._backend = protocol
-        self._timer = self._reactor.callLater(
-            self._route.responseTimeout, self._handshakeTimedOut
-        )
+        self._socket = socket
+        self._deadline = Deadline(self._reactor)
+        self._deadline.start(self._route.responseTimeout, self._timedOut)
 
-    def _handshakeTimedOut(self):
-        self._timer = None
-        self._refuse(
+    def _timedOut(self):
+        self._fail(
             GatewayTimeout("the backend did not answer the websocket handshake in time"),
             "handshake timeout",
         )
-        self._backend.dropConnection(abort=True)
 
-    def _cancelTimer(self):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+    def _stopDeadline(self):
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def backendRequest(self):
         """
-        @return: the C{ConnectingRequest} the backend leg sends.
+        @return: the C{ConnectingRequest} the backend leg sends: the
+            client's path, query, subprotocols and end-to-end headers, and
+            its compression offers.
         """
         request = self.request
         route = self._route
         headers = request.requestHeaders
-        host = headers.getRawHeaders(b"Host")
         forwarded = backendRequestHeaders(request, route, _HANDSHAKE_HEADERS)
-        hostName, port = route.backend.host, route.backend.port
-        if ":" in hostName:
-            hostName = "[" + hostName + "]"
+        hostName, port = urlHost(route.backend.host), route.backend.port
+        host = headers.getRawHeaders(b"Host")
         if route.preserveHost and host:
             hostName, port = _splitHost(
                 host[0].decode("latin-1"), 443 if request.scheme == b"https" else 80
             )
+        fields = {
+            name.decode("latin-1"): (b"; " if name == b"Cookie" else b", ")
+            .join(values)
+            .decode("latin-1")
+            for name, values in forwarded[1:]
+        }
+        offers = wscompress.offerHeader(self._offers)
+        if offers is not None:
+            fields["Sec-WebSocket-Extensions"] = offers.decode("latin-1")
         agent = headers.getRawHeaders(b"User-Agent")
         origin = headers.getRawHeaders(b"Origin")
         return ConnectingRequest(
             host=hostName,
             port=port,
             resource=self._target.decode("latin-1"),
-            headers={
-                name.decode("latin-1"): (b"; " if name == b"Cookie" else b", ")
-                .join(values)
-                .decode("latin-1")
-                for name, values in forwarded[1:]
-            },
+            headers=fields,
             useragent=agent[0].decode("latin-1") if agent else "",
             origin=origin[0].decode("latin-1") if origin else None,
-            protocols=self.clientProtocols(),
+            protocols=clientProtocols(request),
         )
 
-    def clientProtocols(self):
-        values = self.request.requestHeaders.getRawHeaders(b"Sec-WebSocket-Protocol") or ()
+    def backendAnswered(self, head):
+        """
+        The backend answered 101: check what only the proxy can check (the
+        subprotocol is one the client offered, the compression answer fits
+        the offers), and remember what the client should see.
+
+        @param head: the backend's L{proxyws.heads.ResponseHead}.
+        @return: the fields to give Autobahn to check (the 101 less its
+            subprotocol and extension fields, which the proxy checked).
+        @raise BadResponse: when the answer cannot be relayed.
+        """
+        protocols = [v for n, v in head.fields if n.lower() == b"sec-websocket-protocol"]
+        if len(protocols) > 1 or (
+            protocols and protocols[0].decode("latin-1") not in clientProtocols(self.request)
+        ):
+            raise BadResponse("the backend chose a subprotocol the client did not offer")
+        extensions = [v for n, v in head.fields if n.lower() == b"sec-websocket-extensions"]
+        if not self._offers and extensions:
+            raise BadResponse("the backend accepted an extension it was not offered")
+        answer = wscompress.acceptedAnswer(extensions, self._offers)
+        relayed = relayedFields(self.request, self._route, head.fields)
+        extra = {}
+        for name, value in relayed:
+            if name.lower() not in _ANSWER_HANDSHAKE_FIELDS:
+                extra.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+        if answer is not None:
+            extra["Sec-WebSocket-Extensions"] = [answer.decode("latin-1")]
+        self._compressed = answer is not None
+        self._answer = (protocols[0].decode("latin-1") if protocols else None, extra)
         return [
-            token.strip().decode("latin-1")
-            for value in values
-            for token in value.split(b",")
-            if token.strip()
+            (n, v)
+            for n, v in head.fields
+            if n.lower() not in (b"sec-websocket-protocol", b"sec-websocket-extensions")
         ]
 
-    def backendRefused(self, code, phrase, fields, body):
+    def backendRefused(self, head, body):
         """
         The backend answered the upgrade with something else than 101: the
         client gets that answer.
         """
-        self._cancelTimer()
+        self._done = True
+        self._stopDeadline()
         request = self.request
-        if request.finished or request.channel is None:
+        self._socket.transport.abortConnection()
+        if request.channel is None:
             return
+        request.channel.releaseHeld()
         _log.info(
             "websocket {uri}: backend {url} refused the upgrade: {code}",
-            uri=request.uri.decode('latin-1'),
+            uri=request.uri.decode("latin-1"),
             url=self.backendURL(),
-            code=code,
+            code=head.code,
         )
-        if not code:
-            errorPage(request, BadGateway("the backend answered the websocket handshake with garbage"))
-            return
-        request.setResponseCode(code, phrase)
-        request.relayedFields = relayedFields(request, self._route, fields)
-        request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
+        request.respond(
+            head.code, head.phrase, relayedFields(request, self._route, head.fields), len(body)
+        )
         request.write(body)
         request.finish()
 
-    def _refuse(self, error, detail):
-        self._cancelTimer()
+    def backendFailed(self, reason):
+        """
+        The backend's answer was not a websocket handshake the proxy can
+        relay (or the connection closed before it came).
+        """
+        if isinstance(reason, BadResponse):
+            self._fail(BadGateway("the backend answered the websocket handshake with garbage"), str(reason))
+        else:
+            self._fail(
+                BadGateway("the backend closed the connection during the websocket handshake"),
+                reason or "connection closed",
+            )
+
+    def _fail(self, error, detail):
+        if self._done:
+            return
+        self._done = True
+        self._stopDeadline()
+        if self._socket is not None:
+            self._socket.transport.abortConnection()
         request = self.request
         _log.info(
             "websocket {uri}: {status} from {url}: {detail}",
-            uri=request.uri.decode('latin-1'),
+            uri=request.uri.decode("latin-1"),
             status=error.status,
             url=self.backendURL(),
             detail=detail,
         )
-        if not request.finished and request.channel is not None and self._frontend is None:
+        if request.channel is not None:
+            request.channel.releaseHeld()
             errorPage(request, error)
-
-    def backendAccepted(self, protocol, head):
-        """
-        The backend answered 101: remember what the client should see.
-
-        @param protocol: the subprotocol the backend chose, or L{None}.
-        @param head: the backend's raw response head.
-        """
-        self._cancelTimer()
-        headers = {}
-        for name, value in parseHead(head)[2]:
-            if name.lower() not in _RESPONSE_HANDSHAKE_HEADERS:
-                headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
-        self._answer = (protocol, headers)
 
     def backendOpen(self):
         """
-        Hand the client connection to the Autobahn server protocol, with the
-        upgrade request and what the client sent after it.
+        Autobahn accepted the backend's 101: answer the client's handshake
+        (Autobahn's server protocol, on the client's connection).
         """
+        self._stopDeadline()
         request = self.request
         channel = request.channel
-        if channel is None:
-            self._backend.dropConnection(abort=True)
+        if channel is None or self._done:
+            self._socket.transport.abortConnection()
             return
-        front = self._resource.serverFactory.buildProtocol(request.getClientAddress())
-        front.relay = self
-        self._frontend = front
-        transport = channel.transport
-        transport.unregisterProducer()
-        self._site = channel.site
-        self._site.webSocketOpened(self, channel)
-        buffered = b"".join(channel._dataBuffer)
-        channel._dataBuffer = []
-        channel._protocolUpgradeForWebsockets(front)
-        front.dataReceived(self._upgradeRequest() + buffered)
-        transport.resumeProducing()
+        front = self._handler.serverFactory.buildProtocol(request.getClientAddress())
+        front.upgrade = self
+        front.makeConnection(channel.transport)
+        front.dataReceived(self._clientRequest())
 
-    def _upgradeRequest(self):
+    def _clientRequest(self):
+        """
+        The client's handshake as Autobahn's server protocol reads it: only
+        what it checks (the proxy checked the same before).
+        """
         request = self.request
+        headers = request.requestHeaders
         lines = [request.method + b" " + request.uri + b" HTTP/1.1"]
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            lines.extend(name + b": " + value for value in values)
+        for name in (b"Host", b"Sec-WebSocket-Key", b"Sec-WebSocket-Version"):
+            lines.append(name + b": " + headers.getRawHeaders(name)[0])
+        lines += [b"Upgrade: websocket", b"Connection: Upgrade"]
+        protocols = clientProtocols(request)
+        if protocols:
+            lines.append(b"Sec-WebSocket-Protocol: " + ", ".join(protocols).encode("latin-1"))
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     def clientAnswer(self):
         """
-        @return: what the Autobahn server answers the client's handshake
-            with: the backend's subprotocol and extra headers.
+        @return: what Autobahn answers the client's handshake with: the
+            backend's subprotocol and the fields that pass on.
         """
         return self._answer
 
-    def compressionOffers(self, backend):
+    def clientFailed(self, reason):
         """
-        @return: the client's permessage-deflate offers, to make to the
-            backend (none when the route turns compression off).
+        Autobahn refused the client's handshake (after the proxy's own
+        checks passed: it should not happen).
         """
-        if not self._route.compression:
-            return []
-        self._offers = wscompress.parseOffers(
-            self.request.requestHeaders.getRawHeaders(b"Sec-WebSocket-Extensions"),
-            backend._parseExtensionsHeader,
-        )
-        return self._offers
+        self._fail(BadRequest("invalid websocket handshake: {}".format(reason)), reason)
 
-    def mirrorCompression(self, offers):
+    def clientOpen(self):
         """
-        @return: the client leg's answer to the client's offers: the
-            backend leg's parameters, or none.
+        Both handshakes are done: hand the connections to a L{Relay}.
         """
-        return wscompress.mirrorAccept(offers, self._backend._perMessageCompress)
-
-    def clientOpen(self, front):
-        """
-        Both legs are open: tie them together, each transport the other's
-        producer, and choose how compressed messages are relayed.
-        """
-        back = self._backend
-        front.partner, back.partner = back, front
-        if wscompress.sameParameters(front._perMessageCompress, back._perMessageCompress) or (
-            front._perMessageCompress is None and back._perMessageCompress is None
-        ):
-            # Frames can pass as they are.
-            self._sentBefore = front.trafficStats.outgoingOctetsWireLevel
-            self._fast = FastRelay(self, front, back)
-            self._frontend, self._backend = self._fast.legs
-        # Otherwise the legs' compression differs: Autobahn inflates what
-        # each leg receives and the other deflates it again (wslegs).
-        for transport in (front.transport, back.transport):
-            # How much may wait to be written before the other side's
-            # reading pauses (Twisted's threshold, and its read size).
-            _setBufferSize(transport, self._route.wsBufferSize)
-        front.transport.registerProducer(_Producer(back.transport), True)
-        back.transport.registerProducer(_Producer(front.transport), True)
-        if self._route.wsIdleTimeout:
-            self._idleTimer = self._reactor.callLater(
-                self._route.wsIdleTimeout, self._idle
-            )
-
-    def activity(self):
-        """
-        Data went one way or the other: restart the idle timer.
-        """
-        if self._idleTimer is not None:
-            self._idleTimer.reset(self._route.wsIdleTimeout)
-
-    def _idle(self):
-        self._idleTimer = None
-        self._why = "idle timeout"
-        self._closeBoth(1001, b"proxyws: idle timeout")
-
-    def _closeBoth(self, code, reason):
-        if self._fast is not None:
-            self._fast.closeBoth(code, reason)
-            return
-        for leg in (self._frontend, self._backend):
-            if leg.state == leg.STATE_OPEN:
-                leg.sendCloseFrame(code, reason)
-
-    def closeReceived(self, leg, code, reasonRaw):
-        """
-        C{leg}'s peer sent a close frame: send the same to the other side.
-        """
-        self.noteClose(leg, code, reasonRaw)
-        other = leg.partner
-        if other is not None and other.state == other.STATE_OPEN:
-            other.sendCloseFrame(code, reasonRaw)
-
-    def noteClose(self, leg, code, reasonRaw):
-        """
-        Remember the first close as the reason the websocket closed.
-        """
-        if self._why is None:
-            self._why = "{} closed with {} {!r}".format(
-                leg.side, code, (reasonRaw or b"").decode("utf-8", "replace")
-            )
-
-    def forward(self, leg, data):
-        """
-        Bytes from C{leg}'s peer in the fast mode.
-        """
-        self._fast.forward(leg, data)
-
-    def legClosed(self, leg, wasClean, code, reason):
-        """
-        C{leg}'s connection is gone: tell the other side if it is open, and
-        finish when both are gone.
-        """
-        if leg.fast:
-            self._closed.add(leg.side)
-            other = leg.partner
-            if other.transport is not None and other.side not in self._closed:
-                # The gone leg no longer produces: let the other read its close.
-                other.transport.unregisterProducer()
-                other.transport.resumeProducing()
-            self._fast.lost(leg)
-            if len(self._closed) == 2:
-                self._finished()
-            return
-        if self._frontend is None:
-            # The backend leg closed before the client was upgraded.
-            if self._answer is None and self._timer is not None:
-                self._refuse(
-                    BadGateway("the backend closed the connection during the websocket handshake"),
-                    leg.wasNotCleanReason or "connection closed",
-                )
-            return
-        self._closed.add(leg.side)
-        other = self._frontend if leg is self._backend else self._backend
-        if other.transport is not None and other.state != other.STATE_CLOSED:
-            # The gone leg no longer produces: let the other read its close.
-            other.transport.unregisterProducer()
-            other.transport.resumeProducing()
-        if other.state == other.STATE_OPEN:
-            code, text = self.lostCode(leg, leg.wasNotCleanReason)
-            other.sendCloseFrame(code, text.encode("utf-8"))
-        if len(self._closed) == 2:
-            self._finished()
-
-    def lostCode(self, leg, why):
-        """
-        The close code and reason that tell one side its partner C{leg}
-        went away without a close frame; remembered as why it closed.
-
-        @param why: what happened, if known.
-        """
-        code, text = LOST[leg.side]
-        why = why or "connection closed"
-        if "ping" in why.lower():
-            text = "proxyws: {} ping timeout".format(leg.side)
-        if self._why is None:
-            self._why = "{} lost: {}".format(leg.side, why)
-        return code, text
-
-    def _finished(self):
-        if self._idleTimer is not None and self._idleTimer.active():
-            self._idleTimer.cancel()
-        self._idleTimer = None
-        front = self._frontend
+        self._done = True
+        self.request.whenGone = None
         request = self.request
-        site = self._site
-        site.webSocketClosed(self)
-        if self._fast is not None:
-            status, size = 101, self._sentBefore + self._fast.sentToClient
+        relay = Relay(self._route, self._reactor, request.channel.site, request)
+        relay.backendURL = self.backendURL()
+        socket, self._socket = self._socket, None
+        self._connecting = None
+        relay.start(request.channel, socket, socket.handshake.takeEarlyBytes(), self._compressed)
+        socket.handshake = None
+
+
+class ClientHandshake(WebSocketServerProtocol):
+    """
+    Autobahn's server side of the client's opening handshake; it sees no
+    frame.
+    """
+
+    upgrade = None
+
+    def onConnect(self, request):
+        """
+        Answer the client's handshake as the backend answered the proxy's.
+        """
+        return self.upgrade.clientAnswer()
+
+    def failHandshake(self, reason, code=400, responseHeaders=None):
+        """
+        Report a refused handshake; the proxy answers the client itself.
+        """
+        self.upgrade.clientFailed(reason)
+
+    def onOpen(self):
+        """
+        The client's handshake is answered.
+        """
+        self.upgrade.clientOpen()
+
+
+class BackendHandshake(WebSocketClientProtocol):
+    """
+    Autobahn's client side of the backend's opening handshake, with the
+    backend's answer read by the proxy's head codec first; it sees no frame.
+    """
+
+    upgrade = None
+    _interim = 0
+    _early = b""
+    _failed = False
+
+    def onConnecting(self, transportDetails):
+        """
+        Send the backend the client's path, headers, subprotocols and
+        compression offers.
+        """
+        return self.upgrade.backendRequest()
+
+    def processHandshake(self):
+        """
+        Read the backend's answer: skip interim answers, relay a refusal,
+        or let Autobahn check a 101.
+        """
+        if self._failed:
+            return
+        try:
+            end = findHeadEnd(self.data)
+            if end < 0:
+                return
+            head = parseResponseHead(self.data[:end])
+            rest = self.data[end + 4 :]
+            if 100 <= head.code < 200 and head.code != 101:
+                self._interim += 1
+                if self._interim > MAX_INTERIM:
+                    raise BadResponse("more than {} interim answers".format(MAX_INTERIM))
+                self.data = rest
+                return self.processHandshake()
+            if head.code != 101:
+                return self._refused(head, rest)
+            responseFraming(head, b"GET", upgrading=True)
+            fields = self.upgrade.backendAnswered(head)
+        except BadResponse as e:
+            return self._fail(e)
+        self.data = encodeResponseHead(head.version, 101, head.phrase, fields) + rest
+        return WebSocketClientProtocol.processHandshake(self)
+
+    def _refused(self, head, rest):
+        body = refusalBody(head, rest, closed=False)
+        if body is not None:
+            self.upgrade.backendRefused(head, body)
+            self._failed = True
+
+    def _fail(self, error):
+        self._failed = True
+        self.upgrade.backendFailed(error)
+
+    def failHandshake(self, reason):
+        """
+        Autobahn refused the backend's 101 (its key or headers).
+        """
+        if not self._failed:
+            self._fail(BadResponse(reason))
+
+    def onConnect(self, response):
+        """
+        The backend's 101 passed Autobahn's checks.
+        """
+
+    def onOpen(self):
+        """
+        The backend's handshake is done: answer the client's.
+        """
+        self.upgrade.backendOpen()
+
+    def consumeData(self):
+        """
+        Read the handshake; once it is open, bytes after the 101 are the
+        backend's first frames: keep them for the relay.
+        """
+        if self.state == self.STATE_OPEN:
+            self._early, self.data = self._early + self.data, b""
         else:
-            status = 101 if front.partner is not None else 400
-            size = front.trafficStats.outgoingOctetsWireLevel
-        site.log(request, status=status, size=size)
-        _log.info(
-            "websocket {uri} to {url} closed: {why}",
-            uri=request.uri.decode('latin-1'),
-            url=self.backendURL(),
-            why=self._why or "closed",
-        )
+            WebSocketClientProtocol.consumeData(self)
 
-    def abort(self):
+    def takeEarlyBytes(self):
         """
-        Drop both connections at once (the shutdown deadline has passed).
+        @return: the backend's first frames, received with its 101.
         """
-        for leg in (self._frontend, self._backend):
-            leg.dropConnection(abort=True)
+        early, self._early = self._early + self.data, b""
+        self.data = b""
+        return early
 
-    def goAway(self):
+    def connectionLost(self, reason):
         """
-        The server is stopping: close both legs with 1001.
+        The connection closed during the handshake.
         """
-        self._why = "server shutting down"
-        code, text = SHUTDOWN
-        self._closeBoth(code, text.encode("utf-8"))
+        if self._failed or self.upgrade is None:
+            return
+        if self.state == self.STATE_CONNECTING and self.data:
+            # A refusal whose body runs until the connection closes.
+            try:
+                end = findHeadEnd(self.data)
+                if end >= 0:
+                    head = parseResponseHead(self.data[:end])
+                    if head.code >= 200:
+                        body = refusalBody(head, self.data[end + 4 :], closed=True)
+                        if body is not None:
+                            self._failed = True
+                            self.upgrade.backendRefused(head, body)
+                            return
+            except BadResponse as e:
+                return self._fail(e)
+        self._fail(reason.getErrorMessage() if reason is not None else None)
 
 
-class WebSocketProxyResource:
+def refusalBody(head, data, closed):
     """
-    Relays websocket upgrades for one route to its backend.
+    The body of a backend's answer other than 101, once enough has come.
 
-    @ivar route: the L{proxyws.config.Route}.
-    @ivar serverFactory: the Autobahn factory of the client legs.
-    @ivar clientFactory: the Autobahn factory of the backend legs.
+    @param head: the answer's L{proxyws.heads.ResponseHead}.
+    @param data: the bytes after its head so far.
+    @param closed: whether the connection has closed (nothing more comes).
+    @return: the body (decoded when chunked, at most L{REFUSAL_BODY_LIMIT}
+        bytes), or L{None} to wait for more.
+    @raise BadResponse: for a head whose framing is ambiguous, or a broken
+        chunked body.
+    """
+    framing = responseFraming(head, b"GET", upgrading=True)
+    if framing.kind is CHUNKED:
+        chunks, done = [], []
+        decoder = ChunkedDecoder(chunks.append, done.append)
+        try:
+            decoder.dataReceived(data)
+        except MalformedChunkedData:
+            raise BadResponse("invalid chunked body") from None
+        body = b"".join(chunks)
+        if done or len(body) >= REFUSAL_BODY_LIMIT or closed:
+            return body[:REFUSAL_BODY_LIMIT]
+        return None
+    if framing.kind is LENGTH:
+        wanted = min(framing.length, REFUSAL_BODY_LIMIT)
+        if len(data) < wanted and not closed:
+            return None
+        return data[:wanted]
+    if framing.kind is UNTIL_CLOSE:
+        if len(data) < REFUSAL_BODY_LIMIT and not closed:
+            return None
+        return data[:REFUSAL_BODY_LIMIT]
+    return b""
+
+
+class BackendSocket(Protocol):
+    """
+    The backend connection of one websocket: its bytes and its end go to
+    the Autobahn handshake first, then to the relay (C{receiver}).
+
+    @ivar handshake: the L{BackendHandshake} while it runs.
+    @ivar receiver: where bytes and the end go.
     """
 
-    def __init__(self, reactor, route, tlsPolicy=None):
-        """
-        @param reactor: the reactor (clock and TCP).
-        @param route: the L{proxyws.config.Route}.
-        @param tlsPolicy: see L{proxyws.pool.backendEndpoint}.
-        """
-        self.reactor = reactor
-        self.route = route
-        self.tlsPolicy = tlsPolicy
-        options = dict(
-            echoCloseCodeReason=True,
-            openHandshakeTimeout=0,
-            closeHandshakeTimeout=1,
-            maxMessagePayloadSize=route.maxMessageSize,
-            autoPingInterval=route.wsPingInterval,
-            autoPingTimeout=route.wsPingTimeout if route.wsPingInterval else 0,
-            failByDrop=False,
-        )
-        self.serverFactory = WebSocketServerFactory(reactor=reactor)
-        self.serverFactory.protocol = FrontendProtocol
-        self.serverFactory.setProtocolOptions(**options)
-        self.serverFactory._batched_timer = _ReactorTimer(reactor)
-        backend = route.backend
-        self.clientFactory = WebSocketClientFactory(
-            url=backend.origin(backend.wsScheme).decode("ascii") + "/", reactor=reactor
-        )
-        self.clientFactory.protocol = BackendProtocol
-        self.clientFactory.setProtocolOptions(**options)
-        self.clientFactory._batched_timer = _ReactorTimer(reactor)
+    handshake = None
+    receiver = None
 
-    def proxy(self, request, target):
-        """
-        Relay the websocket upgrade C{request}.
+    def __init__(self, upgrade, factory):
+        self._upgrade = upgrade
+        self._factory = factory
 
-        @param target: the backend request target (path and query).
+    def connectionMade(self):
         """
-        origin = request.requestHeaders.getRawHeaders(b"Origin")
-        if not originAllowed(self.route.allowedOrigins, origin[0] if origin else None):
-            _log.info(
-                "websocket {uri}: Origin {origin} not allowed",
-                uri=request.uri.decode('latin-1'),
-                origin=origin[0] if origin else None,
-            )
-            errorPage(request, Forbidden("this Origin may not open websockets here"))
-            return NOT_DONE_YET
-        version = request.requestHeaders.getRawHeaders(b"Sec-WebSocket-Version")
-        key = request.requestHeaders.getRawHeaders(b"Sec-WebSocket-Key")
-        if request.method != b"GET" or not key or version != [b"13"]:
-            errorPage(request, BadRequest("not a valid websocket version 13 handshake"))
-            return NOT_DONE_YET
-        Relay(self, request, target).start()
-        return NOT_DONE_YET
+        Start the handshake.
+        """
+        handshake = self._factory.buildProtocol(self.transport.getPeer())
+        handshake.upgrade = self._upgrade
+        self.handshake = self.receiver = handshake
+        self._upgrade.backendConnected(self)
+        handshake.makeConnection(self.transport)
+        self._upgrade = self._factory = None
+
+    def dataReceived(self, data):
+        """
+        Bytes from the backend.
+        """
+        self.receiver.dataReceived(data)
+
+    def connectionLost(self, reason):
+        """
+        The backend connection is gone.
+        """
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            receiver.connectionLost(reason)
+
+
+class _BackendConnector(Factory):
+    """
+    Builds the backend connection of one upgrade.
+    """
+
+    noisy = False
+
+    def __init__(self, upgrade):
+        self._upgrade = upgrade
+
+    def buildProtocol(self, addr):
+        """
+        @return: a L{BackendSocket} tied to the upgrade.
+        """
+        return BackendSocket(self._upgrade, self._upgrade._handler.clientFactory)

@@ -755,7 +755,7 @@ class BufferSizeTests(RelayTestCase):
         client.sendMessage(b"x", isBinary=True)
         yield client.nextMessage()
         [relay] = self.service.sites[0]._relays
-        sizes = [leg.transport.bufferSize for leg in (relay._frontend, relay._backend)]
+        sizes = [leg.transport.bufferSize for leg in (relay.client, relay.backend)]
         self.assertEqual(sizes, [8192, 8192])
 
 

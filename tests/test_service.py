@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxyws.config import parseConfig
 from proxyws.errors import ConfigError
 from proxyws.gate import Gate
-from proxyws.service import BackendTLSPolicy, serverContext
+from proxyws.tls import BackendTLSPolicy, serverContext
 
 from . import certs
 

@@ -36,7 +36,7 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 import proxyws.tls as tlsModule
 from proxyws.config import parseConfig
-from proxyws.service import BackendTLSPolicy, serverContext
+from proxyws.tls import BackendTLSPolicy, serverContext
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 

@@ -789,7 +789,7 @@ class LogLevelTests(SynchronousTestCase):
         message (why it closed) is.
         """
         output = self.websocketOutput()
-        self.assertIn("[proxyws.wsproxy#info] websocket /ws", output)
+        self.assertIn("[proxyws.wsrelay#info] websocket /ws", output)
         self.assertNotIn("#debug]", output)
 
     def test_debug(self):
@@ -806,4 +806,4 @@ class LogLevelTests(SynchronousTestCase):
         """
         output = self.websocketOutput('log_level = "warn"')
         self.assertNotIn("[proxyws.wsproxy#", output)
-        self.assertNotIn("[proxyws.wsfast#", output)
+        self.assertNotIn("[proxyws.wsrelay#", output)

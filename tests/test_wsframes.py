@@ -101,19 +101,22 @@ class ScannerTests(SynchronousTestCase):
 
     def test_controlFrames(self):
         """
-        Control frames are reported with their unmasked payloads.
+        Control frames are reported with their unmasked payloads, up to a
+        close frame: nothing after it is read, and C{closeEnd} says where
+        it ends.
         """
         scanner = FrameScanner()
-        scanner.feed(
+        head = (
             frame(PING, b"are you there", key=KEY)
             + frame(TEXT, b"data")
             + frame(CLOSE, closePayload(4000, b"bye"), key=KEY)
-            + frame(PONG, b"")
         )
+        boundary = scanner.feed(head + frame(PONG, b"") + frame(TEXT, b"late"))
         self.assertEqual(
             scanner.controls,
-            [(PING, b"are you there"), (CLOSE, b"\x0f\xa0bye"), (PONG, b"")],
+            [(PING, b"are you there"), (CLOSE, b"\x0f\xa0bye")],
         )
+        self.assertEqual((boundary, scanner.closeEnd), (len(head), len(head)))
 
     def test_messageBytes(self):
         """
