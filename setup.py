@@ -21,18 +21,24 @@ setup(
     python_requires=">=3.11",
     packages=["proxyws", "twisted.plugins"],
     package_data={"twisted.plugins": ["proxyws_plugin.py"]},
+    # Each dependency is bounded at its next major version (Twisted,
+    # Autobahn, pyOpenSSL, service-identity and attrs number theirs by year):
+    # proxyws uses private names of Twisted and Autobahn (proxyws/internals.py),
+    # which a new major version may drop.  README.rst names the versions
+    # tested.
     install_requires=[
-        "twisted>=24.7",
-        "autobahn>=24.4",
-        "pyopenssl>=24.0",
-        "service-identity>=24.1",
-        "zope.interface>=6.0",
-        "attrs>=23.1",
-        "bcrypt>=4.0",
-        "libpass>=1.9",
+        "twisted>=24.7,<27",
+        "autobahn>=24.4,<27",
+        "pyopenssl>=24.0,<27",
+        "service-identity>=24.1,<27",
+        "cryptography>=42,<51",
+        "zope.interface>=6.0,<9",
+        "attrs>=23.1,<27",
+        "bcrypt>=4.0,<6",
+        "libpass>=1.9,<2",
     ],
     extras_require={
-        "test": ["pytest>=8", "websockets>=13"],
+        "test": ["pytest>=8,<10", "websockets>=13,<18"],
     },
     classifiers=[
         "Framework :: Twisted",

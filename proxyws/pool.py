@@ -210,8 +210,9 @@ class BackendPool:
         self._busy[key] -= 1
         waiting = self._waiting.get(key)
         if waiting:
-            # Hand it over on the next turn: the client protocol finishes
-            # cleaning up the previous response after this call returns.
+            # Hand it over on the next turn of the event loop (not a
+            # timeout): the connection finishes cleaning up the previous
+            # response after this call returns.
             waiter = waiting.popleft()[0]
             self._busy[key] += 1
             protocol.reused = True

@@ -112,21 +112,24 @@ def _bind(config, keyPath, listener, port=None, reusePort=False):
     return sock
 
 
-def buildRoot(config, reactor):
+def buildRoot(config, reactor, pool=None):
     """
     Build the root resource every listener serves, and the backend pool.
 
+    @param pool: the L{proxyws.interfaces.IBackendPool} to use instead of a
+        L{BackendPool} built from the config.
     @return: C{(root, pool)}.
     """
     server = config.server
     backendPolicy = BackendTLSPolicy(config)
-    pool = BackendPool(
-        reactor,
-        maxIdle=server.backendKeepalive,
-        idleTimeout=server.backendIdleTimeout,
-        maxConnections=server.backendMaxConnections,
-        tlsPolicy=backendPolicy,
-    )
+    if pool is None:
+        pool = BackendPool(
+            reactor,
+            maxIdle=server.backendKeepalive,
+            idleTimeout=server.backendIdleTimeout,
+            maxConnections=server.backendMaxConnections,
+            tlsPolicy=backendPolicy,
+        )
     handlers = {route.index: HTTPRouteHandler(reactor, pool, route) for route in config.routes}
     webSockets = {
         route.index: WebSocketRouteHandler(reactor, route, backendPolicy)
@@ -142,14 +145,15 @@ def buildRoot(config, reactor):
     return root, pool
 
 
-def buildSite(config, reactor, accessLog, listener=None):
+def buildSite(config, reactor, accessLog, listener=None, pool=None):
     """
     Build a site serving C{config}, and its backend pool.
 
     @param listener: the L{proxyws.config.Listener} the site serves.
+    @param pool: see L{buildRoot}.
     @return: C{(site, pool)}.
     """
-    root, pool = buildRoot(config, reactor)
+    root, pool = buildRoot(config, reactor, pool)
     site = ProxySite(
         root,
         accessLog,

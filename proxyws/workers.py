@@ -26,6 +26,7 @@ from twisted.internet.protocol import ProcessProtocol
 from .errors import ConfigError
 from .logs import ProxyLogger
 from .service import _bind, onSignal
+from .timers import Deadline
 
 # Seconds between a worker's death and its restart, so that a worker that
 # cannot start does not spin.
@@ -150,9 +151,8 @@ class WorkerSupervisor(Service):
             index=worker.index,
             reason=reason.getErrorMessage() if status is None else "status {}".format(status),
         )
-        self._restarts[worker.index] = self._reactor.callLater(
-            RESTART_DELAY, self._spawn, worker.index
-        )
+        restart = self._restarts[worker.index] = Deadline(self._reactor)
+        restart.start(RESTART_DELAY, self._spawn, worker.index)
 
     def stopService(self):
         """
@@ -163,8 +163,8 @@ class WorkerSupervisor(Service):
         """
         Service.stopService(self)
         self._stopping = True
-        for call in self._restarts.values():
-            call.cancel()
+        for restart in self._restarts.values():
+            restart.cancel()
         # The parent's copies of the sockets would keep accepting into their
         # queues after the workers stop: close them first.
         for sockets in self._sockets:
@@ -173,12 +173,11 @@ class WorkerSupervisor(Service):
         ended = [worker.ended for worker in self.workers.values()]
         for worker in list(self.workers.values()):
             worker.transport.signalProcess("TERM")
-        kill = self._reactor.callLater(
-            self._config.server.shutdownTimeout + KILL_MARGIN, self._kill
-        )
+        kill = Deadline(self._reactor)
+        kill.start(self._config.server.shutdownTimeout + KILL_MARGIN, self._kill)
+
         def done(_):
-            if kill.active():
-                kill.cancel()
+            kill.cancel()
 
         return gatherResults(ended).addCallback(done)
 

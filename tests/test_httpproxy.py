@@ -25,6 +25,7 @@ from twisted.internet.testing import (
     MemoryReactorClock,
     StringTransportWithDisconnection,
 )
+from twisted.internet import error
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -1245,6 +1246,41 @@ class BackendAnswerTests(ProxyTestCase):
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nX Powered: by-app\r\nContent-Length: 2\r\n\r\nok")
         self.assertTrue(client.value().startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), client.value())
         self.assertTrue(client.connected)
+
+    def test_closeDelimitedBodyReset(self):
+        """
+        A backend that resets a body delimited by the connection's end: the
+        client's connection is aborted, never given a complete-looking
+        (chunk-terminated) body; closed cleanly, the same body completes.
+        """
+        for reason, complete in [(error.ConnectionLost(), False), (error.ConnectionDone(), True)]:
+            channel, client, protocol, backend = self.proxiedGet()
+            protocol.dataReceived(b"HTTP/1.1 200 OK\r\n\r\npart")
+            protocol.connectionLost(Failure(reason))
+            self.assertEqual(client.value().endswith(b"0\r\n\r\n"), complete, reason)
+            self.assertEqual(client.connected, complete, reason)
+
+    def test_ambiguousFraming(self):
+        """
+        Responses whose body length a client could read otherwise than the
+        proxy get 502 (each was relayed before): two Content-Length values,
+        an unsupported transfer coding beside a length, a negative or
+        oversized length, a 101 nobody asked for.
+        """
+        answers = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: " + b"1" * 26 + b"\r\n\r\nok",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        ]
+        seen = []
+        for answer in answers:
+            channel, client, protocol, backend = self.proxiedGet()
+            protocol.dataReceived(answer)
+            seen.append(client.value().split(b"\r\n", 1)[0])
+            self.assertFalse(backend.connected)
+        self.assertEqual(seen, [b"HTTP/1.1 502 Bad Gateway"] * len(answers))
 
     def test_closingIdleConnectionNotLent(self):
         """

@@ -34,13 +34,13 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
-import proxyws.tls as tlsModule
+import proxyws.certificates as certificatesModule
 from proxyws.config import parseConfig
 from proxyws.tls import BackendTLSPolicy, serverContext
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from proxyws import tls
+from proxyws import certificates, tls
 from proxyws.errors import ConfigError
 
 from . import certs
@@ -81,10 +81,10 @@ class FilesMixin:
 
     def load(self, pair, stem=None, chain=()):
         """
-        @return: C{pair} written and loaded as a L{tls.Certificate}.
+        @return: C{pair} written and loaded as a L{certificates.Certificate}.
         """
         stem = stem or pair.certificate.subject.rfc4514_string().replace("*", "star")
-        return tls.loadCertificate(*self.pair(stem, pair, chain))
+        return certificates.loadCertificate(*self.pair(stem, pair, chain))
 
     def caFile(self, *authorities):
         """
@@ -122,13 +122,13 @@ class NameTests(SynchronousTestCase):
             ("a.*.com", "a.b.com", False),
         ]
         for pattern, name, expected in table:
-            self.assertEqual(tls.nameMatches(pattern, name), expected, (pattern, name))
+            self.assertEqual(certificates.nameMatches(pattern, name), expected, (pattern, name))
 
     def fake(self, *names):
         """
-        @return: a L{tls.Certificate} with only names.
+        @return: a L{certificates.Certificate} with only names.
         """
-        return tls.Certificate((), None, names)
+        return certificates.Certificate((), None, names)
 
     def test_selectCertificate(self):
         """
@@ -152,7 +152,7 @@ class NameTests(SynchronousTestCase):
             (None, default),
         ]
         for name, expected in table:
-            self.assertIs(tls.selectCertificate(available, default, name), expected, name)
+            self.assertIs(certificates.selectCertificate(available, default, name), expected, name)
 
     def test_namesFromSubjectAltName(self):
         """
@@ -163,7 +163,7 @@ class NameTests(SynchronousTestCase):
             CA, ["Www.Example.com", "*.example.com", "127.0.0.1", "::1"], commonName="cn.test"
         )
         self.assertEqual(
-            tls.certificateNames(pair.certificate),
+            certificates.certificateNames(pair.certificate),
             (("www.example.com", "*.example.com"), ("127.0.0.1", "::1")),
         )
 
@@ -172,23 +172,23 @@ class NameTests(SynchronousTestCase):
         Without subjectAltName, the CN is the name.
         """
         pair = certs.makeCertificate(CA, ["Legacy.Test"], subjectAltName=False)
-        self.assertEqual(tls.certificateNames(pair.certificate), (("legacy.test",), ()))
+        self.assertEqual(certificates.certificateNames(pair.certificate), (("legacy.test",), ()))
 
 
 class LoadCertificateTests(FilesMixin, SynchronousTestCase):
     """
-    L{tls.loadCertificate} reads PEM files and refuses, with one exact line,
+    L{certificates.loadCertificate} reads PEM files and refuses, with one exact line,
     anything a listener could not use.
     """
 
     def assertProblem(self, expected, *args, **kwargs):
         """
-        L{tls.loadCertificate} with these arguments raises a L{ConfigError}
+        L{certificates.loadCertificate} with these arguments raises a L{ConfigError}
         whose text is C{expected} (C{%(c)s}, C{%(k)s} the paths' reprs).
         """
         kwargs.setdefault("configPath", "proxyws.toml")
         kwargs.setdefault("keyPathInConfig", "listen[0].tls")
-        error = self.assertRaises(ConfigError, tls.loadCertificate, *args, **kwargs)
+        error = self.assertRaises(ConfigError, certificates.loadCertificate, *args, **kwargs)
         self.assertEqual(str(error), expected % {"c": repr(args[0]), "k": repr(args[1])})
 
     def test_load(self):
@@ -221,7 +221,7 @@ class LoadCertificateTests(FilesMixin, SynchronousTestCase):
         path = self.write(
             "both.pem", certs.certificatePem(pair.certificate) + certs.keyPem(pair.key)
         )
-        self.assertEqual(tls.loadCertificate(path, path).names, ("a.test",))
+        self.assertEqual(certificates.loadCertificate(path, path).names, ("a.test",))
 
     def test_passphrase(self):
         """
@@ -232,7 +232,7 @@ class LoadCertificateTests(FilesMixin, SynchronousTestCase):
         cert, key = self.pair("a", pair, passphrase=b"s3cret")
         traditional = self.write("t.key", certs.keyPem(pair.key, b"s3cret", traditional=True))
         for path, passphrase in [(key, "s3cret"), (key, b"s3cret"), (traditional, "s3cret")]:
-            loaded = tls.loadCertificate(cert, path, passphrase)
+            loaded = certificates.loadCertificate(cert, path, passphrase)
             self.assertEqual(loaded.key.private_numbers(), pair.key.private_numbers())
 
     def test_passphraseForPlainKey(self):
@@ -240,7 +240,7 @@ class LoadCertificateTests(FilesMixin, SynchronousTestCase):
         A passphrase for a key that is not encrypted is ignored.
         """
         cert, key = self.pair("a", certs.makeCertificate(CA, ["a.test"]))
-        self.assertEqual(tls.loadCertificate(cert, key, "unused").names, ("a.test",))
+        self.assertEqual(certificates.loadCertificate(cert, key, "unused").names, ("a.test",))
 
     def test_missingFiles(self):
         """
@@ -279,8 +279,8 @@ class LoadCertificateTests(FilesMixin, SynchronousTestCase):
                 raise PermissionError(13, "Permission denied", path)
             return realOpen(path, *args, **kwargs)
 
-        tlsModule.open = deniedOpen
-        self.addCleanup(delattr, tlsModule, "open")
+        certificatesModule.open = deniedOpen
+        self.addCleanup(delattr, certificatesModule, "open")
         self.assertProblem(
             "proxyws.toml: listen[0].tls.key: cannot read %(k)s: permission denied", cert, key
         )
@@ -366,7 +366,7 @@ class LoadCertificateTests(FilesMixin, SynchronousTestCase):
             cert, key,
         )
         later = start + datetime.timedelta(days=1)
-        self.assertEqual(tls.loadCertificate(cert, key, now=later).names, ("new.test",))
+        self.assertEqual(certificates.loadCertificate(cert, key, now=later).names, ("new.test",))
 
     def test_refusedByOpenSSL(self):
         """
@@ -552,7 +552,7 @@ class SettingsTests(FilesMixin, SynchronousTestCase):
         """
         path = self.caFile(CA, OTHER_CA)
         self.assertEqual(
-            tls.loadAuthorities(path), (CA.certificate, OTHER_CA.certificate)
+            certificates.loadAuthorities(path), (CA.certificate, OTHER_CA.certificate)
         )
 
     def test_serverContext(self):
@@ -1126,7 +1126,7 @@ class BackendTests(ServerMixin, TestCase):
         )
         cert, key = self.pair("expired", pair)
         later = datetime.datetime(2019, 6, 1, tzinfo=UTC)
-        certificate = tls.loadCertificate(cert, key, now=later)
+        certificate = certificates.loadCertificate(cert, key, now=later)
         port, _ = self.listen(tls.serverContextFactory([certificate]))
         yield self.assertFails(port, tls.backendCreator("backend.test", ca=self.ca))
 
@@ -1173,7 +1173,7 @@ class BackendTests(ServerMixin, TestCase):
         certificate given, and sees its subject; without one, the
         connection fails.
         """
-        client = tls.loadCertificate(*self.pair("client", CLIENT))
+        client = certificates.loadCertificate(*self.pair("client", CLIENT))
         port = self.backend(
             certs.makeCertificate(CA, ["backend.test"]),
             clientCA=self.ca, clientCertificate="required",

@@ -6,6 +6,8 @@ import struct
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from proxyws.errors import BadFrame, MessageTooBig
+
 from proxyws.wsframes import (
     BINARY,
     CLOSE,
@@ -14,7 +16,6 @@ from proxyws.wsframes import (
     PONG,
     TEXT,
     FrameScanner,
-    MessageTooBig,
     closePayload,
     controlFrame,
     parseClose,
@@ -24,11 +25,12 @@ from proxyws.wsframes import (
 KEY = b"\x01\x02\x03\x04"
 
 
-def frame(opcode, payload, fin=True, key=None):
+def frame(opcode, payload, fin=True, key=None, rsv=0):
     """
-    The bytes of one frame, masked with C{key} when given.
+    The bytes of one frame, masked with C{key} when given, with the
+    reserved bits C{rsv}.
     """
-    first = (0x80 if fin else 0) | opcode
+    first = (0x80 if fin else 0) | rsv | opcode
     length = len(payload)
     mask = 0x80 if key else 0
     if length < 126:
@@ -209,3 +211,44 @@ class TooBigThenCloseTests(SynchronousTestCase):
         scanner.limit = 0
         scanner.feed(frame(CLOSE, closePayload(1000, b"ok"), key=KEY))
         self.assertEqual(scanner.controls, [(CLOSE, closePayload(1000, b"ok"))])
+
+
+class FrameRuleTests(SynchronousTestCase):
+    """
+    L{FrameScanner} refuses frame headers no peer may send (RFC 6455
+    5.2-5.5, RFC 7692 6).
+    """
+
+    def test_refused(self):
+        """
+        Each stream raises L{BadFrame}; with compression negotiated too,
+        except where RSV1 marks the first frame of a compressed message.
+        """
+        rows = [
+            frame(TEXT, b"x", rsv=0x40),
+            frame(TEXT, b"x", rsv=0x20),
+            frame(BINARY, b"x", rsv=0x10),
+            frame(CONTINUATION, b"x"),
+            frame(TEXT, b"a", fin=False) + frame(TEXT, b"b"),
+            frame(TEXT, b"a", fin=False) + frame(CONTINUATION, b"b", rsv=0x40),
+            frame(0x3, b"x"),
+            frame(0xB, b""),
+            frame(PING, b"x", fin=False),
+            frame(PING, b"x", rsv=0x40),
+        ]
+        for data in rows:
+            self.assertRaises(BadFrame, FrameScanner().feed, data)
+        for data in rows[1:]:
+            self.assertRaises(BadFrame, FrameScanner(compressed=True).feed, data)
+
+    def test_compressedFirstFrame(self):
+        """
+        With compression negotiated, RSV1 may mark the first frame of a
+        message, fragmented or not.
+        """
+        stream = (
+            frame(TEXT, b"x", rsv=0x40)
+            + frame(BINARY, b"a", fin=False, rsv=0x40)
+            + frame(CONTINUATION, b"b")
+        )
+        self.assertEqual(FrameScanner(compressed=True).feed(stream), len(stream))

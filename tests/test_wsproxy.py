@@ -30,9 +30,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxyws.accesslog import MemoryAccessLog
 from proxyws.config import parseConfig
 from proxyws.service import buildSite
+from proxyws.wsrelay import CLOSE_TIMEOUT
 
 from .helpers import MemoryConnection, pumpAll
-from .wsbackends import TEXT, encodeFrame, upgradeRequest
+from .wsbackends import CLOSE, TEXT, acceptKey, decodeFrames, encodeFrame, upgradeRequest
 
 # The client, the address it connected to, and the backend.
 CLIENT = IPv4Address("TCP", "10.0.0.1", 5555)
@@ -102,6 +103,9 @@ PING_TIMEOUTS = [
 # The head of a refusal with a chunked body.
 CHUNKED = b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n"
 
+# A refusal with a body of known length.
+FORBIDDEN = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope"
+
 # What the backend answers the upgrade with, in separate reads -> the status
 # and body the client gets.  A refusal passes as it stands, whatever its
 # framing; a chunked body reaches the client as the body it encodes, since
@@ -117,6 +121,38 @@ REFUSALS = [
         [b"garbage\r\n\r\n"],
         (502, b"502 Bad Gateway\n\nthe backend answered the websocket handshake with garbage\n"),
     ),
+    # An interim answer is skipped; the real one follows.
+    ([b"HTTP/1.1 100 Continue\r\n\r\n", FORBIDDEN], (403, b"nope")),
+    ([b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + FORBIDDEN], (403, b"nope")),
+    # A body that runs until the connection closes.
+    ([b"HTTP/1.1 403 Forbidden\r\n\r\nno", b"pe", None], (403, b"nope")),
+]
+
+# Answers the HTTP path refuses with 502 -> the same 502 on the websocket
+# path (each was relayed, or answered otherwise, before the head codec was
+# shared).
+GARBAGE = b"502 Bad Gateway\n\nthe backend answered the websocket handshake with garbage\n"
+BAD_ANSWERS = [
+    b"HTTP/1.1 403 Forbidden\r\nX-A: a\nInjected: 1\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 403 Forbidden\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 403 Forbidden\r\nX A: b\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 403 Forbidden\r\nX-A : b\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 403 Forbidden\r\nX-A: a\r\n folded\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 403 Forbidden\r\nX-A: \x01\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 -1 Minus\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 1_000 Underscore\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 99999 Long\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/2.0 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nnope",
+    b"HTTP/1.1 403 Forbidden\r\nContent-Length: -1\r\n\r\nnope",
+    b"HTTP/1.1 403 Forbidden\r\nContent-Length: " + b"9" * 26 + b"\r\n\r\nnope",
+    b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope",
+    b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 403 Forbidden\r\nX: " + b"x" * 70000 + b"\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: x\r\nSec-WebSocket-Protocol: never-offered\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: wrong\r\n\r\n",
 ]
 
 # The backend connection attempt fails -> the status the client gets.
@@ -510,7 +546,7 @@ class CloseTests(RelayTestCase):
         """
         For each row of L{VANISHES}, when a side's connection breaks without
         a close frame, the other side gets a clean close with the code and
-        reason of L{proxyws.wsproxy.LOST}.
+        reason of L{proxyws.wsrelay.LOST}.
         """
         seen = []
         for gone, _ in VANISHES:
@@ -525,6 +561,62 @@ class CloseTests(RelayTestCase):
             self.assertTrue(wasClean)
             seen.append((gone, ("client" if other is client else "backend", code, reason)))
         self.assertEqual(seen, VANISHES)
+
+
+    def test_unansweredClose(self):
+        """
+        A backend that never answers the client's close frame: after
+        L{CLOSE_TIMEOUT} seconds the proxy answers the client itself, both
+        connections close, and no timer is left.
+        """
+        client, backend = self.openWebSocket()
+        backend.dataReceived = lambda data: None
+        # The client waits longer than the proxy.
+        client.closeHandshakeTimeout = CLOSE_TIMEOUT * 2
+        client.sendCloseFrame(1000, b"bye")
+        self.pump()
+        self.advance(CLOSE_TIMEOUT - 0.5)
+        self.assertEqual(client.closes, [])
+        self.advance(0.5)
+        [(wasClean, code, _)] = client.closes
+        self.assertEqual((wasClean, code), (True, 1011))
+        self.assertTrue(
+            self.clientConnection.serverIO.disconnected
+            and self.backendConnection.clientIO.disconnected
+        )
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(len(self.log.lines), 1)
+
+    def test_dataAfterClose(self):
+        """
+        Data frames a client sends after its own close frame do not reach
+        the backend, in the same read as the close or later.
+        """
+        self.buildProxy()
+        client = clientFactory(self.reactor).buildProtocol(FRONT)
+        self.clientConnection = self.connectClient(client)
+        self.pump()
+        backend = RawPeer()
+        connection = self.acceptBackend(backend)
+        self.pump()
+        head, _, _ = backend.received.partition(b"\r\n\r\n")
+        key = [v for n, _, v in (l.partition(b": ") for l in head.split(b"\r\n"))
+               if n.lower() == b"sec-websocket-key"][0]
+        backend.received = b""
+        connection.serverIO.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acceptKey(key) + b"\r\n\r\n"
+        )
+        self.pump()
+        self.assertTrue(client.opened)
+        client.sendCloseFrame(1000, b"bye")
+        client.transport.write(encodeFrame(TEXT, b"same read"))
+        self.pump()
+        client.transport.write(encodeFrame(TEXT, b"later"))
+        self.pump()
+        frames, rest = decodeFrames(backend.received)
+        self.assertEqual([opcode for _, opcode, _ in frames], [CLOSE])
+        self.assertEqual(rest, b"")
 
 
 class PingTests(RelayTestCase):
@@ -697,11 +789,32 @@ class HandshakeTests(RelayTestCase):
             connection = self.acceptBackend(backend)
             self.pump()
             for data in reads:
-                connection.serverIO.write(data)
+                if data is None:
+                    connection.serverIO.loseConnection()
+                else:
+                    connection.serverIO.write(data)
                 self.pump()
             seen.append((reads, statusAndBody(client.received)))
             self.assertTrue(backend.lost)
         self.assertEqual(seen, REFUSALS)
+
+    def test_badAnswers(self):
+        """
+        Each answer of L{BAD_ANSWERS} gets the client a 502, the backend
+        connection closed, and no websocket.
+        """
+        seen = []
+        for answer in BAD_ANSWERS:
+            self.buildProxy()
+            client = self.rawClient()
+            backend = RawPeer()
+            connection = self.acceptBackend(backend)
+            self.pump()
+            connection.serverIO.write(answer)
+            self.pump()
+            seen.append((answer[:60], statusAndBody(client.received)))
+            self.assertTrue(backend.lost, answer[:60])
+        self.assertEqual(seen, [(answer[:60], (502, GARBAGE)) for answer in BAD_ANSWERS])
 
     def test_backendClosesDuringHandshake(self):
         """
