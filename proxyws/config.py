@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import attr
 
 from .errors import ConfigError
-from .routing import GROUP_REFERENCE, compileTemplate, reverseMapping
+from .routing import GROUP_REFERENCE, compileTemplate, reverseMapping, urlHost
 from .schema import (
     ACCESS_KEYS,
     AUTH_KEYS,
@@ -215,7 +215,7 @@ def _backend(reader, url, keyPath, groups):
     defaultPort, httpScheme, wsScheme = SCHEMES[parts.scheme]
     port = defaultPort if port is None else port
     host = parts.hostname
-    named = "[" + host + "]" if ":" in host else host
+    named = urlHost(host)
     if port != defaultPort:
         named = "{}:{}".format(named, port)
     try:

@@ -178,8 +178,9 @@ def acceptedAnswer(values, offers):
 
     @param values: the answer's header values, or L{None}.
     @param offers: the L{Offer}s made to the backend.
-    @return: the answer to give the client unchanged (bytes), or L{None}
-        when the backend declined compression.
+    @return: the backend's answer as an L{Offer} (its C{text} goes to the
+        client unchanged, its C{parameters} are the agreed ones), or
+        L{None} when the backend declined compression.
     @raise BadExtension: when the backend named another extension, named
         permessage-deflate twice, or answered with parameters none of the
         offers allows.
@@ -200,4 +201,4 @@ def acceptedAnswer(values, offers):
                 answer.text[:80]
             )
         )
-    return answer.text
+    return answer

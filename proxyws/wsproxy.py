@@ -241,7 +241,7 @@ class Upgrade:
         self._connecting = None
         self._deadline = None
         self._answer = None
-        self._compressed = False
+        self._deflate = None
         self._done = False
 
     def start(self):
@@ -372,8 +372,8 @@ class Upgrade:
             if name.lower() not in _ANSWER_HANDSHAKE_FIELDS:
                 extra.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
         if answer is not None:
-            extra["Sec-WebSocket-Extensions"] = [answer.decode("latin-1")]
-        self._compressed = answer is not None
+            extra["Sec-WebSocket-Extensions"] = [answer.text.decode("latin-1")]
+        self._deflate = answer
         self._answer = (protocols[0].decode("latin-1") if protocols else None, extra)
         return [
             (n, v)
@@ -494,5 +494,5 @@ class Upgrade:
         relay.backendURL = self.backendURL()
         socket, self._socket = self._socket, None
         self._connecting = None
-        relay.start(request.channel, socket, socket.handshake.takeEarlyBytes(), self._compressed)
+        relay.start(request.channel, socket, socket.handshake.takeEarlyBytes(), self._deflate)
         socket.handshake = None

@@ -14,11 +14,10 @@ route's message size limit, and see closes and pongs go by.
 Each connection's transport is the streaming producer of the other's
 writes, so a slow reader on one side pauses reading on the other.
 
-Whole messages: a later feature that must see message contents (a
-websocket filter) replaces the frame passage of a direction
-(L{Relay.forward}) by one that assembles, inflates and re-frames messages;
-L{Relay.deflateParameters} says how they are compressed.  Nothing else in
-the relay changes.
+Whole messages: a feature that must see message contents (a websocket
+filter) gives a direction another passage (L{Relay.passage}), one that
+assembles, inflates and re-frames messages; nothing else in the relay
+changes.
 """
 
 import os
@@ -161,7 +160,7 @@ class Relay:
         self.client = self.backend = None
         self.deflateParameters = None
 
-    def start(self, channel, backendSocket, backendEarly, compressed):
+    def start(self, channel, backendSocket, backendEarly, deflate):
         """
         Both handshakes are done: relay from now on.
 
@@ -171,18 +170,21 @@ class Relay:
             L{proxyws.wsproxy.BackendSocket}, with C{transport} and
             C{receiver}).
         @param backendEarly: bytes the backend sent after its 101.
-        @param compressed: whether permessage-deflate was negotiated.
+        @param deflate: the agreed permessage-deflate parameters (a
+            L{proxyws.wscompress.Offer}), or L{None} without compression.
         """
         route = self._route
         limit = route.maxMessageSize
+        self.deflateParameters = deflate
+        compressed = deflate is not None
         client = self.client = Leg("client", channel.transport, FrameScanner(limit, compressed))
         backend = self.backend = Leg(
             "backend", backendSocket.transport, FrameScanner(limit, compressed)
         )
         client.peer, backend.peer = backend, client
-        # Bytes go straight from each connection to forward().
-        clientEarly = channel.upgrade(_Receiver(self, client))
-        backendSocket.receiver = _Receiver(self, backend)
+        # Bytes go straight from each connection to its passage.
+        clientEarly = channel.upgrade(_Receiver(self.passage(client), partial(self.lost, client)))
+        backendSocket.receiver = _Receiver(self.passage(backend), partial(self.lost, backend))
         for leg in (client, backend):
             _setBufferSize(leg.transport, route.wsBufferSize)
         client.transport.registerProducer(_Producer(backend.transport), True)
@@ -200,6 +202,22 @@ class Relay:
             self.forward(backend, backendEarly)
 
     # Frames.
+
+    def passage(self, leg):
+        """
+        Where the bytes from C{leg}'s peer go: L{forward}, which relays
+        frames as they are.
+
+        This is the seam for a feature that must see whole messages: a
+        passage that assembles the frames of C{leg}'s peer into messages
+        (unmasked, and inflated with L{deflateParameters} when compressed),
+        and writes each message it lets through to the other peer as frames
+        of its own, in the same relay, with the same closing, pings, limits
+        and backpressure.
+
+        @return: a callable taking the bytes.
+        """
+        return partial(self.forward, leg)
 
     def forward(self, leg, data):
         """
@@ -466,9 +484,9 @@ class _Receiver:
 
     __slots__ = ("dataReceived", "connectionLost")
 
-    def __init__(self, relay, leg):
-        self.dataReceived = partial(relay.forward, leg)
-        self.connectionLost = partial(relay.lost, leg)
+    def __init__(self, dataReceived, connectionLost):
+        self.dataReceived = dataReceived
+        self.connectionLost = connectionLost
 
 
 def _setBufferSize(transport, size):

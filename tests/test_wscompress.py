@@ -104,4 +104,6 @@ class AnswerTests(SynchronousTestCase):
             if expected is BadExtension:
                 self.assertRaises(BadExtension, acceptedAnswer, answer, offers)
             else:
-                self.assertEqual(acceptedAnswer(answer, offers), expected, (offered, answer))
+                accepted = acceptedAnswer(answer, offers)
+                text = accepted if accepted is None else accepted.text
+                self.assertEqual(text, expected, (offered, answer))
