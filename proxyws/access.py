@@ -604,8 +604,10 @@ def parseBasicAuth(headerValue):
     @param headerValue: the header's value, or L{None} when there is none.
     @type headerValue: L{bytes}
     @return: C{(user, password)} as L{bytes}, or L{None} when the header is
-        missing, of another scheme, not one base64 token, or decodes to
-        something without a C{:}.
+        missing, of another scheme, not one canonical base64 token (no
+        extra padding, no stray bits: a proxy and a backend must not read
+        the same credentials two ways), or decodes to something without a
+        C{:}.
     """
     if headerValue is None:
         return None
@@ -615,6 +617,8 @@ def parseBasicAuth(headerValue):
     try:
         decoded = base64.b64decode(parts[1], validate=True)
     except binascii.Error:
+        return None
+    if base64.b64encode(decoded) != parts[1]:
         return None
     user, colon, password = decoded.partition(b":")
     if not colon:

@@ -23,10 +23,12 @@ from string import Template
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.protocols.basic import FileSender
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
 from .errors import BadArgument
 from .logs import ProxyLogger
@@ -156,10 +158,16 @@ def _plain(request, code, text):
     return (text + "\n").encode("utf-8")
 
 
+@implementer(IPushProducer)
 class Ticker:
     """
     Write a piece of body now and every C{interval} seconds, finish after
     C{count} pieces (never if L{None}), stop early if the request is lost.
+
+    It is the request's push producer: while the client does not read (the
+    proxy paused, or the client itself), no piece is made, so the demo
+    shows the same backpressure as the proxy instead of piling the stream
+    up in memory.
     """
 
     def __init__(self, reactor, request, piece, count, interval):
@@ -169,6 +177,7 @@ class Ticker:
         self._reactor, self._request, self._piece = reactor, request, piece
         self._count, self._interval = count, interval
         self._sent, self._call = 0, None
+        self._paused = False
 
     def start(self):
         """
@@ -177,22 +186,50 @@ class Ticker:
         @return: L{NOT_DONE_YET}, for C{render} to return.
         """
         self._request.notifyFinish().addErrback(self._lost)
+        self._request.registerProducer(self, True)
         self._tick()
         return NOT_DONE_YET
 
     def _tick(self):
         self._call = None
         if self._sent == self._count:
+            self._request.unregisterProducer()
             self._request.finish()
             return
         self._request.write(self._piece(self._sent))
         self._sent += 1
-        self._call = self._reactor.callLater(self._interval, self._tick)
+        if not self._paused:
+            self._call = self._reactor.callLater(self._interval, self._tick)
 
-    def _lost(self, reason):
+    def pauseProducing(self):
+        """
+        The client does not read: make no more pieces for now.
+        """
+        self._paused = True
+        self._cancel()
+
+    def resumeProducing(self):
+        """
+        The client reads again: go on.
+        """
+        self._paused = False
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self._tick)
+
+    def stopProducing(self):
+        """
+        The client is gone.
+        """
+        self._cancel()
+
+    def _cancel(self):
         if self._call is not None:
             self._call.cancel()
             self._call = None
+
+    def _lost(self, reason):
+        self._paused = True
+        self._cancel()
 
 
 class TickingResource(Resource):

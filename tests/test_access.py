@@ -614,6 +614,10 @@ class BasicAuthTests(SynchronousTestCase):
             (b"Basic " + b64("alice:pw").rstrip(b"="), None),
             (b"Basic YWxp!2U6cHc=", None),
             (b"Basic YWxpY2U6cHc=garbage", None),
+            # Not canonical: extra padding, stray bits after the last byte.
+            (b"Basic " + b64("alice:pw") + b"=", None),
+            (b"Basic " + b64("alice:pw1") + b"==", None),
+            (b"Basic YWxpY2U6cHd=", None),
             (b"Basic", None),
             (b"Basic ", None),
             (b"Basic " + b64("a:b") + b" " + b64("c:d"), None),

@@ -436,6 +436,32 @@ class DemoClockTests(unittest.TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
         channel.connectionLost(Failure(ConnectionDone()))
 
+    def test_streamPausesWithItsClient(self):
+        """
+        C{/stream} is its response's push producer: while the connection
+        is paused (a client that does not read) it makes no pieces, and it
+        goes on when the connection resumes.
+        """
+        clock = Clock()
+        channel = _channel(clock)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"GET /stream?count=100&size=10&interval=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        clock.advance(1)
+        written = len(transport.value())
+        transport.producer.pauseProducing()
+        clock.advance(50)
+        self.assertEqual(len(transport.value()), written)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        transport.producer.resumeProducing()
+        clock.advance(0)
+        clock.advance(1)
+        self.assertGreater(len(transport.value()), written)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_eventsTimerCancelledOnDisconnect(self):
         """
         Losing the connection cancels the C{/events} timer.

@@ -22,9 +22,9 @@ from .wsbackends import (
     WAIT,
     EchoBackend,
     Event,
-    acceptKey,
     connectRaw,
     startSocketBackend,
+    switchingProtocols,
     upgradeRequest,
     waitUntil,
 )
@@ -201,16 +201,7 @@ class CompressedBackendProtocol(Protocol):
             self.received += data
             return
         self.factory.requests.append(data)
-        key = [
-            line.split(b":", 1)[1].strip()
-            for line in data.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        ][0]
-        self.transport.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acceptKey(key) + b"\r\n"
-            + self.factory.answer + b"\r\n" + COMPRESSED_FRAME
-        )
+        self.transport.write(switchingProtocols(data, self.factory.answer) + COMPRESSED_FRAME)
         self._open = True
 
     def connectionLost(self, reason):

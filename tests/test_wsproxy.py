@@ -33,7 +33,7 @@ from proxyws.service import buildSite
 from proxyws.wsrelay import CLOSE_TIMEOUT
 
 from .helpers import MemoryConnection, pumpAll
-from .wsbackends import CLOSE, TEXT, acceptKey, decodeFrames, encodeFrame, upgradeRequest
+from .wsbackends import CLOSE, TEXT, decodeFrames, encodeFrame, switchingProtocols, upgradeRequest
 
 # The client, the address it connected to, and the backend.
 CLIENT = IPv4Address("TCP", "10.0.0.1", 5555)
@@ -599,14 +599,8 @@ class CloseTests(RelayTestCase):
         backend = RawPeer()
         connection = self.acceptBackend(backend)
         self.pump()
-        head, _, _ = backend.received.partition(b"\r\n\r\n")
-        key = [v for n, _, v in (l.partition(b": ") for l in head.split(b"\r\n"))
-               if n.lower() == b"sec-websocket-key"][0]
+        connection.serverIO.write(switchingProtocols(backend.received))
         backend.received = b""
-        connection.serverIO.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acceptKey(key) + b"\r\n\r\n"
-        )
         self.pump()
         self.assertTrue(client.opened)
         client.sendCloseFrame(1000, b"bye")

@@ -87,6 +87,25 @@ def acceptKey(key):
     return base64.b64encode(hashlib.sha1(key + ACCEPT_GUID).digest())
 
 
+def switchingProtocols(request, extra=b""):
+    """
+    The 101 answer to a raw websocket upgrade request.
+
+    @param request: the request's head.
+    @param extra: more header lines, each ending with CRLF.
+    """
+    key = [
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    ][0]
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acceptKey(key) + b"\r\n"
+        + extra + b"\r\n"
+    )
+
+
 def encodeFrame(opcode, payload, mask=True, fin=True):
     """
     One websocket frame; a client's frames are masked (RFC 6455 5.3).
@@ -425,15 +444,7 @@ class RawBackendProtocol(Protocol):
                 return
             head, self._buffer = self._buffer[: end + 4], self._buffer[end + 4 :]
             self.factory.requests.append(head)
-            key = [
-                line.split(b":", 1)[1].strip()
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"sec-websocket-key:")
-            ][0]
-            self.transport.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acceptKey(key) + b"\r\n\r\n"
-            )
+            self.transport.write(switchingProtocols(head))
             self._open = True
         frames, self._buffer = decodeFrames(self._buffer)
         if any(opcode == CLOSE for _, opcode, _ in frames):
