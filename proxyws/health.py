@@ -96,14 +96,30 @@ def describe(reason):
 
 def _tlsReason(error):
     """
-    The reason OpenSSL or service-identity gave, without the tuples.
+    The reason OpenSSL or service-identity gave, in a few words.
     """
+    mismatches = getattr(error, "errors", None)
+    if mismatches:
+        # service-identity: the certificate names other hosts.
+        names = [_identity(mismatch.mismatched_id) for mismatch in mismatches]
+        return "the certificate is not for " + ", ".join(names)
     reasons = getattr(error, "args", ())
     if reasons and isinstance(reasons[0], list) and reasons[0]:
         entry = reasons[0][-1]
         if isinstance(entry, tuple):
             return entry[-1]
     return str(error)
+
+
+def _identity(wanted):
+    """
+    The name or address a certificate was checked for.
+    """
+    for attribute in ("hostname", "ip"):
+        value = getattr(wanted, attribute, None)
+        if value is not None:
+            return value.decode("ascii") if isinstance(value, bytes) else str(value)
+    return str(wanted)
 
 
 def checkRequest(backend, check):
