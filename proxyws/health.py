@@ -222,7 +222,9 @@ class _Check(Factory):
         self._timeout = check.timeout
         self.done = Deferred(self._cancel)
         self._timer = reactor.callLater(check.timeout, self._timedOut)
-        endpoint = backendEndpoint(reactor, backend, check.timeout, tlsPolicy)
+        # The endpoint's own connect timeout comes later than the check's,
+        # so that a slow connect always reads "timed out after N s".
+        endpoint = backendEndpoint(reactor, backend, check.timeout + 1, tlsPolicy)
         self._connecting = endpoint.connect(self)
         self._connecting.addErrback(lambda reason: self._finish(False, describe(reason)))
 

@@ -355,15 +355,21 @@ class Upstream:
         self.members = ()
         self.update(settings)
 
-    def update(self, settings):
+    def update(self, settings, tlsPolicy=None):
         """
         Take new settings (a reload): members whose backend (URL and TLS
         settings) is unchanged keep their state; the others start afresh.
-        The active checks restart when they or the members changed.
+        The active checks restart when they, the members or the TLS policy
+        changed.
 
         @param settings: the new L{UpstreamSettings} of the same name.
+        @param tlsPolicy: the new config's TLS policy, or L{None} to keep
+            the one it has.
         """
         previous, checks = self.members, self.settings and self.settings.check
+        newPolicy = tlsPolicy is not None and tlsPolicy is not self._tlsPolicy
+        if newPolicy:
+            self._tlsPolicy = tlsPolicy
         kept = {member.settings.backend: member for member in previous}
         members = []
         for index, memberSettings in enumerate(settings.members):
@@ -385,7 +391,7 @@ class Upstream:
         if settings.check is None:
             for member in members:
                 member.resetChecks()
-        if self._running and (self.members != previous or settings.check != checks):
+        if self._running and (newPolicy or self.members != previous or settings.check != checks):
             self._startChecks()
 
     def membersChanged(self):
@@ -584,8 +590,7 @@ class Upstreams:
                 if self._running:
                     upstream.start()
             else:
-                upstream._tlsPolicy = self._tlsPolicy
-                upstream.update(settings)
+                upstream.update(settings, self._tlsPolicy)
             upstreams[name] = upstream
         self._upstreams = upstreams
 

@@ -12,6 +12,7 @@ import tempfile
 from collections import Counter
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
@@ -97,6 +98,18 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(route.upstream, "shiny")
         self.assertEqual(route.backend, shiny.members[0].backend)
         self.assertEqual(shiny.members[1].backend.port, 3839)
+
+    def test_exampleConfig(self):
+        """
+        C{conf/shiny-upstreams.toml} loads, as the README says.
+        """
+        with open(os.path.join(ROOT, "conf", "shiny-upstreams.toml")) as f:
+            (shiny,) = parseConfig(f.read()).upstreams
+        self.assertEqual([m.name for m in shiny.members], ["shiny-1", "shiny-2", "shiny-3"])
+        self.assertEqual(
+            (shiny.policy, shiny.affinity, shiny.cookie.name, shiny.check.interval),
+            ("least_conn", "sockjs", "shiny_member", 5.0),
+        )
 
     def test_defaults(self):
         """
@@ -965,6 +978,25 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(app.members[0].why, "active checks removed")
         clock.advance(5)
         self.assertEqual(probe.pending, [])
+
+    def test_updateWithNewTLSPolicy(self):
+        """
+        A reload with a new TLS policy (certificates read again) restarts
+        the checks with it, members unchanged.
+        """
+        clock, seen = Clock(), []
+
+        def probe(reactor, backend, check, tlsPolicy):
+            seen.append(tlsPolicy)
+            return Deferred()
+
+        upstreams = Upstreams.fromConfig(config("check = {}"), clock, "old", probe=probe)
+        upstreams.start()
+        clock.advance(0)
+        upstreams.update(config("check = {}"), tlsPolicy="new")
+        clock.advance(0)
+        self.assertEqual(seen, ["old"] * 3 + ["new"] * 3)
+        upstreams.stop()
 
     def test_snapshotAndGauges(self):
         """
