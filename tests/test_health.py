@@ -17,7 +17,7 @@ from proxyws.config import parseConfig
 from proxyws.health import ActiveChecker, activeRule, checkMember, checkRequest, passiveRule
 from proxyws.tls import backendCreator
 from proxyws.upstream import Upstreams
-from proxyws.values import Backend, CheckSettings
+from proxyws.values import CheckSettings
 
 from . import certs
 from .helpers import freePort, startBackend
@@ -36,12 +36,12 @@ def memberBackend(port, scheme="http", host="127.0.0.1"):
 
 def captureLog(testCase):
     """
-    The texts of the upstream module's log events until the test ends.
+    The texts of the member states' log events until the test ends.
     """
     lines = []
 
     def observe(event):
-        if event.get("log_namespace") == "proxyws.upstream":
+        if event.get("log_namespace") == "proxyws.members":
             lines.append(formatEvent(event))
 
     globalLogPublisher.addObserver(observe)
