@@ -79,6 +79,8 @@ class MemberState:
         self._passiveCall = None
         self._checkUp = True
         self._checkStreak = 0
+        self._retired = False
+        self.settings = None
         self.configure(settings, index, None)
 
     def configure(self, settings, index, cookie):
@@ -89,6 +91,14 @@ class MemberState:
         @param index: its position in the upstream's members.
         @param cookie: the upstream's L{CookieSettings}, or L{None}.
         """
+        if self.settings is not None and self.settings.drain != settings.drain:
+            _log.info(
+                "upstream {upstream} member {member} ({url}) {what}",
+                upstream=self._upstream.name,
+                member=settings.name,
+                url=settings.url,
+                what="draining: no new sessions" if settings.drain else "no longer draining",
+            )
         self.settings = settings
         self.index = index
         self.name = settings.name
@@ -149,7 +159,7 @@ class MemberState:
         """
         self.lastFailure = reason
         settings = self._upstream.settings
-        if self._passiveCall is not None or len(self._upstream.members) < 2:
+        if self._retired or self._passiveCall is not None or len(self._upstream.members) < 2:
             return
         self.failures, down = passiveRule(
             self.failures, self._reactor.seconds(), settings.maxFails, settings.failTimeout
@@ -187,6 +197,8 @@ class MemberState:
         @param detail: what it found, as text.
         """
         check = self._upstream.settings.check
+        if self._retired or check is None:
+            return
         self.lastCheck = (self._reactor.seconds(), passed, detail)
         up, self._checkStreak = activeRule(
             self._checkUp, self._checkStreak, passed, check.rise, check.fall
@@ -224,10 +236,18 @@ class MemberState:
 
     def stop(self):
         """
-        Forget its timers (it left the config, or the server stops).
+        Forget its timers (the server stops).
         """
         if self._passiveCall is not None and self._passiveCall.active():
             self._passiveCall.cancel()
+
+    def retire(self):
+        """
+        It left the config: forget its timers, and ignore what the requests
+        still under way report (their L{closed} still counts).
+        """
+        self.stop()
+        self._retired = True
 
     def _changed(self, why):
         up = self._passiveCall is None and self._checkUp

@@ -151,7 +151,7 @@ class Upstream:
             member.configure(memberSettings, index, settings.cookie)
             members.append(member)
         for member in kept.values():
-            member.stop()
+            member.retire()
         self.settings, self.name, self.members = settings, settings.name, tuple(members)
         self.retries = settings.retries
         self.needsRequest = settings.policy == "hash" or settings.affinity != "none"

@@ -39,7 +39,7 @@ from proxyws.values import (
 )
 
 from .helpers import ROOT, subprocessEnvironment
-from .test_health import FakeProbe
+from .test_health import FakeProbe, captureLog
 
 LISTEN = '[[listen]]\naddress = "127.0.0.1"\nport = 8080\n'
 
@@ -819,8 +819,9 @@ class DrainTests(SynchronousTestCase):
     def test_noNewChoices(self):
         """
         A draining member gets no new request; its open websockets stay
-        counted; its state says so.
+        counted; its state and the log say so.
         """
+        log = captureLog(self)
         parsed = config()
         self.registry = registry(parsed)
         app = self.registry.get("app")
@@ -829,6 +830,16 @@ class DrainTests(SynchronousTestCase):
         self.assertNotIn(1002, {app.choose().member.backend.port for _ in range(10)})
         self.assertEqual(app.members[1].snapshot()["state"], "draining")
         self.assertEqual(app.members[1].websockets, 1)
+        self.assertEqual(log, [
+            "upstream app member {} (http://127.0.0.1:1002/) draining: no new "
+            "sessions".format(app.members[1].name),
+        ])
+        self.registry.update(parsed)
+        self.assertFalse(app.members[1].draining)
+        self.assertEqual(log[1:], [
+            "upstream app member {} (http://127.0.0.1:1002/) no longer "
+            "draining".format(app.members[1].name),
+        ])
 
     def test_cookieSessionsStay(self):
         """
@@ -927,8 +938,9 @@ class RegistryTests(SynchronousTestCase):
         """
         A reload keeps the state of members whose URL and TLS settings did
         not change (open connections, being down), takes their new weight
-        and drain, starts new members afresh and forgets removed ones; the
-        upstream object stays the same.
+        and drain, starts new members afresh and retires removed ones (what
+        their requests still report is not counted); the upstream object
+        stays the same.
         """
         clock = Clock()
         upstreams = registry(config(members=3), clock)
@@ -936,7 +948,7 @@ class RegistryTests(SynchronousTestCase):
         kept, gone = app.members[0], app.members[2]
         kept.webSocketOpened()
         kept.failed("connection refused")
-        gone.failed("connection refused")
+        gone.opened()
         upstreams.update(config(urls=["http://127.0.0.1:1001/", "http://127.0.0.1:1009/"], weights=[5, 1]))
         self.assertIs(upstreams.get("app"), app)
         self.assertIs(app.members[0], kept)
@@ -946,6 +958,9 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(len(clock.getDelayedCalls()), 1)
         clock.advance(10)
         self.assertTrue(kept.up)
+        gone.failed("connection refused")
+        gone.closed()
+        self.assertEqual((clock.getDelayedCalls(), gone.up, gone.requests), ([], True, 0))
 
     def test_updateUpstreams(self):
         """
