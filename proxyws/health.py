@@ -19,7 +19,7 @@ certificate as the route's requests would, with the same TLS policy.
 import re
 
 import attr
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 
 # The status line of an HTTP/1.x answer; the rest of the answer is not read.
@@ -224,7 +224,13 @@ class _Check(Factory):
         self._timer = reactor.callLater(check.timeout, self._timedOut)
         # The endpoint's own connect timeout comes later than the check's,
         # so that a slow connect always reads "timed out after N s".
-        endpoint = backendEndpoint(reactor, backend, check.timeout + 1, tlsPolicy)
+        try:
+            endpoint = backendEndpoint(reactor, backend, check.timeout + 1, tlsPolicy)
+        except (KeyError, TypeError):
+            # A TLS policy that does not know this member (or none at all).
+            self._connecting = succeed(None)
+            self._finish(False, "no TLS settings for this member")
+            return
         self._connecting = endpoint.connect(self)
         self._connecting.addErrback(lambda reason: self._finish(False, describe(reason)))
 

@@ -495,6 +495,17 @@ class RealCheckTests(TestCase):
         result = yield self.check(memberBackend(wrong, "wss"), policy, type="tcp")
         self.assertEqual(result, (True, "connected"))
 
+    @inlineCallbacks
+    def test_noTLSPolicy(self):
+        """
+        A TLS policy that does not know an https member fails its check,
+        saying so, instead of raising.
+        """
+        result = yield self.check(memberBackend(self.httpPort, "https"), {}.__getitem__)
+        self.assertEqual(result, (False, "no TLS settings for this member"))
+        result = yield self.check(memberBackend(self.httpPort, "https"), None)
+        self.assertEqual(result, (False, "no TLS settings for this member"))
+
     def test_request(self):
         """
         The check's request names the member as the route's requests do

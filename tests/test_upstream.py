@@ -12,9 +12,10 @@ import tempfile
 from collections import Counter
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
@@ -38,7 +39,7 @@ from proxyws.values import (
     derivedName,
 )
 
-from .helpers import ROOT, subprocessEnvironment
+from .helpers import ROOT, rawRequest, startBackend, startProxy, subprocessEnvironment
 from .test_health import FakeProbe, captureLog
 
 LISTEN = '[[listen]]\naddress = "127.0.0.1"\nport = 8080\n'
@@ -1056,3 +1057,47 @@ class RegistryTests(SynchronousTestCase):
 
 
 OK_RESULT = (True, "HTTP status 200")
+
+
+class Named(Resource):
+    """
+    A backend answering with its name.
+    """
+
+    isLeaf = True
+
+    def __init__(self, name):
+        Resource.__init__(self)
+        self.name = name
+
+    def render_GET(self, request):
+        """
+        Answer with the name.
+        """
+        return self.name
+
+
+class ServerTests(TestCase):
+    """
+    A config with an upstream route runs in the server.
+    """
+
+    @inlineCallbacks
+    def test_upstreamRouteServes(self):
+        """
+        The server starts on a config whose route names an upstream, and a
+        request through it is answered by one of the members.
+        """
+        ports = [startBackend(self, Named(name))[1] for name in (b"one", b"two")]
+        members = ", ".join('"http://127.0.0.1:{}/"'.format(port) for port in ports)
+        text = (
+            '[[listen]]\naddress = "127.0.0.1"\nport = 0\n'
+            '[[upstream]]\nname = "app"\nmembers = [{}]\n'
+            '[[route]]\npath = "/"\nupstream = "app"\n'.format(members)
+        )
+        service, port, log = startProxy(self, text)
+        answer = yield rawRequest(
+            port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertIn(answer.rpartition(b"\r\n\r\n")[2], (b"one", b"two"))
