@@ -44,17 +44,17 @@ from .values import (
     CheckSettings,
     Config,
     CookieSettings,
-    HashKey,
-    MemberSettings,
-    UpstreamSettings,
-    derivedName,
     DemoSettings,
+    HashKey,
     Host,
     Listener,
+    MemberSettings,
     Redirect,
     Route,
     ServerSettings,
     TLSSettings,
+    UpstreamSettings,
+    derivedName,
 )
 
 __all__ = [
