@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """
-CPU per request of proxyws's own HTTP path, without sockets.
+CPU per request (or per websocket message) of proxyws's own code, without
+sockets.
 
 A real site built from a config (as C{twistd proxyws} builds it) runs on a
 memory reactor: one kept-alive client connection and one kept-alive backend
@@ -17,6 +18,11 @@ by alternating them::
 which runs this file on each tree in turn (C{PROXYWS_TREE}) and prints the
 minimum and median of each.  On its own it prints one figure, in
 microseconds per request.
+
+With C{--ws}, a websocket is opened through the site the same way (both
+handshakes in memory) and each round relays a 32-byte masked text frame
+from the client and a 32-byte text frame from the backend, as the C{ws 32 B
+messages} row of C{bench/run} does: microseconds per message.
 """
 
 import argparse
@@ -39,9 +45,28 @@ address = "127.0.0.1"
 port = 8080
 
 [[route]]
+path = "/ws/"
+backend = "ws://127.0.0.1:9001/"
+
+[[route]]
 path = "/"
 backend = "http://127.0.0.1:9000/"
 """
+
+UPGRADE = (
+    b"GET /ws/echo HTTP/1.1\r\n"
+    b"Host: 127.0.0.1:8080\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"\r\n"
+)
+
+# A 32-byte text message as the client sends it (masked) and as the
+# backend sends it.
+CLIENT_FRAME = b"\x81\xa0\x01\x02\x03\x04" + bytes(b ^ (i % 4 + 1) for i, b in enumerate(b"m" * 32))
+BACKEND_FRAME = b"\x81\x20" + b"m" * 32
 
 REQUEST = (
     b"GET /small HTTP/1.1\r\n"
@@ -110,7 +135,73 @@ def measure(seconds):
     return used / done * 1e6
 
 
-def compare(other, rounds, seconds):
+def measureWebSocket(seconds):
+    """
+    Relay websocket messages both ways for about C{seconds}.
+
+    @return: microseconds of process CPU time per message.
+    """
+    import base64
+    import hashlib
+
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    from proxyws.accesslog import AccessLog
+    from proxyws.config import parseConfig
+    from proxyws.service import buildSite
+
+    reactor = MemoryReactorClock()
+    config = parseConfig(CONFIG.format(log=os.devnull), "micro.toml")
+    site, pool = buildSite(config, reactor, AccessLog.open(os.devnull))
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    client = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+        peerAddress=IPv4Address("TCP", "127.0.0.1", 50000),
+    )
+    channel.makeConnection(client)
+    channel.dataReceived(UPGRADE)
+    host, port, factory, timeout, bindAddress = reactor.tcpClients[0]
+    backend = factory.buildProtocol(IPv4Address("TCP", host, port))
+    backendTransport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+    backend.makeConnection(backendTransport)
+    request = backendTransport.value()
+    key = [
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    ][0]
+    accept = base64.b64encode(
+        hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+    )
+    backend.dataReceived(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    if b" 101 " not in client.value():
+        raise SystemExit("no upgrade: {!r}".format(client.value()))
+    client.clear()
+    backendTransport.clear()
+    clientData, backendData = channel.dataReceived, backend.dataReceived
+    clientData(CLIENT_FRAME)
+    backendData(BACKEND_FRAME)
+    if client.value() != BACKEND_FRAME or not backendTransport.value().endswith(CLIENT_FRAME):
+        raise SystemExit("frames not relayed: {!r}".format(client.value()))
+    done = 0
+    start = time.process_time()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for _ in range(500):
+            clientData(CLIENT_FRAME)
+            backendData(BACKEND_FRAME)
+        done += 1000
+        client.clear()
+        backendTransport.clear()
+    used = time.process_time() - start
+    return used / done * 1e6
+
+
+def compare(other, rounds, seconds, ws):
     """
     Alternate this checkout and C{other}, C{rounds} times each.
     """
@@ -119,14 +210,13 @@ def compare(other, rounds, seconds):
     for _ in range(rounds):
         for name, tree in trees:
             env = dict(os.environ, PROXYWS_TREE=tree)
-            out = subprocess.run(
-                [sys.executable, os.path.join(HERE, "bench", "micro.py"), "--seconds", str(seconds)],
-                env=env, check=True, capture_output=True, text=True,
-            )
+            command = [sys.executable, os.path.join(HERE, "bench", "micro.py")]
+            command += ["--seconds", str(seconds)] + (["--ws"] if ws else [])
+            out = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
             results[name].append(float(out.stdout.split()[0]))
     for name, tree in trees:
         values = results[name]
-        print("{:6} {:>7.1f} us min {:>7.1f} us median  ({})".format(
+        print("{:6} {:>8.2f} us min {:>8.2f} us median  ({})".format(
             name, min(values), statistics.median(values), tree))
 
 
@@ -135,9 +225,12 @@ def main():
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--compare", metavar="TREE")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--ws", action="store_true", help="websocket messages")
     options = parser.parse_args()
     if options.compare:
-        compare(options.compare, options.rounds, options.seconds)
+        compare(options.compare, options.rounds, options.seconds, options.ws)
+    elif options.ws:
+        print("{:.2f} us per message".format(measureWebSocket(options.seconds)))
     else:
         print("{:.1f} us per request".format(measure(options.seconds)))
 

@@ -159,3 +159,55 @@ class IBackendPool(Interface):
         """
         Close every idle connection (at shutdown).
         """
+
+
+# ---------------------------------------------------------------------------
+# Upstreams (proxyws.upstream, proxyws.balancing).
+# ---------------------------------------------------------------------------
+
+
+class IUpstreamMember(Interface):
+    """
+    One member of an upstream, as a balancing policy sees it.  The
+    attributes are read-only for a policy: the upstream keeps them.
+    """
+
+    name = Attribute("The member's stable name (L{str}): configured, or derived from its URL.")
+    index = Attribute("Its position in the upstream's members, from 0, in config order.")
+    weight = Attribute("Its weight, a whole number from 1 to 1000.")
+    connections = Attribute(
+        "How many requests it is serving now plus how many websockets to it are open."
+    )
+    seed = Attribute(
+        "A 64-bit number derived from C{name}, the same in every process, for "
+        "hashing (L{proxyws.balancing.rendezvous})."
+    )
+
+
+class IBackendSelector(Interface):
+    """
+    A balancing policy: chooses the member of an upstream that takes a new
+    request or session.
+
+    The upstream makes one selector per upstream (again on a reload that
+    changes it) and asks it only when affinity has not already decided:
+    a sticky session goes to its member without a selector.  A selector
+    may keep state between calls (round robin's counters); it runs on the
+    reactor thread and must return at once: no I/O, no blocking, no
+    Deferreds.
+    """
+
+    def select(candidates, request):
+        """
+        Choose one of C{candidates}.
+
+        @param candidates: the members that may take a new request: up and
+            not draining, in config order, never empty; a L{tuple} of
+            L{IUpstreamMember}.  Members the request already failed on are
+            left out.
+        @param request: the L{proxyws.affinity.SelectionRequest} (client
+            address, headers, path, the route's match captures, cookies),
+            or L{None} when the upstream's settings need nothing of the
+            request (the policy is not C{hash} and there is no affinity).
+        @return: one of C{candidates}.
+        """

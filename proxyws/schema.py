@@ -287,6 +287,7 @@ ROUTE_KEYS = {
     # the other leg's reading pauses (and read at once)
     "redirect_https": (_redirect, None),  # plain HTTP requests are redirected
     "backend_tls": (None, None),  # BACKEND_TLS_KEYS
+    "upstream": (_string, None),  # an [[upstream]]'s name, instead of backend
     **ACCESS_KEYS,
 }
 
@@ -295,7 +296,7 @@ DEMO_KEYS = {
     "port": (_port, 8081),
 }
 
-TOP_KEYS = ("server", "listen", "route", "host", "demo")
+TOP_KEYS = ("server", "listen", "route", "host", "demo", "upstream")
 
 # Backend URL schemes, with the default port and the scheme used for plain
 # HTTP and for websocket upgrades to the same backend.
@@ -304,4 +305,146 @@ SCHEMES = {
     "https": (443, b"https", b"wss"),
     "ws": (80, b"http", b"ws"),
     "wss": (443, b"https", b"wss"),
+}
+
+
+# ---------------------------------------------------------------------------
+# [[upstream]] tables (proxyws.upstream).  The parsers return plain values;
+# proxyws.config builds the settings values from them.
+# ---------------------------------------------------------------------------
+
+# Names of upstreams and members: they go into log lines, metric labels and
+# the affinity cookie's value, so they are short and need no quoting.
+_NAME = re.compile(r"[A-Za-z0-9_.~-]{1,64}")
+
+# A cookie name: an RFC 6265 token.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+# The balancing policies (proxyws.balancing.POLICIES has one per name).
+POLICIES = ("round_robin", "least_conn", "random_two", "hash")
+
+
+def _name(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError("a name of 1 to 64 letters, digits and '_.~-'")
+    return value
+
+
+def _oneOf(*allowed):
+    def parse(value):
+        if value not in allowed:
+            raise ValueError("one of " + ", ".join(repr(a) for a in allowed))
+        return value
+
+    return parse
+
+
+def _hashKey(value):
+    """
+    C{"client"}, C{"header:NAME"}, C{"cookie:NAME"} or C{"match:N"}.
+
+    @return: C{(source, name)}: the lower-cased header name or the cookie
+        name as bytes, the group number, or L{None} for the client address.
+    """
+    expected = (
+        "'client', 'header:NAME', 'cookie:NAME' or 'match:N' (N a group "
+        "number from 0 to 9)"
+    )
+    if value == "client":
+        return ("client", None)
+    source, sep, name = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if source in ("header", "cookie") and _TOKEN.fullmatch(name):
+        name = name.encode("ascii")
+        return (source, name.lower() if source == "header" else name)
+    if source == "match" and len(name) == 1 and name.isdigit():
+        return (source, int(name))
+    raise ValueError(expected)
+
+
+def _weight(value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise ValueError("a whole number from 1 to 1000")
+    return value
+
+
+def _tries(value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise ValueError("a whole number from 1 to 100")
+    return value
+
+
+def _cookieName(value):
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise ValueError("a cookie name (letters, digits and !#$%&'*+.^_`|~-)")
+    return value
+
+
+def _cookieText(value):
+    if not isinstance(value, str) or not value or not all(
+        "!" <= c <= "~" and c != ";" for c in value
+    ):
+        raise ValueError("printable ASCII text without spaces or ';'")
+    return value
+
+
+def _statuses(value):
+    if not isinstance(value, list):
+        value = [value]
+    if not value or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599 for v in value
+    ):
+        raise ValueError("an HTTP status from 100 to 599, or a list of them")
+    return frozenset(value)
+
+
+def _checkPath(value):
+    if not isinstance(value, str) or not value.startswith("/") or not all(
+        "!" <= c <= "~" for c in value
+    ):
+        raise ValueError("a path starting with '/', in printable ASCII without spaces")
+    return value.encode("ascii")
+
+
+# Settings of each [[upstream]]; None marks a required key.  max_fails and
+# fail_timeout are nginx's, with nginx's defaults.
+UPSTREAM_KEYS = {
+    "name": (_name, None),
+    "members": (None, None),  # URL strings or MEMBER_KEYS tables
+    "policy": (_oneOf(*POLICIES), "round_robin"),
+    "hash": (_hashKey, None),  # what policy = "hash" hashes; default client
+    "affinity": (_oneOf("none", "sockjs", "cookie"), "none"),
+    "cookie": (None, None),  # COOKIE_KEYS
+    "retries": (_count, None),  # default: members - 1
+    "max_fails": (_count, 1),  # failures within fail_timeout; 0: never down
+    "fail_timeout": (_seconds, 10.0),  # the window, and the time down
+    "check": (None, None),  # CHECK_KEYS: active checks
+}
+
+MEMBER_KEYS = {
+    "url": (_string, None),
+    "weight": (_weight, 1),
+    "name": (_name, None),  # default: derived from the URL
+    "drain": (_boolean, False),  # no new sessions (Apache's +N)
+}
+
+# The affinity cookie: a session cookie for the whole site by default.
+COOKIE_KEYS = {
+    "name": (_cookieName, "proxyws_member"),
+    "path": (_cookieText, "/"),
+    "domain": (_cookieText, None),
+    "secure": (_boolean, False),
+    "http_only": (_boolean, True),
+    "same_site": (_oneOf("Lax", "Strict", "None"), "Lax"),
+    "max_age": (_count, 0),  # seconds; 0: until the browser closes
+}
+
+# Active checks, with HAProxy's rise and fall counts.
+CHECK_KEYS = {
+    "type": (_oneOf("http", "tcp"), "http"),
+    "path": (_checkPath, None),  # http only; default "/"
+    "status": (_statuses, None),  # http only; default 200 to 399
+    "interval": (_seconds, 5.0),
+    "timeout": (_seconds, 2.0),
+    "rise": (_tries, 2),
+    "fall": (_tries, 3),
 }

@@ -3,6 +3,8 @@ The frozen values a configuration file is loaded into (L{proxyws.config}).
 Nothing else in proxyws sees the raw TOML.
 """
 
+import hashlib
+
 import attr
 
 @attr.s(frozen=True, slots=True)
@@ -152,9 +154,12 @@ class Route:
     @ivar prefix: the C{path} prefix (bytes), or L{None} for a regex route.
     @ivar match: the compiled C{match} expression (bytes), or L{None}.
     @ivar template: the compiled backend path template of a regex route.
-    @ivar backend: the L{Backend}.
+    @ivar backend: the L{Backend}; for an C{upstream} route, its first
+        member's.
     @ivar reverse: C{(backendPathPrefix, frontPathPrefix)} for rewriting
         response headers, or L{None} when it cannot be inferred.
+    @ivar upstream: the name of the C{[[upstream]]} that takes its requests,
+        or L{None}.
     """
 
     index = attr.ib()
@@ -178,6 +183,7 @@ class Route:
     vhost = attr.ib(default=None)
     access = attr.ib(default=None)
     redirect = attr.ib(default=None)
+    upstream = attr.ib(default=None)
 
 
 @attr.s(frozen=True, slots=True)
@@ -227,3 +233,149 @@ class Config:
     demo = attr.ib(default=None)
     hosts = attr.ib(default=())
     source = attr.ib(default="", repr=False, eq=False)
+    # proxyws.upstream.UpstreamSettings, in file order.
+    upstreams = attr.ib(default=())
+
+
+# ---------------------------------------------------------------------------
+# [[upstream]] tables: the settings proxyws.upstream runs on.
+# ---------------------------------------------------------------------------
+
+
+@attr.s(frozen=True, slots=True)
+class HashKey:
+    """
+    What the C{hash} policy hashes.
+
+    @ivar source: C{"client"}, C{"header"}, C{"cookie"} or C{"match"}.
+    @ivar name: the lower-cased header name or the cookie name (L{bytes}),
+        the group number (L{int}), or L{None} for C{"client"}.
+    """
+
+    source = attr.ib(default="client")
+    name = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
+class CookieSettings:
+    """
+    The affinity cookie that names a member.
+
+    @ivar maxAge: seconds the browser keeps it; 0 for a session cookie.
+    @ivar sameSite: C{"Lax"}, C{"Strict"} or C{"None"}.
+    """
+
+    name = attr.ib(default="proxyws_member")
+    path = attr.ib(default="/")
+    domain = attr.ib(default=None)
+    secure = attr.ib(default=False)
+    httpOnly = attr.ib(default=True)
+    sameSite = attr.ib(default="Lax")
+    maxAge = attr.ib(default=0)
+
+
+@attr.s(frozen=True, slots=True)
+class CheckSettings:
+    """
+    The active health check of an upstream's members.
+
+    @ivar type: C{"http"} (a GET of C{path}) or C{"tcp"} (a plain connect).
+    @ivar path: the request target of an HTTP check (L{bytes}).
+    @ivar statuses: the statuses that pass, a L{frozenset}; L{None} for
+        any of 200 to 399 (as HAProxy's C{option httpchk}).
+    @ivar interval: seconds from the end of one check of a member to the
+        start of the next.
+    @ivar timeout: seconds a check may take, connect included.
+    @ivar rise: consecutive passed checks that bring a down member up.
+    @ivar fall: consecutive failed checks that take an up member down.
+    """
+
+    type = attr.ib(default="http")
+    path = attr.ib(default=b"/")
+    statuses = attr.ib(default=None)
+    interval = attr.ib(default=5.0)
+    timeout = attr.ib(default=2.0)
+    rise = attr.ib(default=2)
+    fall = attr.ib(default=3)
+
+    def passes(self, status):
+        """
+        @param status: an HTTP status code.
+        @return: whether a check answered with C{status} passes.
+        """
+        if self.statuses is None:
+            return 200 <= status < 400
+        return status in self.statuses
+
+
+@attr.s(frozen=True, slots=True)
+class MemberSettings:
+    """
+    One member of an upstream, as configured.
+
+    @ivar name: its stable name: the configured C{name}, or one derived from
+        its URL (L{derivedName}).  The affinity cookie and the hashing use
+        it, so that every proxyws process with the same config agrees.
+    @ivar url: the URL as written.
+    @ivar weight: its share of new requests and sessions (1 to 1000).
+    @ivar drain: takes no new sessions (see L{Upstream.choose}).
+    @ivar backend: the L{proxyws.values.Backend}, built as a route's
+        C{backend} is, with the TLS settings of the routes that use the
+        upstream.
+    @ivar template: the compiled path template (for C{match} routes:
+        L{proxyws.routing.expandTemplate} fills it with the match).
+    """
+
+    name = attr.ib()
+    url = attr.ib()
+    backend = attr.ib()
+    template = attr.ib()
+    weight = attr.ib(default=1)
+    drain = attr.ib(default=False)
+
+
+@attr.s(frozen=True, slots=True)
+class UpstreamSettings:
+    """
+    One C{[[upstream]]} table.
+
+    @ivar index: its position among the C{[[upstream]]} tables, from 0.
+    @ivar members: the L{MemberSettings}, in config order.
+    @ivar policy: C{"round_robin"}, C{"least_conn"}, C{"random_two"} or
+        C{"hash"}.
+    @ivar hashKey: the L{HashKey} of the C{hash} policy.
+    @ivar affinity: one of L{AFFINITIES}.
+    @ivar cookie: the L{CookieSettings} (affinity C{cookie}, or C{sockjs}
+        with a C{cookie} table), or L{None}.
+    @ivar retries: how many other members a request that could not be sent
+        may try.
+    @ivar maxFails: failures within C{failTimeout} that take a member down
+        (nginx's C{max_fails}); 0 turns passive checks off.
+    @ivar failTimeout: the window of those failures and the time the member
+        then stays down (nginx's C{fail_timeout}), in seconds.
+    @ivar check: the L{CheckSettings}, or L{None} for no active checks.
+    """
+
+    index = attr.ib()
+    name = attr.ib()
+    members = attr.ib()
+    policy = attr.ib(default="round_robin")
+    hashKey = attr.ib(default=HashKey())
+    affinity = attr.ib(default="none")
+    cookie = attr.ib(default=None)
+    retries = attr.ib(default=0)
+    maxFails = attr.ib(default=1)
+    failTimeout = attr.ib(default=10.0)
+    check = attr.ib(default=None)
+
+
+def derivedName(url):
+    """
+    The name of a member configured without one: C{m-} and 10 hex digits
+    of the SHA-256 of its URL, the same in every process and free of the
+    member's address (it goes into a cookie).
+
+    @param url: the member URL as written in the config.
+    @rtype: L{str}
+    """
+    return "m-" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:10]

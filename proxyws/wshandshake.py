@@ -240,9 +240,17 @@ class BackendSocket(Protocol):
 
     def dataReceived(self, data):
         """
-        Bytes from the backend.
+        Bytes from the backend, during the handshake.
         """
         self.receiver.dataReceived(data)
+
+    def relayTo(self, receiver):
+        """
+        From now on, bytes and the end go to C{receiver}: its
+        C{dataReceived} is called straight from the transport.
+        """
+        self.receiver = receiver
+        self.dataReceived = receiver.dataReceived
 
     def connectionLost(self, reason):
         """

@@ -184,7 +184,7 @@ class Relay:
         client.peer, backend.peer = backend, client
         # Bytes go straight from each connection to its passage.
         clientEarly = channel.upgrade(_Receiver(self.passage(client), partial(self.lost, client)))
-        backendSocket.receiver = _Receiver(self.passage(backend), partial(self.lost, backend))
+        backendSocket.relayTo(_Receiver(self.passage(backend), partial(self.lost, backend)))
         for leg in (client, backend):
             _setBufferSize(leg.transport, route.wsBufferSize)
         client.transport.registerProducer(_Producer(backend.transport), True)
