@@ -30,6 +30,8 @@ setup(
         "attrs>=23.1",
         "bcrypt>=4.0",
         "libpass>=1.9",
+        "prometheus-client>=0.20,<1",
+        "txredisapi>=1.4.10,<2",
     ],
     extras_require={
         "test": ["pytest>=8", "websockets>=13"],

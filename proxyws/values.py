@@ -212,6 +212,32 @@ class DemoSettings:
 
 
 @attr.s(frozen=True, slots=True)
+class AdminSettings:
+    """
+    The C{[admin]} table: the admin listener and the store of the routes
+    added through its API.
+
+    @ivar token: the value of the environment variable C{tokenEnv} when the
+        config was loaded, or L{None} when no token is required.
+    @ivar routeStore: C{"memory"}, C{"file"} or C{"redis"}.
+    @ivar routeStoreFile: the absolute path of the file store, or L{None}.
+    @ivar activityInterval: seconds between two writes (or merges across
+        instances) of the routes' last activity.
+    """
+
+    address = attr.ib()
+    port = attr.ib()
+    tokenEnv = attr.ib(default=None)
+    token = attr.ib(default=None, repr=False)
+    routeStore = attr.ib(default="memory")
+    routeStoreFile = attr.ib(default=None)
+    redisURL = attr.ib(default="redis://127.0.0.1:6379/0")
+    redisKeyPrefix = attr.ib(default="proxyws")
+    hostRouting = attr.ib(default=False)
+    activityInterval = attr.ib(default=5.0)
+
+
+@attr.s(frozen=True, slots=True)
 class Config:
     """
     A whole configuration file.
@@ -227,3 +253,4 @@ class Config:
     demo = attr.ib(default=None)
     hosts = attr.ib(default=())
     source = attr.ib(default="", repr=False, eq=False)
+    admin = attr.ib(default=None)
