@@ -433,3 +433,27 @@ class LoopbackTests(TestCase):
         self.addCleanup(service.stopService)
         code, body = yield self.request(b"GET", b"/healthz", port=port)
         self.assertEqual((code, body), (200, b"ok\n"))
+
+
+class ImportTests(SynchronousTestCase):
+    """
+    The admin modules can be imported before a reactor is chosen.
+    """
+
+    def test_noReactor(self):
+        """
+        Importing them (the Redis store included: txredisapi is imported
+        only when a store starts) leaves C{twisted.internet.reactor} out of
+        C{sys.modules}, so C{twistd -r epoll proxyws} keeps working.
+        """
+        import subprocess
+        import sys
+
+        from .helpers import subprocessEnvironment
+
+        code = ("import sys; import proxyws.admin, proxyws.chpapi, proxyws.metrics, "
+                "proxyws.routestore, proxyws.redisstore, proxyws.apiroutes; "
+                "print('twisted.internet.reactor' in sys.modules, 'txredisapi' in sys.modules)")
+        output = subprocess.check_output([sys.executable, "-c", code],
+                                         env=subprocessEnvironment())
+        self.assertEqual(output.strip(), b"False False")
