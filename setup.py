@@ -36,6 +36,8 @@ setup(
         "attrs>=23.1,<27",
         "bcrypt>=4.0,<6",
         "libpass>=1.9,<2",
+        "prometheus-client>=0.20,<1",
+        "txredisapi>=1.4.10,<2",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "websockets>=13,<18"],

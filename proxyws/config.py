@@ -24,6 +24,7 @@ from .errors import ConfigError
 from .routing import GROUP_REFERENCE, compileTemplate, reverseMapping, urlHost
 from .schema import (
     ACCESS_KEYS,
+    ADMIN_KEYS,
     AUTH_KEYS,
     BACKEND_TLS_KEYS,
     DEMO_KEYS,
@@ -39,6 +40,7 @@ from .schema import (
 from .schema import CHECK_KEYS, COOKIE_KEYS, MEMBER_KEYS, UPSTREAM_KEYS
 from .values import (
     Access,
+    AdminSettings,
     Backend,
     BackendTLS,
     CheckSettings,
@@ -59,6 +61,9 @@ from .values import (
 
 __all__ = [
     "Access",
+    "AdminSettings",
+    "ADMIN_KEYS",
+    "backendForURL",
     "Backend",
     "BackendTLS",
     "Config",
@@ -527,7 +532,97 @@ def parseConfig(text, filename="proxyws.toml"):
         hosts=tuple(hosts),
         source=text,
         upstreams=_upstreamsWithTLS(reader),
+        admin=_admin(reader, document, base),
     )
+
+
+# [admin] ----------------------------------------------------------------
+
+# Keys that only mean something with one kind of route store: giving them
+# with another kind is an error rather than a setting silently ignored.
+_STORE_KEYS = {
+    "route_store_file": "file",
+    "redis_url": "redis",
+    "redis_key_prefix": "redis",
+}
+
+
+def _admin(reader, document, base, environ=None):
+    """
+    The C{[admin]} table, or L{None} when the config has none.
+
+    The token is read from the environment here, so that a C{token_env}
+    naming a variable that is not set stops start-up (and a reload) with a
+    config error instead of leaving the API open.
+
+    @param environ: the environment (default L{os.environ}).
+    @return: an L{AdminSettings} or L{None}.
+    """
+    if "admin" not in document:
+        return None
+    table = reader.table(document["admin"], "admin")
+    values = reader.settings(table, ADMIN_KEYS, "admin")
+    reader.required(values, ["port"], "admin")
+    for key, kind in _STORE_KEYS.items():
+        if key in table and values["route_store"] != kind:
+            raise reader.error(
+                "admin." + key,
+                "is used only with route_store = {!r} (route_store is {!r})".format(
+                    kind, values["route_store"]
+                ),
+            )
+    storeFile = values["route_store_file"]
+    if values["route_store"] == "file":
+        if not storeFile:
+            raise reader.error(
+                "admin.route_store_file",
+                "is required with route_store = 'file': the JSON file routes are kept in",
+            )
+        storeFile = os.path.join(base, storeFile)
+    token = None
+    if values["token_env"] is not None:
+        token = (os.environ if environ is None else environ).get(values["token_env"])
+        if not token:
+            raise reader.error(
+                "admin.token_env",
+                "the environment variable {!r} is not set (or empty); set it to the "
+                "token API clients send, or remove token_env".format(values["token_env"]),
+            )
+    return AdminSettings(
+        address=values["address"],
+        port=values["port"],
+        tokenEnv=values["token_env"],
+        token=token,
+        routeStore=values["route_store"],
+        routeStoreFile=storeFile,
+        redisURL=values["redis_url"],
+        redisKeyPrefix=values["redis_key_prefix"],
+        hostRouting=values["host_routing"],
+        activityInterval=values["activity_interval"],
+    )
+
+
+def backendForURL(url):
+    """
+    Check a backend URL given at run time (the target of a route added
+    through the API) as a config's C{backend} is checked.
+
+    @param url: the URL text.
+    @return: a L{Backend}; its C{path} is the URL's path without a trailing
+        C{/} (C{b""} for none), to be put in front of the request path.
+    @raise InvalidRoute: when it is not a URL proxyws can use.
+    """
+    from .errors import InvalidRoute
+
+    if not isinstance(url, str):
+        raise InvalidRoute("Must specify 'target' as string")
+    try:
+        backend = _backend(_Reader("API"), url, "target", None)
+    except ConfigError as e:
+        raise InvalidRoute("target: " + e.message) from None
+    if b"?" in backend.path:
+        raise InvalidRoute("target: {!r} may not hold a query".format(url))
+    return attr.evolve(backend, path=backend.path.rstrip(b"/"))
 
 
 def _checkHosts(reader, hosts):

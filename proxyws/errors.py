@@ -210,6 +210,34 @@ class BadArgument(ProxyError, ValueError):
     """
 
 
+# Run-time routes (the configurable-http-proxy API) and their stores.
+
+
+class InvalidRoute(ProxyError, ValueError):
+    """
+    A route given through the API that cannot be used: a target that is not
+    a URL proxyws can send requests to.  The API answers it with 400.
+
+    @ivar message: what is wrong, safe to show to the API client.
+    """
+
+    status = 400
+
+    def __init__(self, message):
+        self.message = message
+        super().__init__(message)
+
+
+class RouteStoreError(ProxyError):
+    """
+    The route store cannot take a change or cannot be read (its Redis server
+    is unreachable, its file cannot be written).  The API answers a change
+    it cannot store with 503, which API clients such as JupyterHub retry.
+    """
+
+    status = 503
+
+
 def errorPage(request, error):
     """
     Answer C{request} with the status of a L{ResponseError} and a short

@@ -211,3 +211,104 @@ class IBackendSelector(Interface):
             request (the policy is not C{hash} and there is no affinity).
         @return: one of C{candidates}.
         """
+
+
+# The admin listener: what the running server shows and does through it,
+# and where the routes added through the configurable-http-proxy API live.
+
+
+class IServerStatus(Interface):
+    """
+    The running server as the admin listener sees it (L{proxyws.admin}).
+    """
+
+    state = Attribute(
+        'C{"serving"}, C{"stopping"} (a graceful stop has begun) or '
+        'C{"degraded"} (serving, but something it depends on is failing).'
+    )
+
+    def status():
+        """
+        What C{GET /status} shows, as JSON-able plain values.
+
+        Expected keys (each optional; C{version} and C{state} are added by
+        the admin resource): C{uptime_seconds}, C{config} (C{{"path",
+        "loaded_at"}}), C{listeners} (a list of C{{"address", "port",
+        "tls"}}), C{routes} (a list of C{{"route", "path" or "match",
+        "backend" or "upstream", "connections", "websockets"}}), C{upstreams}
+        (a list of C{{"name", "members": [{"url", "up", "connections"}]}}),
+        C{backends} (a list of C{{"url", "errors": {kind: count}}}),
+        C{held_past_reload} (C{{"connections", "websockets"}}).
+
+        @return: a L{dict}.
+        """
+
+    def reload():
+        """
+        Read the config file again and apply it in place, as on SIGHUP.
+
+        @return: a L{Deferred} firing with a L{proxyws.admin.ReloadResult}:
+            what changed, or the problems that kept the old config in force.
+        """
+
+
+class IRouteStore(Interface):
+    """
+    Where the routes added through the configurable-http-proxy API are
+    kept.  The proxy routes requests with the store's L{table}, an
+    L{proxyws.apiroutes.APIRouteTable} that is always in memory; the store
+    keeps it and its own copy (memory, a file, Redis) in step.
+
+    Prefixes given to these methods are cleaned by
+    L{proxyws.apiroutes.cleanPrefix} first.
+    """
+
+    table = Attribute("The L{proxyws.apiroutes.APIRouteTable} the proxy consults.")
+
+    healthy = Attribute(
+        "Whether the store's own copy is reachable: L{False} while a Redis "
+        "server is unreachable (the table then keeps the last known routes)."
+    )
+
+    def start():
+        """
+        Load the routes and begin keeping them in step.
+
+        @return: a L{Deferred} firing when the first load is done (or, for a
+            store that cannot be reached, once it has given up waiting and
+            serves its table as it is).
+        @raise proxyws.errors.RouteStoreError: (through the Deferred) when
+            the store's copy exists but cannot be used.
+        """
+
+    def stop():
+        """
+        Write what is pending (the last activity of routes) and stop.
+
+        @return: a L{Deferred} firing when done.
+        """
+
+    def add(prefix, data):
+        """
+        Add a route, or replace the route of that prefix.
+
+        @param prefix: the route's prefix, such as C{"/user/alice"}.
+        @param data: a L{dict} with C{"target"} (a URL) and any other
+            JSON-able data to keep with it.
+        @return: a L{Deferred} firing with the added
+            L{proxyws.apiroutes.APIRoute} once it is stored.
+        @raise proxyws.errors.InvalidRoute: (through the Deferred) for a
+            target proxyws cannot use.
+        @raise proxyws.errors.RouteStoreError: (through the Deferred) when
+            it cannot be stored; nothing changed.
+        """
+
+    def remove(prefix):
+        """
+        Remove the route of a prefix.
+
+        @return: a L{Deferred} firing with L{True}, or L{False} when there
+            was no such route.
+        @raise proxyws.errors.RouteStoreError: (through the Deferred) when
+            the change cannot be stored; nothing changed.
+        """

@@ -12,6 +12,7 @@ import ipaddress
 import math
 import os
 import re
+from urllib.parse import urlsplit
 
 from .logs import LEVELS
 from .values import Redirect
@@ -296,7 +297,62 @@ DEMO_KEYS = {
     "port": (_port, 8081),
 }
 
-TOP_KEYS = ("server", "listen", "route", "host", "demo", "upstream")
+
+# [admin]: the admin listener and the run-time routes served through it.
+
+
+def _routeStore(value):
+    if value not in ROUTE_STORES:
+        raise ValueError("one of " + ", ".join(repr(kind) for kind in ROUTE_STORES))
+    return value
+
+
+def _redisURL(value):
+    expected = "a URL such as 'redis://127.0.0.1:6379/0' (redis://[:password@]host[:port][/db])"
+    if not isinstance(value, str):
+        raise ValueError(expected)
+    try:
+        parts = urlsplit(value)
+        parts.port
+    except ValueError:
+        raise ValueError(expected) from None
+    database = parts.path.strip("/")
+    if parts.scheme != "redis" or not parts.hostname or (database and not database.isdigit()):
+        raise ValueError(expected)
+    return value
+
+
+def _environmentName(value):
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError("the name of an environment variable, such as 'CONFIGPROXY_AUTH_TOKEN'")
+    return value
+
+
+def _keyPrefix(value):
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+        raise ValueError("1 to 64 letters, digits or '_.:-'")
+    return value
+
+
+# The kinds of route store: where routes added through the API are kept.
+ROUTE_STORES = ("memory", "file", "redis")
+
+# Settings of [admin]; None marks a required key.  route_store_file is
+# required with route_store = "file", and the redis_* keys belong to
+# route_store = "redis" (config.py checks both).
+ADMIN_KEYS = {
+    "address": (_address, "127.0.0.1"),
+    "port": (_port, None),
+    "token_env": (_environmentName, None),  # variable holding the API token
+    "route_store": (_routeStore, "memory"),  # "memory", "file" or "redis"
+    "route_store_file": (_string, None),  # JSON file of route_store "file"
+    "redis_url": (_redisURL, "redis://127.0.0.1:6379/0"),
+    "redis_key_prefix": (_keyPrefix, "proxyws"),  # names of keys and channel
+    "host_routing": (_boolean, False),  # API prefixes start with a host name
+    "activity_interval": (_seconds, 5.0),  # last_activity written/merged
+}
+
+TOP_KEYS = ("server", "listen", "route", "host", "demo", "upstream", "admin")
 
 # Backend URL schemes, with the default port and the scheme used for plain
 # HTTP and for websocket upgrades to the same backend.

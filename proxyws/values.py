@@ -218,6 +218,32 @@ class DemoSettings:
 
 
 @attr.s(frozen=True, slots=True)
+class AdminSettings:
+    """
+    The C{[admin]} table: the admin listener and the store of the routes
+    added through its API.
+
+    @ivar token: the value of the environment variable C{tokenEnv} when the
+        config was loaded, or L{None} when no token is required.
+    @ivar routeStore: C{"memory"}, C{"file"} or C{"redis"}.
+    @ivar routeStoreFile: the absolute path of the file store, or L{None}.
+    @ivar activityInterval: seconds between two writes (or merges across
+        instances) of the routes' last activity.
+    """
+
+    address = attr.ib()
+    port = attr.ib()
+    tokenEnv = attr.ib(default=None)
+    token = attr.ib(default=None, repr=False)
+    routeStore = attr.ib(default="memory")
+    routeStoreFile = attr.ib(default=None)
+    redisURL = attr.ib(default="redis://127.0.0.1:6379/0")
+    redisKeyPrefix = attr.ib(default="proxyws")
+    hostRouting = attr.ib(default=False)
+    activityInterval = attr.ib(default=5.0)
+
+
+@attr.s(frozen=True, slots=True)
 class Config:
     """
     A whole configuration file.
@@ -235,6 +261,8 @@ class Config:
     source = attr.ib(default="", repr=False, eq=False)
     # proxyws.upstream.UpstreamSettings, in file order.
     upstreams = attr.ib(default=())
+    # The [admin] table's AdminSettings, or None.
+    admin = attr.ib(default=None)
 
 
 # ---------------------------------------------------------------------------

@@ -436,7 +436,7 @@ class ErrorTextTests(SynchronousTestCase):
         self.assertConfigError(
             "lsten = 1\n",
             "/etc/p.toml: lsten: unknown key (did you mean 'listen'?); "
-            "known keys here are demo, host, listen, route, server, upstream",
+            "known keys here are admin, demo, host, listen, route, server, upstream",
             filename="/etc/p.toml")
 
     def test_unknownTopLevelKey(self):
@@ -447,11 +447,11 @@ class ErrorTextTests(SynchronousTestCase):
         self.assertConfigError(
             "routes = 1\n" + LISTEN,
             "proxyws.toml: routes: unknown key (did you mean 'route'?); "
-            "known keys here are demo, host, listen, route, server, upstream")
+            "known keys here are admin, demo, host, listen, route, server, upstream")
         self.assertConfigError(
             "zzz = 1\n" + LISTEN,
             "proxyws.toml: zzz: unknown key; "
-            "known keys here are demo, host, listen, route, server, upstream")
+            "known keys here are admin, demo, host, listen, route, server, upstream")
 
     def test_unknownServerKey(self):
         """
