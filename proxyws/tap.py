@@ -8,6 +8,7 @@ L{makeService} only builds the service; it is the one place where the global
 reactor is resolved.
 """
 
+import signal
 import sys
 
 from twisted.python import usage
@@ -43,7 +44,7 @@ class Options(usage.Options):
         if not self["config"]:
             raise usage.UsageError("--config FILE.toml is required")
         from .gate import Gate
-        from .service import bindListeners, bindWorkers
+        from .sockets import bindListeners, bindWorkers
         from .tls import BackendTLSPolicy, serverContext
 
         try:
@@ -78,16 +79,20 @@ def makeService(options):
     from twisted.application.service import MultiService
 
     from .logs import setLevel
-    from .service import ProxyService, stopOnSignals
+    from .service import ProxyService, onSignal, stopOnSignals
     from .workers import WorkerSupervisor
 
     config = options["loaded"]
     setLevel(config.server.logLevel)
     stopOnSignals(reactor)
     if config.server.workers == 1:
-        return ProxyService(config, options["sockets"], reactor)
+        service = ProxyService(config, options["sockets"], reactor)
+        onSignal(signal.SIGHUP, reactor, service.reload)
+        return service
     parent = MultiService()
-    WorkerSupervisor(config, options["workerSockets"], reactor).setServiceParent(parent)
+    supervisor = WorkerSupervisor(config, options["workerSockets"], reactor)
+    supervisor.setServiceParent(parent)
+    onSignal(signal.SIGHUP, reactor, supervisor.reload)
     if options["sockets"]:
         # The demo backend is served by the parent.
         ProxyService(config, options["sockets"], reactor).setServiceParent(parent)
