@@ -32,7 +32,7 @@ setup(
         "libpass>=1.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "websockets>=13"],
+        "test": ["pytest>=8", "websockets>=13", "h11>=0.14,<1", "hypothesis>=6.100,<7"],
     },
     classifiers=[
         "Framework :: Twisted",
