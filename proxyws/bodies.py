@@ -17,7 +17,7 @@ that came after it; and C{noMoreData()} when the connection ends.
 
 import re
 
-from .framing import DEFAULT_LIMITS, MAX_LENGTH, BodyError, fieldLineError
+from .framing import CHUNKED, DEFAULT_LIMITS, LENGTH, MAX_LENGTH, BodyError, fieldLineError
 from .headers import TOKEN
 
 # The longest chunk-size line, extensions included (Twisted allows 1024;
@@ -228,3 +228,23 @@ class ChunkedDecoder:
         name, _, value = line.partition(b":")
         self.trailers.append((name, value.strip(b" \t")))
         return position
+
+
+def decoderFor(head, dataCallback, finishCallback, limit=None):
+    """
+    The decoder of a request's body, as its head frames it.
+
+    @param head: a L{proxyws.framing.RequestHead}.
+    @param dataCallback: called with each piece of the body.
+    @param finishCallback: called once, when the body is complete, with the
+        bytes received after it (the next request).
+    @param limit: the most body bytes allowed (413 beyond), or L{None}.
+    @return: a L{LengthDecoder} or L{ChunkedDecoder}, or L{None} when the
+        request has no body.
+    @raise BodyError: 413 when a declared length is over C{limit}.
+    """
+    if head.framing == CHUNKED:
+        return ChunkedDecoder(dataCallback, finishCallback, limit)
+    if head.framing == LENGTH:
+        return LengthDecoder(head.contentLength, dataCallback, finishCallback, limit)
+    return None

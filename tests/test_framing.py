@@ -8,7 +8,7 @@ L{tests.test_framing_differential}.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxyws.bodies import ChunkedDecoder, LengthDecoder
+from proxyws.bodies import ChunkedDecoder, LengthDecoder, decoderFor
 from proxyws.errors import ResponseError
 from proxyws.framing import (
     CHUNKED,
@@ -803,3 +803,27 @@ class ChunkedDecoderTests(SynchronousTestCase):
         self.assertEqual(self.decode(b"0\r\nA: 1\r\nB: 2\r\n\r\n", limits=limits)[1], [(b"A", b"1"), (b"B", b"2")])
         for body in [b"0\r\nA: 12345678\r\n\r\n", b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"]:
             self.assertEqual(self.assertRaises(BodyError, self.decode, body, limits=limits).status, 400)
+
+
+class DecoderForTests(SynchronousTestCase):
+    """
+    L{decoderFor} picks the decoder a head's framing asks for.
+    """
+
+    def test_decoderFor(self):
+        """
+        No body: no decoder; a length: a L{LengthDecoder} of it; chunked: a
+        L{ChunkedDecoder}; the limit goes with it.
+        """
+        data, rests = [], []
+        plain = parseRequestHead(head(GET, HOST))
+        self.assertIsNone(decoderFor(plain, data.append, rests.append))
+        sized = parseRequestHead(head(b"POST / HTTP/1.1", HOST, b"Content-Length: 3"))
+        decoder = decoderFor(sized, data.append, rests.append)
+        decoder.dataReceived(b"abcGET")
+        self.assertEqual((data, rests), ([b"abc"], [b"GET"]))
+        self.assertEqual(self.assertRaises(BodyError, decoderFor, sized, data.append, rests.append, 2).status, 413)
+        chunked = parseRequestHead(head(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: chunked"))
+        decoder = decoderFor(chunked, data.append, rests.append, limit=4)
+        self.assertIsInstance(decoder, ChunkedDecoder)
+        self.assertEqual(self.assertRaises(BodyError, decoder.dataReceived, b"5\r\n").status, 413)
