@@ -104,11 +104,11 @@ class HeadLimits:
     fieldLine = attr.ib(default=8192)
     fieldsSize = attr.ib(default=32768)
     fieldCount = attr.ib(default=100)
-    # A head no longer than this has no line over a limit.
+    # A head no longer than this is within every size limit.
     _shortest = attr.ib(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self):
-        object.__setattr__(self, "_shortest", min(self.requestLine, self.fieldLine))
+        object.__setattr__(self, "_shortest", min(self.requestLine, self.fieldLine, self.fieldsSize))
 
 
 DEFAULT_LIMITS = HeadLimits()
@@ -155,12 +155,8 @@ def refusal(error):
     @return: a whole HTTP/1.1 response.
     """
     body = b"%d %s\n\n%s\n" % (error.status, error.phrase, error.detail.encode("utf-8"))
-    return b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n" b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
-        error.status,
-        error.phrase,
-        len(body),
-        body,
-    )
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+    return head % (error.status, error.phrase, len(body)) + b"Connection: close\r\n\r\n" + body
 
 
 class HeadReader:

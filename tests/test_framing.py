@@ -404,6 +404,16 @@ class ParseRequestHeadTests(SynchronousTestCase):
             else:
                 self.assertEqual(self.assertRaises(HeadError, parseRequestHead, raw, limits).status, status, raw)
 
+    def test_fieldsSmallerThanALine(self):
+        """
+        A limit on all fields below the one on a line is held to, by the
+        parser and by the reader.
+        """
+        limits = HeadLimits(fieldsSize=20)
+        raw = head(GET, b"Host: a", b"X-A: 0123456789")
+        self.assertEqual(self.assertRaises(HeadError, parseRequestHead, raw, limits).status, 431)
+        self.assertEqual(self.assertRaises(HeadError, HeadReader(limits).feed, raw + b"\r\n\r\n").status, 431)
+
     def test_defaultLimits(self):
         """
         The default limits are nginx's sizes and Apache's field count.

@@ -53,7 +53,7 @@ READ_WAIT = 0.25
 # Margins for "back to where they were": descriptors of keep-alive backend
 # connections the pool may hold, and memory the allocator keeps.
 FD_MARGIN = 8
-RSS_MARGIN = 48 * 2**20
+RSS_MARGIN = 16 * 2**20
 
 # Bytes that parsers tend to trip on.
 INTERESTING = [
@@ -521,7 +521,7 @@ class HTTPFuzzTests(FuzzCase):
             if status == "garbage" or status == "500":
                 self.monitor.note("suspect answers", status, repr(data[:400]))
             if refused is not None:
-                if any(b"/f/" + marker in uri for uri in self.root.seen):
+                if any(uri.partition(b"?")[0] == b"/f/" + marker for uri in self.root.seen):
                     self.monitor.note("reached the backend, refused by framing", refused, repr(data[:400]))
                 elif status == "none" and delivery in ("read", "pieces"):
                     self.monitor.note("closed without an answer, refused by framing", refused, repr(data[:200]))
