@@ -1,0 +1,652 @@
+"""
+Regular expressions that cannot backtrack catastrophically.
+
+A C{match} route's expression is searched in every request path by Python's
+backtracking engine.  Some expressions make that engine try a number of ways
+that doubles with each character of a path that does not match: on
+C{'^/re/(a+)+$'} a 28-character path took 9 seconds, and the whole server
+waited.  L{backtrackingRepeat} finds them when the config is loaded.
+
+The rule
+========
+An expression is refused when a repeat can take the same text in more than
+one way and something after it can still fail:
+
+  - a repeat inside a repeat: C{(a+)+}, C{(a*)*}, C{(.*a){2,}},
+    C{(?:x+y?)+}, C{(\\w+\\s?)+};
+  - a repeated alternation whose branches can match the same text:
+    C{(a|a)+}, C{(a|b|ab)*}, C{(\\d+|\\w+)*}.
+
+A path that does not match then makes the engine try every way of splitting
+the text between the rounds.  What is accepted:
+
+  - a possessive repeat (C{a++}, C{(?:...)*+}) or an atomic group
+    (C{(?>...)}): it gives nothing back, so there is nothing to retry;
+  - a split that is forced, as in C{(?:/[^/]+)+}, where each round starts
+    with the C{/} that the inner repeat cannot take;
+  - an ambiguous repeat that nothing can fail after (C{^/(a+)+} with no C{$}
+    or text after it): the first way tried succeeds.
+
+Expressions are checked as Python compiles them: its parser turns C{(\\w|\\d)}
+into the character class C{[\\w\\d]} and C{(a|ab)} into C{a(?:|b)}, which
+cannot backtrack, so C{(\\w|\\d)+} and C{(a|ab)*} are accepted, while
+C{(a|a)+} (two ways to match nothing after the C{a}) is refused.
+
+How
+===
+The expression is parsed by Python's own parser (L{_parse}) and turned into a
+position automaton (Glushkov's construction): a state for each character
+matcher and an edge for each way the engine can go from one to the next,
+counted -- C{(a|a)} is two ways from C{a} on.  A backtracking engine's work
+on a path that fails is the number of automaton paths that read it; that
+number grows exponentially with the text exactly when two different cycles
+through one state read the same text (the EDA condition of Weber and Seidl).
+That shows as a strongly connected component of the automaton's product with
+itself that holds both a pair of equal states and a pair of different ways.
+Atomic groups, possessive repeats and lookarounds are checked on their own,
+and are one opaque state in the automaton around them.
+
+Counted repeats are expanded (C{a{2,4}} is C{aa(?:a(?:a)?)?}) up to a bound;
+beyond it a count is taken as open-ended, which can only add ambiguity.
+"""
+
+import attr
+
+# The bytes a character matcher can take are a 256-bit mask (routes match
+# bytes patterns, whose classes are ASCII-only).
+_ALL = (1 << 256) - 1
+
+
+def _mask(characters):
+    mask = 0
+    for character in characters:
+        mask |= 1 << character
+    return mask
+
+
+_DIGIT = _mask(b"0123456789")
+_SPACE = _mask(b" \t\n\r\x0b\x0c")
+_WORD = _mask(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_UPPER = _mask(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LOWER = _mask(b"abcdefghijklmnopqrstuvwxyz")
+
+# What each class escape takes.  The locale and Unicode variants (under
+# (?L), or never for bytes) are taken as every byte: a larger class can only
+# find more ambiguity, never less.
+_CATEGORIES = {
+    "CATEGORY_DIGIT": _DIGIT,
+    "CATEGORY_NOT_DIGIT": _ALL & ~_DIGIT,
+    "CATEGORY_SPACE": _SPACE,
+    "CATEGORY_NOT_SPACE": _ALL & ~_SPACE,
+    "CATEGORY_WORD": _WORD,
+    "CATEGORY_NOT_WORD": _ALL & ~_WORD,
+    "CATEGORY_LINEBREAK": _mask(b"\n"),
+    "CATEGORY_NOT_LINEBREAK": _ALL & ~_mask(b"\n"),
+}
+
+_IGNORECASE = 2
+
+# Counted repeats are expanded copy by copy while the count is at most this
+# and the automaton stays under _MAX_POSITIONS states; beyond that a count is
+# taken as open-ended (a{2,100} as a{2,}).
+_MAX_COPIES = 16
+_MAX_POSITIONS = 400
+
+# Ways are counted up to two: one way is safe, two are what matters.
+_MANY = 2
+
+
+def _parse(pattern):
+    """
+    Parse C{pattern} with Python's own regular expression parser.
+
+    This is the only use of a private name in this module: C{re._parser}
+    (C{sre_parse} before Python 3.11) is the parser C{re.compile} runs,
+    undocumented.  C{tests/test_patterns.py} fails, saying so, when an
+    upgrade removes it.
+
+    @param pattern: the expression, as L{bytes}.
+    @return: C{(flags, nodes, maxRepeat)}: the global flags, the list of
+        C{(opcode, argument)} nodes (opcodes compare as their names with
+        L{str}) and the number that stands for an open-ended count.
+    @raise re.error: for an expression that does not compile.
+    """
+    from re import _parser
+
+    tree = _parser.parse(pattern)
+    return tree.state.flags, tree, _parser.MAXREPEAT
+
+
+def _fold(mask, flags):
+    """
+    The bytes C{mask} takes under C{flags}: ASCII letters of both cases
+    under C{(?i)}.
+    """
+    if flags & _IGNORECASE:
+        return mask | ((mask & _UPPER) << 32) | ((mask & _LOWER) >> 32)
+    return mask
+
+
+def _classMask(items, flags):
+    """
+    The bytes a C{[...]} class takes.
+    """
+    mask = 0
+    negate = False
+    for op, argument in items:
+        op = str(op)
+        if op == "NEGATE":
+            negate = True
+        elif op == "LITERAL":
+            mask |= 1 << argument
+        elif op == "RANGE":
+            mask |= _mask(range(argument[0], argument[1] + 1))
+        else:
+            mask |= _CATEGORIES.get(str(argument), _ALL)
+    mask = _fold(mask, flags)
+    return _ALL & ~mask if negate else mask
+
+
+@attr.s(slots=True)
+class _Piece:
+    """
+    What a piece of an expression adds to the automaton (Glushkov's
+    first, last and nullable sets, with ways counted).
+
+    @ivar empty: the number of ways the piece matches the empty text.
+    @ivar clean: whether one of those ways passes no assertion (C{$},
+        C{\\b}, a lookaround, a back reference) that could fail.
+    @ivar first: position -> ways the piece can start there.
+    @ivar last: position -> ways the piece can end there.
+    @ivar final: the positions after which the piece can end with no
+        assertion in the way.
+    """
+
+    empty = attr.ib()
+    clean = attr.ib()
+    first = attr.ib(factory=dict)
+    last = attr.ib(factory=dict)
+    final = attr.ib(factory=frozenset)
+
+
+_EMPTY = _Piece(empty=1, clean=True)
+_ASSERTION = _Piece(empty=1, clean=False)
+
+
+def _add(a, b, scale=1):
+    total = dict(a)
+    if scale:
+        for position, ways in b.items():
+            total[position] = min(total.get(position, 0) + ways * scale, _MANY)
+    return total
+
+
+class _Unknown(Exception):
+    """
+    The expression holds a construct this module does not know.
+    """
+
+
+class _Automaton:
+    """
+    The position automaton of one scope (the whole expression, or the
+    inside of an atomic group, possessive repeat or lookaround).
+
+    @ivar masks: position -> the bytes it takes.
+    @ivar follow: position -> {next position: [ways, repeats]}, where
+        C{repeats} are the repeats whose loop the edge is.
+    """
+
+    def __init__(self, checker):
+        self.checker = checker
+        self.masks = []
+        self.follow = []
+
+    def position(self, mask):
+        self.masks.append(mask)
+        self.follow.append({})
+        number = len(self.masks) - 1
+        return _Piece(empty=0, clean=False, first={number: 1}, last={number: 1},
+                      final=frozenset([number]))
+
+    def link(self, last, first, repeat=None):
+        """
+        Add an edge from each of C{last} to each of C{first}.
+        """
+        for p, waysP in last.items():
+            edges = self.follow[p]
+            for q, waysQ in first.items():
+                edge = edges.setdefault(q, [0, set()])
+                edge[0] = min(edge[0] + waysP * waysQ, _MANY)
+                if repeat is not None:
+                    edge[1].add(repeat)
+
+    def concat(self, a, b):
+        self.link(a.last, b.first)
+        return _Piece(
+            empty=min(a.empty * b.empty, _MANY),
+            clean=a.clean and b.clean,
+            first=_add(a.first, b.first, a.empty),
+            last=_add(b.last, a.last, b.empty),
+            final=b.final | a.final if b.clean else b.final,
+        )
+
+    def sequence(self, nodes, flags):
+        piece = _EMPTY
+        for op, argument in nodes:
+            piece = self.concat(piece, self.node(str(op), argument, flags))
+        return piece
+
+    def alternation(self, pieces):
+        return _Piece(
+            empty=min(sum(p.empty for p in pieces), _MANY),
+            clean=any(p.clean for p in pieces),
+            first=_merge(p.first for p in pieces),
+            last=_merge(p.last for p in pieces),
+            final=frozenset().union(*(p.final for p in pieces)),
+        )
+
+    def optional(self, piece):
+        return self.alternation([piece, _EMPTY])
+
+    def node(self, op, argument, flags):
+        build = _BUILDERS.get(op)
+        if build is None:
+            raise _Unknown(op)
+        return build(self, argument, flags)
+
+    def literal(self, argument, flags):
+        return self.position(_fold(1 << argument, flags))
+
+    def notLiteral(self, argument, flags):
+        return self.position(_ALL & ~_fold(1 << argument, flags))
+
+    def any(self, argument, flags):
+        return self.position(_ALL)
+
+    def charClass(self, argument, flags):
+        return self.position(_classMask(argument, flags))
+
+    def assertion(self, argument, flags):
+        return _ASSERTION
+
+    def lookaround(self, argument, flags):
+        self.checker.scope(argument[1], flags)
+        return _ASSERTION
+
+    def group(self, argument, flags):
+        _, add, remove, nodes = argument
+        return self.sequence(nodes, (flags | add) & ~remove)
+
+    def branch(self, argument, flags):
+        return self.alternation([self.sequence(nodes, flags) for nodes in argument[1]])
+
+    def conditional(self, argument, flags):
+        _, yes, no = argument
+        return self.alternation(
+            [self.sequence(yes, flags), self.sequence(no, flags) if no else _EMPTY]
+        )
+
+    def reference(self, argument, flags):
+        # A back reference matches one text, which may be empty or fail.
+        return self.alternation([self.position(_ALL), _ASSERTION])
+
+    def atomic(self, argument, flags):
+        return self.opaque(argument, flags)
+
+    def possessive(self, argument, flags):
+        self.checker.repeatOf(argument, "POSSESSIVE_REPEAT")
+        return self.opaque([("MAX_REPEAT", argument)], flags, key=argument)
+
+    def opaque(self, nodes, flags, key=None):
+        """
+        A part that gives nothing back once matched: checked as a scope of
+        its own, and one state here.
+        """
+        mask, empty, clean = self.checker.scope(nodes, flags, key)
+        token = self.position(mask)
+        if empty:
+            return self.alternation([token, _EMPTY if clean else _ASSERTION])
+        return token
+
+    def lazyRepeat(self, argument, flags):
+        self.checker.repeatOf(argument, "MIN_REPEAT")
+        return self.repeat(argument, flags)
+
+    def repeat(self, argument, flags):
+        """
+        C{A{low,high}}: copies of C{A} in a row, the last open-ended one
+        looping back on itself, the optional ones nested
+        (C{A{1,3}} is C{A(?:A(?:A)?)?}, one way for each count).
+        """
+        low, high, nodes = argument
+        repeat = self.checker.repeatOf(argument, "MAX_REPEAT")
+        if high == 0:
+            return _EMPTY
+        openEnded = high >= self.checker.maxRepeat
+        before = len(self.masks)
+        built = [self.sequence(nodes, flags)]
+        size = len(self.masks) - before
+        copies = max(low, 1) if openEnded else high
+        if copies > _MAX_COPIES or len(self.masks) + size * copies > _MAX_POSITIONS:
+            # Two copies stand for a large count, taken as open-ended: more
+            # ways, never fewer.
+            low, openEnded = min(low, 2), True
+
+        def copy():
+            return built.pop() if built else self.sequence(nodes, flags)
+
+        piece = _EMPTY
+        for _ in range(low - 1 if openEnded else low):
+            piece = self.concat(piece, copy())
+        if openEnded:
+            body = copy()
+            self.link(body.last, body.first, repeat)
+            return self.optional(body) if low == 0 else self.concat(piece, body)
+        tail = None
+        for _ in range(high - low):
+            body = copy()
+            tail = self.optional(body if tail is None else self.concat(body, tail))
+        return piece if tail is None else self.concat(piece, tail)
+
+
+def _merge(dicts):
+    total = {}
+    for d in dicts:
+        total = _add(total, d)
+    return total
+
+
+# The builder of each node of Python's parse tree, by opcode name.
+_BUILDERS = {
+    "LITERAL": _Automaton.literal,
+    "NOT_LITERAL": _Automaton.notLiteral,
+    "ANY": _Automaton.any,
+    "IN": _Automaton.charClass,
+    "AT": _Automaton.assertion,
+    "ASSERT": _Automaton.lookaround,
+    "ASSERT_NOT": _Automaton.lookaround,
+    "SUBPATTERN": _Automaton.group,
+    "BRANCH": _Automaton.branch,
+    "GROUPREF_EXISTS": _Automaton.conditional,
+    "GROUPREF": _Automaton.reference,
+    "ATOMIC_GROUP": _Automaton.atomic,
+    "POSSESSIVE_REPEAT": _Automaton.possessive,
+    "MAX_REPEAT": _Automaton.repeat,
+    "MIN_REPEAT": _Automaton.lazyRepeat,
+}
+
+
+class _Checker:
+    """
+    The check of one expression: its scopes, its repeats, and the first
+    repeat found that can backtrack catastrophically.
+
+    @ivar repeats: C{id} of a repeat's parse-tree argument -> C{(order,
+        opcode name, argument)}, in the order met (an outer repeat before those
+        inside it).
+    @ivar problem: the key in C{repeats} of the repeat found, or L{None}.
+    """
+
+    def __init__(self, maxRepeat):
+        self.maxRepeat = maxRepeat
+        self.repeats = {}
+        self.problem = None
+        self._scopes = {}
+
+    def repeatOf(self, argument, op):
+        """
+        @return: the key of a repeat, registering it the first time.
+        """
+        key = id(argument)
+        if key not in self.repeats:
+            self.repeats[key] = (len(self.repeats), op, argument)
+        return key
+
+    def scope(self, nodes, flags, key=None):
+        """
+        Check a scope (once, however often it is copied).
+
+        @return: C{(mask, empty, clean)}: the bytes the scope can take, the
+            ways it matches the empty text and whether one is clean.
+        """
+        key = id(nodes) if key is None else key
+        if key not in self._scopes:
+            automaton = _Automaton(self)
+            piece = automaton.sequence(nodes, flags)
+            repeats = _ambiguousRepeats(automaton, piece.final)
+            if repeats and self.problem is None:
+                self.problem = min(repeats, key=lambda r: self.repeats[r][0])
+            mask = 0
+            for positionMask in automaton.masks:
+                mask |= positionMask
+            self._scopes[key] = (mask, piece.empty, piece.clean)
+        return self._scopes[key]
+
+
+def _pairs(automaton, state, allowed):
+    """
+    The successors of a state of the product automaton.
+
+    @param state: C{(p, q)} with C{p <= q}: two paths at positions C{p} and
+        C{q} after reading the same text.
+    @param allowed: the positions the paths may go to.
+    @return: C{((p2, q2), different, repeats)} for each pair of edges on
+        which both paths read one more byte: C{different} when the two
+        edges are different ways, C{repeats} the loops they close.
+    """
+    masks, follow = automaton.masks, automaton.follow
+    p, q = state
+    for p2, (waysP, repeatsP) in follow[p].items():
+        if p2 not in allowed:
+            continue
+        for q2, (waysQ, repeatsQ) in follow[q].items():
+            if q2 in allowed and masks[p2] & masks[q2]:
+                different = p != q or p2 != q2 or waysP >= _MANY
+                yield (min(p2, q2), max(p2, q2)), different, repeatsP | repeatsQ
+
+
+def _components(automaton, allowed):
+    """
+    The strongly connected components of the product automaton over the
+    C{allowed} positions, reachable from its diagonal (Tarjan's algorithm,
+    without recursion).
+
+    @return: a list of sets of states.
+    """
+    index, low, onStack, stack, found = {}, {}, set(), [], []
+    for start in sorted(allowed):
+        if (start, start) in index:
+            continue
+        work = [((start, start), None)]
+        while work:
+            state, successors = work.pop()
+            if successors is None:
+                index[state] = low[state] = len(index)
+                stack.append(state)
+                onStack.add(state)
+                successors = iter([s for s, _, _ in _pairs(automaton, state, allowed)])
+            for successor in successors:
+                if successor not in index:
+                    work.append((state, successors))
+                    work.append((successor, None))
+                    break
+                if successor in onStack:
+                    low[state] = min(low[state], index[successor])
+            else:
+                if low[state] == index[state]:
+                    component = set()
+                    while True:
+                        member = stack.pop()
+                        onStack.discard(member)
+                        component.add(member)
+                        if member == state:
+                            break
+                    found.append(component)
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[state])
+    return found
+
+
+def _ambiguousRepeats(automaton, final):
+    """
+    The repeats of a scope that can backtrack catastrophically.
+
+    Only paths through positions that are not final count: a path that
+    reaches a final position succeeds (the scope can end there, and the
+    engine tries that before it gives up), so the work spent on a text that
+    fails is all on paths that never reach one.
+
+    @param final: the positions after which the scope can end with nothing
+        that could fail.
+    @return: the keys of the repeats whose loops close a cycle, through
+        positions that are not final, that two different paths can take on
+        the same text; empty when there are none.
+    """
+    allowed = frozenset(range(len(automaton.masks))) - final
+    repeats = set()
+    for component in _components(automaton, allowed):
+        if not any(p == q for p, q in component):
+            continue
+        different = any(p != q for p, q in component)
+        loops = set()
+        for state in component:
+            for successor, differentWays, closed in _pairs(automaton, state, allowed):
+                if successor in component:
+                    different = different or differentWays
+                    loops |= closed
+        if different:
+            repeats |= loops
+    return repeats
+
+
+def backtrackingRepeat(pattern):
+    """
+    Find a repeat of a regular expression that can backtrack
+    catastrophically (see the module docstring for the rule).
+
+    @param pattern: the expression, as L{bytes} (as routes compile it);
+        it must compile.
+    @return: the text of the outermost such repeat, as Python's parser
+        sees it (C{'(a+)+'}), or L{None} when the expression is safe.
+    """
+    flags, nodes, maxRepeat = _parse(pattern)
+    checker = _Checker(maxRepeat)
+    try:
+        checker.scope(nodes, flags)
+    except _Unknown as e:
+        return "{} (a construct that cannot be checked)".format(e.args[0])
+    if checker.problem is None:
+        return None
+    _, op, argument = checker.repeats[checker.problem]
+    return _render([(op, argument)])
+
+
+# How constructs are written back, to name them in messages.
+_AT = {
+    "AT_BEGINNING": "^",
+    "AT_BEGINNING_STRING": "\\A",
+    "AT_END": "$",
+    "AT_END_STRING": "\\Z",
+    "AT_BOUNDARY": "\\b",
+    "AT_NON_BOUNDARY": "\\B",
+}
+_ESCAPES = {
+    "CATEGORY_DIGIT": "\\d",
+    "CATEGORY_NOT_DIGIT": "\\D",
+    "CATEGORY_SPACE": "\\s",
+    "CATEGORY_NOT_SPACE": "\\S",
+    "CATEGORY_WORD": "\\w",
+    "CATEGORY_NOT_WORD": "\\W",
+}
+_SPECIAL = frozenset(".^$*+?{}[]\\|()")
+_CLASS_SPECIAL = frozenset("]\\^-")
+# Nodes that a quantifier applies to without a group around them.
+_ATOMS = frozenset(["LITERAL", "NOT_LITERAL", "ANY", "IN", "SUBPATTERN", "ATOMIC_GROUP"])
+
+
+def _character(code, special=_SPECIAL):
+    text = chr(code)
+    if not 0x20 < code < 0x7F:
+        return "\\x{:02x}".format(code)
+    return "\\" + text if text in special else text
+
+
+def _quantifier(op, low, high):
+    open_ = high >= (1 << 31)
+    text = {(0, True): "*", (1, True): "+"}.get((low, open_))
+    if text is None:
+        if open_:
+            text = "{%d,}" % (low,)
+        elif (low, high) == (0, 1):
+            text = "?"
+        else:
+            text = "{%d}" % (low,) if low == high else "{%d,%d}" % (low, high)
+    return text + {"MIN_REPEAT": "?", "POSSESSIVE_REPEAT": "+"}.get(op, "")
+
+
+def _classText(items):
+    if len(items) == 1 and str(items[0][0]) == "CATEGORY":
+        return _ESCAPES.get(str(items[0][1]), "\\?")
+    parts = []
+    for op, argument in items:
+        op = str(op)
+        if op == "NEGATE":
+            parts.append("^")
+        elif op == "LITERAL":
+            parts.append(_character(argument, _CLASS_SPECIAL))
+        elif op == "RANGE":
+            parts.append("-".join(_character(c, _CLASS_SPECIAL) for c in argument))
+        else:
+            parts.append(_ESCAPES.get(str(argument), "\\?"))
+    return "[" + "".join(parts) + "]"
+
+
+def _render(nodes):
+    """
+    Write parsed nodes back as an expression (as Python's parser left
+    them: C{(a|a)} comes back as C{(a(?:|))}).
+    """
+    return "".join(_renderNode(str(op), argument) for op, argument in nodes)
+
+
+def _renderNode(op, argument):
+    if op == "LITERAL":
+        return _character(argument)
+    if op == "NOT_LITERAL":
+        return "[^" + _character(argument, _CLASS_SPECIAL) + "]"
+    if op == "ANY":
+        return "."
+    if op == "IN":
+        return _classText(argument)
+    if op == "AT":
+        return _AT.get(str(argument), "")
+    if op == "SUBPATTERN":
+        group, add, remove, nodes = argument
+        if len(nodes) == 1 and str(nodes[0][0]) == "BRANCH":
+            inner = "|".join(_render(branch) for branch in nodes[0][1][1])
+        else:
+            inner = _render(nodes)
+        return ("(" if group else "(?:") + inner + ")"
+    if op == "BRANCH":
+        return "(?:" + "|".join(_render(nodes) for nodes in argument[1]) + ")"
+    if op == "ATOMIC_GROUP":
+        return "(?>" + _render(argument) + ")"
+    if op in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+        low, high, nodes = argument
+        if len(nodes) == 1 and str(nodes[0][0]) == "BRANCH":
+            body = _renderNode("BRANCH", nodes[0][1])
+        elif len(nodes) == 1 and str(nodes[0][0]) in _ATOMS:
+            body = _render(nodes)
+        else:
+            body = "(?:" + _render(nodes) + ")"
+        return body + _quantifier(op, low, high)
+    if op in ("ASSERT", "ASSERT_NOT"):
+        direction, nodes = argument
+        kind = ("=" if op == "ASSERT" else "!") if direction == 1 else (
+            "<=" if op == "ASSERT" else "<!")
+        return "(?" + kind + _render(nodes) + ")"
+    if op == "GROUPREF":
+        return "\\%d" % (argument,)
+    return "(?" + "...)"
