@@ -32,7 +32,12 @@ setup(
         "libpass>=1.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "websockets>=13"],
+        "test": ["pytest>=8", "websockets>=13", "hypothesis>=6.100,<7"],
+    },
+    entry_points={
+        # The proxyws command (proxyws check, proxyws --version); the server
+        # runs under twistd.
+        "console_scripts": ["proxyws = proxyws.cli:main"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -95,6 +95,10 @@ _MAX_POSITIONS = 400
 # Ways are counted up to two: one way is safe, two are what matters.
 _MANY = 2
 
+# Past this many states in all, an expression is too large to check (a route
+# expression has tens).
+_MAX_STATES = 20000
+
 
 def _parse(pattern):
     """
@@ -181,12 +185,6 @@ def _add(a, b, scale=1):
     return total
 
 
-class _Unknown(Exception):
-    """
-    The expression holds a construct this module does not know.
-    """
-
-
 class _Automaton:
     """
     The position automaton of one scope (the whole expression, or the
@@ -203,6 +201,9 @@ class _Automaton:
         self.follow = []
 
     def position(self, mask):
+        self.checker.states += 1
+        if self.checker.states > _MAX_STATES:
+            raise ValueError("it has more than {} character matchers".format(_MAX_STATES))
         self.masks.append(mask)
         self.follow.append({})
         number = len(self.masks) - 1
@@ -252,7 +253,7 @@ class _Automaton:
     def node(self, op, argument, flags):
         build = _BUILDERS.get(op)
         if build is None:
-            raise _Unknown(op)
+            raise ValueError("it uses {}, which the check does not know".format(op))
         return build(self, argument, flags)
 
     def literal(self, argument, flags):
@@ -392,6 +393,7 @@ class _Checker:
         self.maxRepeat = maxRepeat
         self.repeats = {}
         self.problem = None
+        self.states = 0
         self._scopes = {}
 
     def repeatOf(self, argument, op):
@@ -530,13 +532,16 @@ def backtrackingRepeat(pattern):
         it must compile.
     @return: the text of the outermost such repeat, as Python's parser
         sees it (C{'(a+)+'}), or L{None} when the expression is safe.
+    @raise ValueError: for an expression that cannot be checked (a
+        construct the check does not know, or too large); the message says
+        why.
     """
     flags, nodes, maxRepeat = _parse(pattern)
     checker = _Checker(maxRepeat)
     try:
         checker.scope(nodes, flags)
-    except _Unknown as e:
-        return "{} (a construct that cannot be checked)".format(e.args[0])
+    except RecursionError:
+        raise ValueError("its groups are nested too deeply") from None
     if checker.problem is None:
         return None
     _, op, argument = checker.repeats[checker.problem]

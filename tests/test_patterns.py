@@ -3,7 +3,9 @@ Tests for L{proxyws.patterns}: which C{match} expressions are refused for
 backtracking catastrophically, and how the construct is named.
 """
 
+import inspect
 import re
+import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -155,15 +157,35 @@ class RuleTests(SynchronousTestCase):
 
     def test_unknownConstruct(self):
         """
-        A construct the check does not know (from a newer Python) is
-        refused, by name.
+        A construct the check does not know (from a newer Python) makes
+        the expression one that cannot be checked, saying which.
         """
         builders = dict(patterns._BUILDERS)
         del builders["IN"]
         self.patch(patterns, "_BUILDERS", builders)
-        self.assertEqual(
-            backtrackingRepeat(rb"^/[ab]$"), "IN (a construct that cannot be checked)"
-        )
+        error = self.assertRaises(ValueError, backtrackingRepeat, rb"^/[ab]$")
+        self.assertEqual(str(error), "it uses IN, which the check does not know")
+
+    def test_tooLarge(self):
+        """
+        An expression with more states than a route could need cannot be
+        checked.
+        """
+        error = self.assertRaises(ValueError, backtrackingRepeat, b"x" * 20001)
+        self.assertEqual(str(error), "it has more than 20000 character matchers")
+
+    def test_nestedTooDeeply(self):
+        """
+        Groups nested deeper than the check can follow cannot be checked.
+        (Python's own parser gives up first on a real expression; here the
+        stack is made short.)
+        """
+        parsed = patterns._parse(b"(" * 80 + b"a" + b")" * 80)
+        self.patch(patterns, "_parse", lambda pattern: parsed)
+        self.addCleanup(sys.setrecursionlimit, sys.getrecursionlimit())
+        sys.setrecursionlimit(len(inspect.stack()) + 100)
+        error = self.assertRaises(ValueError, backtrackingRepeat, b"(a)")
+        self.assertEqual(str(error), "its groups are nested too deeply")
 
     def test_largeExpressionsStayCheap(self):
         """
