@@ -46,8 +46,9 @@ itself that holds both a pair of equal states and a pair of different ways.
 Atomic groups, possessive repeats and lookarounds are checked on their own,
 and are one opaque state in the automaton around them.
 
-Counted repeats are expanded (C{a{2,4}} is C{aa(?:a(?:a)?)?}) up to a bound;
-beyond it a count is taken as open-ended, which can only add ambiguity.
+A fixed count is expanded (C{a{3}} is C{aaa}, up to a bound); a count that
+can vary by more than one is taken as open-ended (C{a{1,5}} as C{a+}),
+which can only add ways, never remove one.
 """
 
 import attr
@@ -86,18 +87,19 @@ _CATEGORIES = {
 
 _IGNORECASE = 2
 
-# Counted repeats are expanded copy by copy while the count is at most this
-# and the automaton stays under _MAX_POSITIONS states; beyond that a count is
-# taken as open-ended (a{2,100} as a{2,}).
+# Fixed counts are expanded copy by copy while the count is at most this and
+# the automaton stays under _MAX_POSITIONS states; beyond that two copies
+# stand for the count (a{64} as aa, a{100,} as a{2,}).
 _MAX_COPIES = 16
 _MAX_POSITIONS = 400
 
 # Ways are counted up to two: one way is safe, two are what matters.
 _MANY = 2
 
-# Past this many states in all, an expression is too large to check (a route
-# expression has tens).
+# Past this many states in all, or this many pairs of edges compared, an
+# expression is too large to check (a route expression has tens of states).
 _MAX_STATES = 20000
+_MAX_WORK = 2000000
 
 
 def _parse(pattern):
@@ -297,7 +299,7 @@ class _Automaton:
 
     def possessive(self, argument, flags):
         self.checker.repeatOf(argument, "POSSESSIVE_REPEAT")
-        return self.opaque([("MAX_REPEAT", argument)], flags, key=argument)
+        return self.opaque([("MAX_REPEAT", argument)], flags, key=id(argument))
 
     def opaque(self, nodes, flags, key=None):
         """
@@ -316,39 +318,37 @@ class _Automaton:
 
     def repeat(self, argument, flags):
         """
-        C{A{low,high}}: copies of C{A} in a row, the last open-ended one
-        looping back on itself, the optional ones nested
-        (C{A{1,3}} is C{A(?:A(?:A)?)?}, one way for each count).
+        C{A{low,high}}: C{low} copies of C{A} in a row (one for C{A?}), the
+        last looping back on itself when the count is open-ended.
+
+        A count that can vary by more than one (C{a{1,5}}, C{.{0,16}}) is
+        taken as open-ended: it splits a text in the ways the open-ended
+        form does, up to its bound, and a bound of 16 is no protection
+        (Python took 19 s on C{'^(?:.{0,16}){0,16}$'} and 32 characters).
+        Past L{_MAX_COPIES} copies or L{_MAX_POSITIONS} states, two copies
+        stand for the count.
         """
         low, high, nodes = argument
         repeat = self.checker.repeatOf(argument, "MAX_REPEAT")
         if high == 0:
             return _EMPTY
-        openEnded = high >= self.checker.maxRepeat
+        openEnded = high >= self.checker.maxRepeat or high > max(low, 1)
         before = len(self.masks)
         built = [self.sequence(nodes, flags)]
         size = len(self.masks) - before
-        copies = max(low, 1) if openEnded else high
-        if copies > _MAX_COPIES or len(self.masks) + size * copies > _MAX_POSITIONS:
-            # Two copies stand for a large count, taken as open-ended: more
-            # ways, never fewer.
-            low, openEnded = min(low, 2), True
+        if low > _MAX_COPIES or len(self.masks) + size * low > _MAX_POSITIONS:
+            low = 2
 
         def copy():
             return built.pop() if built else self.sequence(nodes, flags)
 
         piece = _EMPTY
-        for _ in range(low - 1 if openEnded else low):
+        for _ in range(low - 1):
             piece = self.concat(piece, copy())
+        body = copy()
         if openEnded:
-            body = copy()
             self.link(body.last, body.first, repeat)
-            return self.optional(body) if low == 0 else self.concat(piece, body)
-        tail = None
-        for _ in range(high - low):
-            body = copy()
-            tail = self.optional(body if tail is None else self.concat(body, tail))
-        return piece if tail is None else self.concat(piece, tail)
+        return self.optional(body) if low == 0 else self.concat(piece, body)
 
 
 def _merge(dicts):
@@ -394,6 +394,7 @@ class _Checker:
         self.repeats = {}
         self.problem = None
         self.states = 0
+        self.work = 0
         self._scopes = {}
 
     def repeatOf(self, argument, op):
@@ -439,6 +440,10 @@ def _pairs(automaton, state, allowed):
     """
     masks, follow = automaton.masks, automaton.follow
     p, q = state
+    checker = automaton.checker
+    checker.work += len(follow[p]) * len(follow[q])
+    if checker.work > _MAX_WORK:
+        raise ValueError("it is too complex to check")
     for p2, (waysP, repeatsP) in follow[p].items():
         if p2 not in allowed:
             continue

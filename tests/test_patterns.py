@@ -31,6 +31,10 @@ REFUSED = [
     (rb"^(?:\w+\d)+$", "(?:\\w+\\d)+", b"", b"1", b"!"),
     (rb"(a+)+b", "(a+)+", b"", b"a", b""),
     (rb"^/x/(?:.*,)+$", "(?:.*,)+", b"/x/", b",", b"!"),
+    # Counts that vary split text as open-ended repeats do, up to a bound
+    # no path needs to reach.
+    (rb"^(?:.{0,16}){0,16}$", "(?:.{0,16}){0,16}", b"", b"a", b"\n!"),
+    (rb"^(?:\w{1,16}){1,16}x", "(?:\w{1,16}){1,16}", b"", b"a", b""),
     # A repeated alternation whose branches match the same text.
     (rb"^(a|a)+$", "(a(?:|))+", b"", b"a", b"!"),
     (rb"^(a|b|ab)*$", "(a|b|ab)*", b"", b"ab", b"!"),
@@ -187,15 +191,27 @@ class RuleTests(SynchronousTestCase):
         error = self.assertRaises(ValueError, backtrackingRepeat, b"(a)")
         self.assertEqual(str(error), "its groups are nested too deeply")
 
-    def test_largeExpressionsStayCheap(self):
+    def test_counts(self):
         """
-        Counts too large to expand are taken as open-ended, so that the
-        check stays small: a thousand-fold count inside a repeat is refused
-        as C{(a{1,})+} would be, and a long expression is checked.
+        A fixed count has one way (C{(?:[0-9a-f]{64})+} is accepted, a
+        large one stood for by two copies); a count that varies is taken
+        as open-ended, and a long expression is checked.
         """
+        self.assertIsNone(backtrackingRepeat(rb"^/(?:[0-9a-f]{64})+$"))
+        self.assertIsNone(backtrackingRepeat(rb"^/(?:a{2}){3}$"))
         self.assertEqual(
             backtrackingRepeat(rb"^(?:a{1,1000})+$"), "(?:a{1,1000})+")
+        self.assertEqual(backtrackingRepeat(rb"^(?:a{2,3})+$"), "(?:a{2,3})+")
         self.assertIsNone(backtrackingRepeat(rb"^/" + b"(?:x{1,3}y)" * 200 + b"$"))
+
+    def test_tooComplex(self):
+        """
+        An expression whose automaton is too dense to compare cheaply
+        cannot be checked.
+        """
+        error = self.assertRaises(
+            ValueError, backtrackingRepeat, b"^" + b"[abcd]?" * 100 + b"$")
+        self.assertEqual(str(error), "it is too complex to check")
 
 
 class RenderTests(SynchronousTestCase):
