@@ -9,7 +9,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxyws import patterns
+from proxyws import patterns, patterntext
 from proxyws.patterns import backtrackingRepeat
 
 # Refused expressions: (expression, the construct named, and a witness: a
@@ -235,8 +235,8 @@ class RenderTests(SynchronousTestCase):
             (rb"(a)\1", "(a)\\1"),
         ]
         for pattern, expected in cases:
-            _, nodes, _ = patterns._parse(pattern)
-            self.assertEqual(patterns._render(nodes), expected, pattern)
+            _, nodes, maxRepeat = patterns._parse(pattern)
+            self.assertEqual(patterntext.render(nodes, maxRepeat), expected, pattern)
 
 
 class CostTests(SynchronousTestCase):
