@@ -205,6 +205,9 @@ class _Automaton:
         self.follow = []
 
     def position(self, mask):
+        """
+        A new state, for a character matcher taking the bytes of C{mask}.
+        """
         self.checker.states += 1
         if self.checker.states > _MAX_STATES:
             raise ValueError("it has more than {} character matchers".format(_MAX_STATES))
@@ -227,6 +230,9 @@ class _Automaton:
                     edge[1].add(repeat)
 
     def concat(self, a, b):
+        """
+        C{a} then C{b}: an edge from each way C{a} ends to each way C{b} starts.
+        """
         self.link(a.last, b.first)
         return _Piece(
             empty=min(a.empty * b.empty, _MANY),
@@ -237,12 +243,18 @@ class _Automaton:
         )
 
     def sequence(self, nodes, flags):
+        """
+        Parsed nodes in a row.
+        """
         piece = _EMPTY
         for op, argument in nodes:
             piece = self.concat(piece, self.node(str(op), argument, flags))
         return piece
 
     def alternation(self, pieces):
+        """
+        One of C{pieces}: their ways add up.
+        """
         return _Piece(
             empty=min(sum(p.empty for p in pieces), _MANY),
             clean=any(p.clean for p in pieces),
@@ -252,9 +264,17 @@ class _Automaton:
         )
 
     def optional(self, piece):
+        """
+        C{piece} or nothing.
+        """
         return self.alternation([piece, _EMPTY])
 
     def node(self, op, argument, flags):
+        """
+        One parsed node, by its builder in L{_BUILDERS}.
+
+        @raise ValueError: for an opcode the check does not know.
+        """
         build = _BUILDERS.get(op)
         if build is None:
             raise ValueError("it uses {}, which the check does not know".format(op))
@@ -276,6 +296,10 @@ class _Automaton:
         return _ASSERTION
 
     def lookaround(self, argument, flags):
+        """
+        A lookahead or lookbehind: checked as a scope of its own, an
+        assertion here.
+        """
         self.checker.scope(argument[1], flags)
         return _ASSERTION
 
@@ -315,6 +339,9 @@ class _Automaton:
         return token
 
     def lazyRepeat(self, argument, flags):
+        """
+        A lazy repeat has the ways of a greedy one, tried in another order.
+        """
         self.checker.repeatOf(argument, "MIN_REPEAT")
         return self.repeat(argument, flags)
 

@@ -43,8 +43,11 @@ def shown(value):
         return _shownText(value)
     try:
         text = repr(value)
-    except (RecursionError, ValueError):
+    except RecursionError:
         return "<a {} nested too deeply to show>".format(type(value).__name__)
+    except ValueError:
+        # An integer of more digits than Python converts to text.
+        return "<an {} too large to show>".format(type(value).__name__)
     if len(text) <= SHOWN + 20:
         return text
     return text[:SHOWN] + "… ({} characters)".format(len(text))
@@ -55,11 +58,12 @@ def _shownText(value):
         text = repr(value)
         if len(text) <= SHOWN + 20:
             return text
+    quotes = len(repr(value[:0]))
     keep = SHOWN
     head = repr(value[:keep])
-    while len(head) > SHOWN + 2 and keep > 8:
+    while len(head) - quotes > SHOWN and keep > 8:
         # Escapes (\x00, \U0001f600) make the repr longer than the text.
-        keep = max(8, keep * SHOWN // len(head))
+        keep = max(8, keep * SHOWN // (len(head) - quotes))
         head = repr(value[:keep])
     return "{}…{} ({} characters)".format(head[:-1], head[-1], len(value))
 
@@ -74,8 +78,8 @@ def keyName(key):
 def oneLine(error):
     """
     A L{ConfigError} whose message is one line of bounded length: the long
-    texts quoted in it shortened as L{shown} does, control characters
-    escaped.
+    texts quoted in it shortened as L{shown} does, characters that are not
+    printable (line breaks among them) escaped.
 
     @return: C{error} itself when it is already so.
     """
@@ -84,7 +88,7 @@ def oneLine(error):
         message = _LONG_QUOTED.sub(_shortenQuoted, message)
         if len(message) > _LONGEST_MESSAGE:
             message = message[:_LONGEST_MESSAGE] + "… ({} characters)".format(len(message))
-    message = "".join(c if c >= " " and c != "\x7f" else repr(c)[1:-1] for c in message)
+    message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
     if message == error.message:
         return error
     return ConfigError(error.filename, error.keyPath, message)
@@ -220,14 +224,6 @@ class Reader:
         if len(self.problems) > before:
             raise Broken()
         return {key: values[key] for key in schema}
-
-    def required(self, values, keys, keyPath):
-        """
-        @raise ConfigError: for the first of C{keys} whose value is missing.
-        """
-        for key in keys:
-            if values[key] is None:
-                raise self.error("{}.{}".format(keyPath, key), "is required and missing")
 
 
 def fileOrder(problems, document):

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxyws.config import (
     ConfigProblems, checkConfig, loadAndCheck, loadConfig, parseConfig, problemsOf)
 from proxyws.errors import ConfigError
+from proxyws.reader import oneLine, shown
 
 from . import certs
 
@@ -352,3 +353,48 @@ class FileCheckTests(SynchronousTestCase):
         self.assertEqual(
             [str(p) for p in error.problems],
             [missing + ": cannot read the file: No such file or directory"])
+
+
+class ShownTests(SynchronousTestCase):
+    """
+    How messages show values (L{proxyws.reader.shown}) and keep to one
+    bounded line (L{proxyws.reader.oneLine}).
+    """
+
+    def test_shown(self):
+        """
+        A short value is its repr; a long one its first hundred characters
+        or so, an ellipsis and its length.
+        """
+        nested = []
+        for _ in range(100000):
+            nested = [nested]
+        cases = [
+            ("abc", "'abc'"),
+            (b"abc", "b'abc'"),
+            ([1, "x"], "[1, 'x']"),
+            ("a" * 100, repr("a" * 100)),
+            ("a" * 101, "'" + "a" * 100 + "…' (101 characters)"),
+            (b"b" * 200, "b'" + "b" * 100 + "…' (200 characters)"),
+            ("\x00" * 1000, "'" + "\\x00" * 25 + "…' (1000 characters)"),
+            (list(range(1000)), repr(list(range(1000)))[:100] + "… (4890 characters)"),
+            (nested, "<a list nested too deeply to show>"),
+            (10 ** 5000, "<an int too large to show>"),
+        ]
+        for value, expected in cases:
+            self.assertEqual(shown(value), expected)
+
+    def test_oneLine(self):
+        """
+        A message made elsewhere keeps to one line, its long quoted texts
+        shortened, and is left alone when it already is.
+        """
+        short = ConfigError("p.toml", "k", "'x' is wrong")
+        self.assertIs(oneLine(short), short)
+        broken = oneLine(ConfigError("p.toml", "k", "a\u2028b\nc\x85d"))
+        self.assertEqual(str(broken), "p.toml: k: a\\u2028b\\nc\\x85d")
+        long = oneLine(ConfigError("p.toml", "k", "%r is not an address" % ("x" * 1000,)))
+        self.assertEqual(
+            str(long),
+            "p.toml: k: '" + "x" * 100 + "…' (1000 characters in the repr) is not "
+            "an address")

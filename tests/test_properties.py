@@ -157,8 +157,7 @@ class ConfigPropertyTests(SynchronousTestCase):
             for problem in problems:
                 self.assertIsInstance(problem, ConfigError)
                 line = str(problem)
-                self.assertNotIn("\n", line)
-                self.assertNotIn("\r", line)
+                self.assertEqual(line.splitlines(), [line])
                 self.assertLessEqual(len(line), 1000, line[:300])
                 self.assertTrue(line.startswith("p.toml: "), line)
 
@@ -175,7 +174,7 @@ class ConfigPropertyTests(SynchronousTestCase):
             parseConfig(text, "p.toml")
         except ConfigError as e:
             for problem in problemsOf(e):
-                self.assertNotIn("\n", str(problem))
+                self.assertEqual(str(problem).splitlines(), [str(problem)])
                 self.assertLessEqual(len(str(problem)), 1000)
 
     def test_topKeysCovered(self):
