@@ -4,8 +4,8 @@ Regular expressions that cannot backtrack catastrophically.
 A C{match} route's expression is searched in every request path by Python's
 backtracking engine.  Some expressions make that engine try a number of ways
 that doubles with each character of a path that does not match: on
-C{'^/re/(a+)+$'} a 28-character path took 9 seconds, and the whole server
-waited.  L{backtrackingRepeat} finds them when the config is loaded.
+C{'^/re/(a+)+$'} a path of about 30 characters takes seconds, and the whole
+server waits.  L{backtrackingRepeat} finds them when the config is loaded.
 
 The rule
 ========
