@@ -47,6 +47,11 @@ setup(
             "hypothesis>=6.100,<7",
         ],
     },
+    entry_points={
+        # The proxyws command (proxyws check, proxyws --version); the server
+        # runs under twistd.
+        "console_scripts": ["proxyws = proxyws.cli:main"],
+    },
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",
