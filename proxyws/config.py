@@ -23,7 +23,7 @@ import tomllib
 
 import attr
 
-from .errors import ConfigError
+from .errors import ConfigError, ConfigProblems
 from .reader import Reader, fileOrder, oneLine, shown
 from .routeconfig import _backend, parseAccess, parseRoute
 from .schema import (
@@ -92,27 +92,6 @@ __all__ = [
     "parseConfig",
     "problemsOf",
 ]
-
-
-class ConfigProblems(ConfigError):
-    """
-    Every problem found in one configuration file.
-
-    C{str(error)} is the first problem's line -- with one problem, exactly
-    the line of that problem -- and C{filename}, C{keyPath} and C{message}
-    are the first problem's.
-
-    @ivar problems: a L{list} of L{ConfigError}, one per problem, each one
-        line, in the order of the file.
-    """
-
-    def __init__(self, problems):
-        """
-        @param problems: the problems, at least one.
-        """
-        self.problems = list(problems)
-        first = self.problems[0]
-        super().__init__(first.filename, first.keyPath, first.message)
 
 
 def problemsOf(error):

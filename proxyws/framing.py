@@ -31,19 +31,8 @@ import re
 
 import attr
 
-from .errors import ResponseError
+from .errors import HeadError
 from .headers import TOKEN
-
-# The reason phrases of the statuses this module refuses with (RFC 9110
-# section 15).
-PHRASES = {
-    400: b"Bad Request",
-    413: b"Content Too Large",
-    414: b"URI Too Long",
-    431: b"Request Header Fields Too Large",
-    501: b"Not Implemented",
-    505: b"HTTP Version Not Supported",
-}
 
 # Fields that an access rule, a route or the websocket handshake reads.  Each
 # may appear at most once: with two, one component may check the first while
@@ -112,38 +101,6 @@ class HeadLimits:
 
 
 DEFAULT_LIMITS = HeadLimits()
-
-
-class HeadError(ResponseError):
-    """
-    A request head the proxy refuses; the client gets C{status} and the
-    connection is closed.
-
-    @ivar status: 400, 414, 431, 501 or 505.
-    @ivar phrase: its reason phrase.
-    @ivar detail: what was wrong, safe to show to the client.
-    """
-
-    def __init__(self, status, detail):
-        ResponseError.__init__(self, detail)
-        self.status = status
-        self.phrase = PHRASES[status]
-
-
-class BodyError(ResponseError):
-    """
-    A body that is not framed as it must be (400), or larger than its limit
-    (413).  For a backend's response the proxy answers 502 or aborts.
-
-    @ivar status: 400 or 413.
-    @ivar phrase: its reason phrase.
-    @ivar detail: what was wrong.
-    """
-
-    def __init__(self, status, detail):
-        ResponseError.__init__(self, detail)
-        self.status = status
-        self.phrase = PHRASES[status]
 
 
 def refusal(error):

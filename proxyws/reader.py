@@ -12,7 +12,7 @@ it, however large it is.
 import difflib
 import re
 
-from .errors import ConfigError
+from .errors import Broken, ConfigError
 
 # At most this many characters of a value's repr are shown in a message.
 SHOWN = 100
@@ -100,12 +100,6 @@ def _shortenQuoted(match):
     return "{}{}…{} ({} characters in the repr)".format(
         quote, text[1 : SHOWN + 1], quote, len(text) - 2
     )
-
-
-class Broken(Exception):
-    """
-    A table has problems, already recorded: skip what depends on it.
-    """
 
 
 class Reader:

@@ -37,7 +37,7 @@ from .changes import (
     routeIdentity,
     summary,
 )
-from .config import loadConfig
+from .config import loadAndCheck, problemsOf
 from .errors import ConfigError
 from .gate import Gate
 from .httpproxy import HTTPRouteHandler
@@ -360,7 +360,8 @@ class ProxyService(Service):
         try:
             try:
                 if config is None:
-                    config = loadConfig(self.config.path)
+                    # Every check start-up runs, every problem reported.
+                    config = loadAndCheck(self.config.path)
                 prepared = prepare(config, self._reactor)
                 sockets = self._bindNew(config)
             except ConfigError as e:
@@ -370,7 +371,7 @@ class ProxyService(Service):
             self._reloading = False
 
     def _refused(self, error):
-        problems = tuple(str(p) for p in getattr(error, "problems", None) or [error])
+        problems = tuple(str(p) for p in problemsOf(error))
         for problem in problems:
             _log.error("reload: {problem}", problem=problem)
         _log.error("reload refused: the config in force is unchanged")
