@@ -67,6 +67,8 @@ class ProxyChannel(Protocol):
     """
 
     site = None
+    # The client address counted against its limit of connections, if any.
+    counted = None
     requestFactory = None
     timeOut = None
     subjectHeader = None

@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from . import headers as rules
 from .errors import BadGateway, BadResponse, GatewayTimeout, errorPage
-from .heads import encodeRequestHead
+from .heads import encodeRequestHead, encodeResponseHead
 from .interfaces import IRouteHandler
 from .logs import ProxyLogger
 from .routing import urlHost
@@ -315,10 +315,23 @@ class _Exchange:
 
     def interim(self, head):
         """
-        An interim (1xx) response came before the final one.
+        An interim (1xx) response came before the final one: an HTTP/1.1
+        client gets it (RFC 9110 15.2: a proxy MUST forward it), an HTTP/1.0
+        one does not, and C{100 Continue} is the proxy's own business with
+        the client (it answers C{Expect} itself).
 
         @param head: its L{proxyws.heads.ResponseHead}.
         """
+        request = self.request
+        if (
+            head.code == 100
+            or request.clientproto != b"HTTP/1.1"
+            or request.startedWriting
+            or request.channel is None
+        ):
+            return
+        fields = relayedFields(request, self._route, head.fields)
+        request.channel.write(encodeResponseHead(b"HTTP/1.1", head.code, head.phrase, fields))
 
     def responded(self, head, length, complete):
         """

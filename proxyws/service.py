@@ -298,6 +298,7 @@ class ProxyService(Service):
         self.ports.append(port)
         if isinstance(factory, ListenerFactory):
             self._listening[listenerKey(listener)] = (port, factory)
+            factory.site.port = port
         address = port.getHost()
         _log.info(
             "proxyws listening on {address} port {port}{tls}",

@@ -20,7 +20,7 @@ from twisted.web.server import Request, Site
 from .access import realClient
 from .accesslog import formatCombined, requestLine
 from .channel import ProxyChannel
-from .errors import errorPage
+from .errors import ServiceUnavailable, errorPage
 from .framing import DEFAULT_LIMITS, HeadLimits, hasBody
 from .heads import encodeResponseHead, mergeFields
 from .httpproxy import RequestBody
@@ -78,7 +78,12 @@ class ProxyRequest(Request):
             self._bodyPending = True
             self._length = self.declaredLength = head.contentLength
             self._expectContinue = head.expectContinue
+        firstOnConnection = self.channel.peerHost is None
         self._setRequestLine(head.method, head.uri, head.version)
+        if firstOnConnection and not self.channel.site.admitClient(self.channel):
+            self.channel.persistent = False
+            errorPage(self, ServiceUnavailable("too many connections from this address"))
+            return
         if head.uri == b"*":
             # OPTIONS * asks about the server itself, not a resource.
             self.setHeader(b"Allow", _SERVER_METHODS)
@@ -297,6 +302,7 @@ class ProxySite(Site):
     headLimits = DEFAULT_LIMITS
     headTimeout = 60.0
     bodyTimeout = 60.0
+    perClientLimit = 0
 
     def __init__(
         self, resource, accessLog, reactor, timeout, listener=None, trustedProxies=(), server=None
@@ -323,6 +329,7 @@ class ProxySite(Site):
         self.generation = 0
         self._channels = set()
         self._relays = set()
+        self._perClient = {}
         self._drained = None
 
     def configure(self, server):
@@ -333,6 +340,7 @@ class ProxySite(Site):
         self.trustedProxies = server.trustedProxies
         self.headTimeout = server.headTimeout
         self.bodyTimeout = server.bodyTimeout
+        self.perClientLimit = server.maxConnectionsPerClient
         self.headLimits = HeadLimits(
             requestLine=server.maxRequestLine,
             fieldLine=server.maxHeaderLine,
@@ -340,14 +348,61 @@ class ProxySite(Site):
             fieldCount=server.maxHeaders,
         )
 
+    # The listening port, when it has a limit of open connections
+    # (C{[[listen]] max_connections}): it stops accepting at the limit.
+    port = None
+    _accepting = True
+
     def buildProtocol(self, addr):
         """
-        Build a L{ProxyChannel} and remember it.
+        Build a L{ProxyChannel} and remember it; at the listener's limit of
+        open connections, stop accepting more (they wait in the kernel's
+        queue) until some close.
         """
         channel = Site.buildProtocol(self, addr)
         channel.generation = self.generation
         self._channels.add(channel)
+        self._checkLimit()
         return channel
+
+    def _open(self):
+        return len(self._channels) + len(self._relays)
+
+    def _checkLimit(self):
+        limit = self.listener.maxConnections if self.listener is not None else 0
+        if not limit or self.port is None:
+            return
+        if self._accepting and self._open() >= limit:
+            self._accepting = False
+            self.port.stopReading()
+        elif not self._accepting and self._open() < limit:
+            self._accepting = True
+            self.port.startReading()
+
+    def admitClient(self, channel):
+        """
+        Count C{channel}'s client against C{max_connections_per_client}.
+
+        @return: whether it may be served.
+        """
+        limit = self.perClientLimit
+        if not limit:
+            return True
+        counts = self._perClient
+        address = channel.peerHost
+        counts[address] = counts.get(address, 0) + 1
+        channel.counted = address
+        return counts[address] <= limit
+
+    def _uncount(self, connection):
+        address = getattr(connection, "counted", None)
+        if address is not None:
+            connection.counted = None
+            left = self._perClient.get(address, 1) - 1
+            if left > 0:
+                self._perClient[address] = left
+            else:
+                self._perClient.pop(address, None)
 
     def channelGenerations(self):
         """
@@ -366,6 +421,8 @@ class ProxySite(Site):
         C{channel}'s connection is closed.
         """
         self._channels.discard(channel)
+        self._uncount(channel)
+        self._checkLimit()
         self._checkDrained()
 
     def webSocketOpened(self, relay, channel):
@@ -375,6 +432,7 @@ class ProxySite(Site):
         self._channels.discard(channel)
         self._relays.add(relay)
         relay.generation = channel.generation
+        relay.counted, channel.counted = getattr(channel, "counted", None), None
         if self._drained is not None:
             relay.goAway()
 
@@ -383,6 +441,8 @@ class ProxySite(Site):
         Both legs of C{relay} are closed.
         """
         self._relays.discard(relay)
+        self._uncount(relay)
+        self._checkLimit()
         self._checkDrained()
 
     def _checkDrained(self):

@@ -144,6 +144,8 @@ class Relay:
 
     retiring = False
     generation = 0
+    # The client address counted against its limit of connections, if any.
+    counted = None
 
     def __init__(self, route, reactor, site, request, why=None):
         """
