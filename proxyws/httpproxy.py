@@ -16,6 +16,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from . import headers as rules
+from .affinity import stripCookie
 from .errors import BadGateway, BadResponse, GatewayTimeout, errorPage
 from .heads import encodeRequestHead
 from .interfaces import IRouteHandler
@@ -26,6 +27,42 @@ from .routing import urlHost
 # turned out to be closed before any response came (RFC 9110 9.2.2), and
 # only when they carry no body.
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+
+# How a request failed before any of its answer was relayed (failureKind).
+CONNECT = "connect"  # no connection: refused, timed out, host not found
+TLS = "tls"  # the TLS handshake failed: the backend's application saw nothing
+STALE = "stale"  # a kept-alive connection was closed before any byte of the answer
+CLOSED = "closed"  # a new connection closed before the answer: it may have been taken
+INVALID = "invalid"  # the answer could not be relayed
+TIMEOUT = "timeout"  # no answer within response_timeout
+
+# Where a request that failed may be sent again (see resendTo).
+SAME = "same backend, on a new connection"
+NEXT = "next member of the upstream"
+
+# When a failed request may be sent again: kind -> (where, the methods that
+# may, whether it may have a body).  The invariant: a request is sent again
+# only when nothing of it can have been taken by the backend's application
+# (for a non-idempotent one: it never reached it), and never once any of
+# its body went out on a connection (the body streams and is not kept) or
+# any of its answer came.  A stale kept-alive connection is no fault of
+# the backend, which closed it idle as servers do: the same backend (for an
+# upstream, the same member, which keeps the session there) gets it once
+# on a new connection.  The other kinds are the member's fault: the next
+# member of an upstream may take the request, at most "retries" of them.
+RESEND = {
+    CONNECT: (NEXT, None, True),
+    TLS: (NEXT, None, False),
+    STALE: (SAME, IDEMPOTENT, False),
+}
+
+# What the client is told when a connection failed before the answer.
+_REQUEST_FAILURES = {
+    TLS: "the TLS handshake with the backend failed",
+    STALE: "the backend closed the connection without a response",
+    CLOSED: "the backend closed the connection without a response",
+    INVALID: "the backend sent an invalid response",
+}
 
 # Request headers the proxy does not pass on besides the hop-by-hop ones: it
 # answers "Expect: 100-continue" itself, and the HTTP client writes the
@@ -60,6 +97,49 @@ def _describe(reason):
     if inner:
         return "; ".join(_describe(r) for r in inner)
     return reason.getErrorMessage() or reason.type.__name__
+
+
+def resendTo(kind, method, hasBody):
+    """
+    Where a request that failed before any of its answer came may be sent
+    again (the rule of L{RESEND}).
+
+    @param kind: how it failed: L{CONNECT}, L{TLS}, L{STALE}, L{CLOSED},
+        L{INVALID} or L{TIMEOUT}.
+    @param method: the request's method.
+    @param hasBody: whether the request has a body.
+    @return: L{SAME}, L{NEXT}, or L{None} for nowhere.
+    """
+    rule = RESEND.get(kind)
+    if rule is None:
+        return None
+    where, methods, bodyAllowed = rule
+    if (hasBody and not bodyAllowed) or (methods is not None and method not in methods):
+        return None
+    return where
+
+
+def failureKind(error, responded, reused, timedOut):
+    """
+    How a backend connection that carried a request failed before a whole
+    answer head came.
+
+    @param error: what the connection reported (a L{BadResponse}, or a
+        L{proxyws.errors.ConnectionLost} with C{tlsFailed}).
+    @param responded: whether any of the answer had arrived.
+    @param reused: whether the connection had carried a request before.
+    @param timedOut: whether the proxy closed it (response timeout).
+    @return: L{TIMEOUT}, L{INVALID}, L{TLS}, L{STALE} or L{CLOSED}.
+    """
+    if timedOut:
+        return TIMEOUT
+    if isinstance(error, BadResponse):
+        return INVALID
+    if getattr(error, "tlsFailed", False):
+        return TLS
+    if reused and not responded:
+        return STALE
+    return CLOSED
 
 
 def connectError(reason):
@@ -219,10 +299,14 @@ class _Exchange:
     @ivar request: the client's request.
     """
 
+    # The affinity cookie of an upstream, which the backend never sees.
+    _strippedCookie = None
+
     def __init__(self, reactor, pool, route, request, target, body):
         self._reactor = reactor
         self._pool = pool
         self._route = route
+        self._backend = route.backend
         self.request = request
         self._target = target
         self._body = body
@@ -237,20 +321,44 @@ class _Exchange:
         """
         Get a connection to the backend.
         """
-        route = self._route
+        backend = self._backend
         if not fresh:
-            connection = self._pool.takeIdle(route.backend)
+            connection = self._pool.takeIdle(backend)
             if connection is not None:
                 self._connected(connection)
                 return
         # No idle connection to take (or none wanted): a new one, or the
         # next one freed when the backend's connection limit is reached.
-        self._pending = self._pool.connection(route.backend, route.connectTimeout, fresh=True)
+        self._pending = self._pool.connection(backend, self._route.connectTimeout, fresh=True)
         self._pending.addCallbacks(self._connected, self._connectFailed)
 
     def _connectFailed(self, reason):
         if not reason.check(CancelledError):
-            self._fail(connectError(reason), reason)
+            self._backendFailed(CONNECT, connectError(reason), reason)
+
+    def _backendFailed(self, kind, error, reason):
+        """
+        The request failed before any of its answer was relayed: send it
+        again where L{RESEND} allows, else answer C{error}.
+
+        @param kind: how it failed (see L{failureKind}).
+        @param error: the L{proxyws.errors.ResponseError} for the client.
+        @param reason: what happened, for the log (or L{None}).
+        """
+        where = resendTo(kind, self.request.method, self._body is not None)
+        if where is SAME or (where is NEXT and self._nextBackend()):
+            self._cancelTimer()
+            self.start(fresh=True)
+            return
+        self._fail(error, reason)
+
+    def _nextBackend(self):
+        """
+        Take another backend for the request, if there is one to try.
+
+        @return: whether there is (a plain route has only its backend).
+        """
+        return False
 
     def _connected(self, connection):
         self._connection = connection
@@ -272,9 +380,10 @@ class _Exchange:
                 framing = ((b"Transfer-Encoding", b"chunked"),)
         elif request.method in _BODY_EXPECTED:
             framing = ((b"Content-Length", b"0"),)
-        return encodeRequestHead(
-            request.method, self._target, backendRequestHeaders(request, self._route), framing
+        fields = backendRequestHeaders(
+            request, self._route, backend=self._backend, strippedCookie=self._strippedCookie
         )
+        return encodeRequestHead(request.method, self._target, fields, framing)
 
     def _startResponseTimer(self):
         if (
@@ -295,23 +404,10 @@ class _Exchange:
         connection, self._connection = self._connection, None
         if self._finished:
             return
-        if (
-            connection.reused
-            and not responded
-            and self._timeoutError is None
-            and self._body is None
-            and self.request.method in IDEMPOTENT
-        ):
-            # A kept-alive connection the backend had closed: try a new one.
-            self._cancelTimer()
-            self.start(fresh=True)
-            return
-        if isinstance(error, BadResponse):
-            self._fail(BadGateway("the backend sent an invalid response"), error)
-        elif getattr(error, "tlsFailed", False):
-            self._fail(BadGateway("the TLS handshake with the backend failed"), error)
-        else:
-            self._fail(BadGateway("the backend closed the connection without a response"), error)
+        timedOut = self._timeoutError is not None
+        kind = failureKind(error, responded, connection.reused, timedOut)
+        answer = self._timeoutError if timedOut else BadGateway(_REQUEST_FAILURES[kind])
+        self._backendFailed(kind, answer, error)
 
     def interim(self, head):
         """
@@ -339,7 +435,7 @@ class _Exchange:
         request.respond(
             head.code,
             head.phrase,
-            relayedFields(request, self._route, head.fields),
+            self._responseFields(head.fields),
             length,
             now=not complete or self._body is not None,
         )
@@ -350,6 +446,12 @@ class _Exchange:
             return
         self._armTimer(self._route.readTimeout, _READ_TIMEOUT)
         request.registerProducer(_ResponseProducer(self, self._connection.transport), True)
+
+    def _responseFields(self, fields):
+        """
+        @return: the fields of the backend's answer the client gets.
+        """
+        return relayedFields(self.request, self._route, fields, self._backend)
 
     def bodyReceived(self, data):
         """
@@ -378,7 +480,7 @@ class _Exchange:
             "{method} {uri}: response from {backend} broke off: {reason}",
             method=request.method.decode("latin-1"),
             uri=request.uri.decode("latin-1"),
-            backend=self._route.backend.url,
+            backend=self._backend.url,
             reason=self._timeoutError.detail if self._timeoutError else str(error),
         )
         self._done()
@@ -434,7 +536,7 @@ class _Exchange:
         if self._connection is not None:
             self._connection.transport.abortConnection()
         if not self.request.startedWriting:
-            self._fail(error, None)
+            self._backendFailed(TIMEOUT, error, None)
 
     def _fail(self, error, reason):
         if self._finished:
@@ -451,7 +553,7 @@ class _Exchange:
             method=request.method.decode('latin-1'),
             uri=request.uri.decode('latin-1'),
             status=error.status,
-            backend=self._route.backend.url,
+            backend=self._backend.url,
             detail=_describe(reason) if reason is not None else error.detail,
         )
         if self._timeoutError is not None:
@@ -480,22 +582,38 @@ def frontOrigin(request):
     return request.scheme + b"://" + address + b":" + request.localPort
 
 
-def relayedFields(request, route, fields):
+def relayedFields(request, route, fields, backend=None):
     """
     The fields of a backend's response that the client gets (see
     L{proxyws.headers.responseFields}), for C{request} on C{route}.
+
+    @param backend: the L{proxyws.values.Backend} that answered (a member
+        of the route's upstream), or L{None} for the route's own.
     """
+    if backend is None:
+        backend = route.backend
     return rules.responseFields(
-        fields, route.backend.origin(route.backend.httpScheme), frontOrigin(request), route.reverse
+        fields, backend.origin(backend.httpScheme), frontOrigin(request), route.reverse
     )
 
 
-def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):
+def backendRequestHeaders(
+    request, route, excluded=_NOT_FORWARDED, backend=None, strippedCookie=None
+):
     """
     The headers to send to the backend for C{request} on C{route}.
 
     @param excluded: lower-cased names of client headers not to copy.
+    @param backend: the L{proxyws.values.Backend} the request goes to (a
+        member of the route's upstream), or L{None} for the route's own.
+    @param strippedCookie: the name (L{bytes}) of a cookie the backend must
+        not see (an upstream's affinity cookie), or L{None}.
     """
+    if backend is None:
+        backend = route.backend
+    items = list(request.requestHeaders.getAllRawHeaders())
+    if strippedCookie is not None:
+        items = _withoutCookie(items, strippedCookie)
     added = ()
     subjectHeader = request.channel.subjectHeader
     if subjectHeader is not None:
@@ -504,16 +622,31 @@ def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):
         if subjectHeader[1] is not None:
             added = ((subjectHeader[0], [subjectHeader[1]]),)
     return rules.requestHeaders(
-        list(request.requestHeaders.getAllRawHeaders()),
+        items,
         clientAddress=request.peerHost.encode("ascii"),
         scheme=request.scheme,
         frontHost=request.hostHeader,
         frontPort=request.localPort,
-        backendHost=route.backend.hostHeader,
+        backendHost=backend.hostHeader,
         preserveHost=route.preserveHost,
         dropped=excluded,
         added=added,
     )
+
+
+def _withoutCookie(items, name):
+    """
+    Request headers (C{(name, values)} pairs) without the cookie C{name}
+    in their C{Cookie} values; a value left empty is dropped.
+    """
+    out = []
+    for header, values in items:
+        if header.lower() == b"cookie":
+            values = [v for v in (stripCookie(value, name) for value in values) if v is not None]
+            if not values:
+                continue
+        out.append((header, values))
+    return out
 
 
 @implementer(IRouteHandler)

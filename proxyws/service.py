@@ -19,7 +19,6 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from .accesslog import AccessLog
 from .errors import ConfigError
 from .gate import Gate
-from .httpproxy import HTTPRouteHandler
 from .internals import quietAutobahnDebugLogs
 from .logs import ProxyLogger
 from .pool import BackendPool
@@ -28,7 +27,8 @@ from .routing import Router
 from .site import ProxySite
 from .timers import Deadline
 from .tls import BackendTLSPolicy, serverContext
-from .wsproxy import WebSocketRouteHandler
+from .upstream import Upstreams
+from .upstreamproxy import httpHandler, webSocketHandler
 
 _log = ProxyLogger()
 
@@ -112,12 +112,15 @@ def _bind(config, keyPath, listener, port=None, reusePort=False):
     return sock
 
 
-def buildRoot(config, reactor, pool=None):
+def buildRoot(config, reactor, pool=None, upstreams=None):
     """
     Build the root resource every listener serves, and the backend pool.
 
     @param pool: the L{proxyws.interfaces.IBackendPool} to use instead of a
         L{BackendPool} built from the config.
+    @param upstreams: the L{Upstreams} registry to use (one that a reload
+        has updated to C{config}), instead of one built from the config;
+        either way it is the root's C{upstreams}, not started.
     @return: C{(root, pool)}.
     """
     server = config.server
@@ -130,9 +133,13 @@ def buildRoot(config, reactor, pool=None):
             maxConnections=server.backendMaxConnections,
             tlsPolicy=backendPolicy,
         )
-    handlers = {route.index: HTTPRouteHandler(reactor, pool, route) for route in config.routes}
+    if upstreams is None:
+        upstreams = Upstreams.fromConfig(config, reactor, backendPolicy)
+    handlers = {
+        route.index: httpHandler(reactor, pool, route, upstreams) for route in config.routes
+    }
     webSockets = {
-        route.index: WebSocketRouteHandler(reactor, route, backendPolicy)
+        route.index: webSocketHandler(reactor, route, backendPolicy, upstreams)
         for route in config.routes
     }
     root = ReverseProxyResource(
@@ -142,6 +149,7 @@ def buildRoot(config, reactor, pool=None):
         gate=Gate.forConfig(config, reactor),
         unknownHost=server.unknownHost,
     )
+    root.upstreams = upstreams
     return root, pool
 
 
@@ -211,9 +219,12 @@ class ProxyService(Service):
 
     @ivar site: the L{ProxySite}, once started.
     @ivar ports: the listening ports, once started.
+    @ivar upstreams: the L{Upstreams} registry (members' states and active
+        checks), once started; it stops after the last request.
     """
 
     site = None
+    upstreams = None
     _stopped = None
 
     def __init__(self, config, sockets, reactor, accessLog=None):
@@ -242,6 +253,8 @@ class ProxyService(Service):
             self._accessLog = AccessLog.open(self.config.server.accessLog)
             onSignal(signal.SIGUSR1, self._reactor, self.reopenLogs)
         root, self._pool = buildRoot(self.config, self._reactor)
+        self.upstreams = root.upstreams
+        self.upstreams.start()
         for index, (listener, sock) in enumerate(self._sockets):
             factory = self._factoryFor(listener, root)
             family = sock.family
@@ -311,6 +324,8 @@ class ProxyService(Service):
         for _, sock in self._sockets:
             sock.close()
         if self.site is None:
+            if self.upstreams is not None:
+                self.upstreams.stop()
             return None
         _log.info("proxyws stopping: waiting for requests in flight")
         self.site.resource.stopping = True
@@ -323,6 +338,7 @@ class ProxyService(Service):
         def done(_):
             deadline.cancel()
             self._pool.closeIdle()
+            self.upstreams.stop()
             self._accessLog.close()
             _log.info("proxyws stopped")
             finished.callback(None)

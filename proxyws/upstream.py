@@ -37,7 +37,7 @@ from collections import OrderedDict
 
 from .affinity import sockjsKey
 from .balancing import hash64, rendezvous, selectorFor
-from .errors import ServiceUnavailable
+from .errors import UpstreamUnavailable
 from .health import ActiveChecker, checkMember
 from .members import Choice, MemberState
 from .values import (
@@ -72,25 +72,6 @@ __all__ = [
 SESSION_MEMORY = 65536
 
 
-class UpstreamUnavailable(ServiceUnavailable):
-    """
-    No member of an upstream can take the request: every member is down,
-    draining (for a request without a sticky member) or already tried.
-    The request path answers 503 with C{Retry-After: retryAfter}.
-
-    @ivar upstream: the upstream's name.
-    @ivar retryAfter: whole seconds after which a member may be back (at
-        least 1).
-    """
-
-    def __init__(self, upstream, retryAfter):
-        ServiceUnavailable.__init__(
-            self, "no member of upstream {} is available".format(upstream)
-        )
-        self.upstream = upstream
-        self.retryAfter = retryAfter
-
-
 class Upstream:
     """
     One upstream: its members' states, its policy and its affinity; the
@@ -104,6 +85,8 @@ class Upstream:
     @ivar needsRequest: whether L{choose} reads the request (the C{hash}
         policy, or affinity); when false, the request path passes L{None}
         and builds no L{proxyws.affinity.SelectionRequest}.
+    @ivar cookieName: the name of the affinity cookie (L{bytes}), which
+        members never see, or L{None} without a cookie.
     """
 
     def __init__(self, settings, reactor, tlsPolicy, rng, probe=checkMember):
@@ -157,7 +140,7 @@ class Upstream:
         self.needsRequest = settings.policy == "hash" or settings.affinity != "none"
         self._selector = selectorFor(settings, self._random)
         self._byName = {member.name.encode("ascii"): member for member in members}
-        self._cookie = settings.cookie.name.encode("ascii") if settings.cookie else None
+        self.cookieName = settings.cookie.name.encode("ascii") if settings.cookie else None
         self._sockjs = settings.affinity == "sockjs"
         self.membersChanged()
         if settings.check is None:
@@ -250,8 +233,8 @@ class Upstream:
             key = sockjsKey(request.path)
             if key is not None:
                 return self._session(key, exclude).choice
-        if self._cookie is not None:
-            name = request.cookie(self._cookie)
+        if self.cookieName is not None:
+            name = request.cookie(self.cookieName)
             member = self._byName.get(name) if name else None
             if member is not None and member.up and member not in exclude:
                 return member.choice

@@ -140,7 +140,11 @@ class Relay:
 
     @ivar client: the client's L{Leg}.
     @ivar backend: the backend's L{Leg}.
+    @ivar whenFinished: callables (without arguments) called once both
+        connections are gone.
     """
+
+    whenFinished = ()
 
     def __init__(self, route, reactor, site, request, why=None):
         """
@@ -450,6 +454,8 @@ class Relay:
         request = self.request
         site = self._site
         site.webSocketClosed(self)
+        for callback in self.whenFinished:
+            callback()
         site.log(request, status=101, size=self.client.sent)
         _log.info(
             "websocket {uri} to {url} closed: {why}",
