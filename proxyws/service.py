@@ -118,9 +118,10 @@ def buildRoot(config, reactor, pool=None, upstreams=None):
 
     @param pool: the L{proxyws.interfaces.IBackendPool} to use instead of a
         L{BackendPool} built from the config.
-    @param upstreams: the L{Upstreams} registry to use (one that a reload
-        has updated to C{config}), instead of one built from the config;
-        either way it is the root's C{upstreams}, not started.
+    @param upstreams: the running L{Upstreams} registry (a reload), which
+        is updated to C{config} and its TLS policy once everything else is
+        built; L{None} to build one from the config (not started).  Either
+        way it is the root's C{upstreams}.
     @return: C{(root, pool)}.
     """
     server = config.server
@@ -133,6 +134,7 @@ def buildRoot(config, reactor, pool=None, upstreams=None):
             maxConnections=server.backendMaxConnections,
             tlsPolicy=backendPolicy,
         )
+    updated = upstreams
     if upstreams is None:
         upstreams = Upstreams.fromConfig(config, reactor, backendPolicy)
     handlers = {
@@ -149,6 +151,8 @@ def buildRoot(config, reactor, pool=None, upstreams=None):
         gate=Gate.forConfig(config, reactor),
         unknownHost=server.unknownHost,
     )
+    if updated is not None:
+        updated.update(config, backendPolicy)
     root.upstreams = upstreams
     return root, pool
 

@@ -455,6 +455,20 @@ class HealthTests(UpstreamTestCase):
         self.assertEqual(seen, {b"a": 10, b"b": 10, b"c": 10})
 
     @inlineCallbacks
+    def test_checksRunWithTheService(self):
+        """
+        The active checks start with the service and stop once it has
+        stopped.
+        """
+        members = startMembers(self, b"a", b"b")
+        self.startProxy(members, "check = { interval = 0.05 }")
+        yield waitUntil(lambda: all(m.lastCheck for m in self.upstream.members), WAIT)
+        yield self.service.stopService()
+        checked = [m.lastCheck for m in self.upstream.members]
+        yield sleep(0.2)
+        self.assertEqual([m.lastCheck for m in self.upstream.members], checked)
+
+    @inlineCallbacks
     def test_killedUnderLoad(self):
         """
         Eight clients keep sending requests while a member is killed: every
