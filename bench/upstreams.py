@@ -21,7 +21,6 @@ Run from a checkout::
 """
 
 import os
-import socket
 import statistics
 import sys
 import time

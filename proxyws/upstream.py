@@ -10,7 +10,8 @@ per table, one L{MemberState} per member (L{proxyws.members}: up or down,
 draining, open connections and websockets, failures, the last check), the
 active checkers (L{proxyws.health}), and L{Upstreams.update} for a reload.
 
-The request path, for each request of an upstream route::
+The request path (L{proxyws.upstreamproxy}), for each request and
+websocket of an upstream route::
 
     upstream = upstreams.get(route.upstream)
     view = None
@@ -25,10 +26,11 @@ The request path, for each request of an upstream route::
     # the request sent on drops it (affinity.stripCookie).
     member.failed("connection refused")   # or member.succeeded()
 
-and answers L{UpstreamUnavailable} with 503 and C{Retry-After}.  The
-balancing policies are in L{proxyws.balancing}; the affinity keys (SockJS
-sessions, the member cookie) and the request view in L{proxyws.affinity};
-the health rules and checks in L{proxyws.health}.
+and answers L{UpstreamUnavailable} (in L{proxyws.errors}, named here too)
+with 503 and C{Retry-After}.  The balancing policies are in
+L{proxyws.balancing}; the affinity keys (SockJS sessions, the member
+cookie) and the request view in L{proxyws.affinity}; the health rules and
+checks in L{proxyws.health}.
 """
 
 import math

@@ -24,7 +24,7 @@ For each request and each websocket upgrade:
      answer that cannot be relayed, no answer in time, or an answer with
      one of L{FAILED_STATUSES}; C{succeeded} for any other answer;
   4. a request that could not be sent goes to the next member, at most the
-     upstream's C{retries} times, as L{proxyws.httpproxy.RESEND} allows;
+     upstream's C{retries} times, as L{proxyws.resend.RESEND} allows;
   5. an answer to a client without a valid affinity cookie carries the
      cookie that names its member (added to the member's own
      C{Set-Cookie} fields) and C{Cache-Control: private}; the member never
@@ -38,9 +38,10 @@ from zope.interface import implementer
 
 from .affinity import NOCACHE, selectionRequest
 from .errors import UpstreamUnavailable, errorPage
-from .httpproxy import STALE, HTTPRouteHandler, _Exchange, connectError
+from .httpproxy import HTTPRouteHandler, _Exchange, connectError
 from .interfaces import IRouteHandler
 from .logs import ProxyLogger
+from .resend import STALE
 from .wsproxy import Upgrade, WebSocketRouteHandler
 
 # Statuses of a member's answer that count as its failures (the passive

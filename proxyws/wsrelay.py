@@ -136,7 +136,8 @@ class Relay:
         one, and nothing a peer sends after its own close frame is read;
         each peer sent a close has L{CLOSE_TIMEOUT} to answer it;
       - closed (L{_finished}, when both connections are gone): every timer
-        stopped, the site told, the access-log line written.
+        stopped, the site and C{whenFinished} told, the access-log line
+        written.
 
     @ivar client: the client's L{Leg}.
     @ivar backend: the backend's L{Leg}.

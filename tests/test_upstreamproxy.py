@@ -1,6 +1,6 @@
 """
-Tests for L{proxyws.upstreamproxy} and the resend rule of
-L{proxyws.httpproxy}, without sockets: the rules as tables, then a real
+Tests for L{proxyws.upstreamproxy} and the resend rule
+(L{proxyws.resend}), without sockets: the rules as tables, then a real
 site on a L{MemoryReactorClock} (as in L{tests.test_httpproxy}) whose
 upstream route sends each request to a member, reports its outcome, moves
 to the next member when the request could not be sent, and carries the
@@ -16,9 +16,10 @@ from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 from proxyws.accesslog import MemoryAccessLog
+from proxyws.affinity import withoutCookie
 from proxyws.config import parseConfig
 from proxyws.errors import BadResponse, ConnectionLost
-from proxyws.httpproxy import (
+from proxyws.resend import (
     CLOSED,
     CONNECT,
     INVALID,
@@ -107,6 +108,30 @@ class ResendRuleTests(SynchronousTestCase):
         ]
         for arguments, expected in cases:
             self.assertEqual(failureKind(*arguments), expected, arguments)
+
+
+class WithoutCookieTests(SynchronousTestCase):
+    """
+    L{withoutCookie} as a table.
+    """
+
+    def test_table(self):
+        """
+        The affinity cookie leaves every C{Cookie} header (any case of the
+        name); a header left empty goes; other headers stay as they are.
+        """
+        cases = [
+            ([(b"Cookie", [b"a=1; proxyws_member=m; b=2"])], [(b"Cookie", [b"a=1; b=2"])]),
+            ([(b"cookie", [b"proxyws_member=m"]), (b"X", [b"1"])], [(b"X", [b"1"])]),
+            (
+                [(b"Cookie", [b"proxyws_member=m", b"c=3"])],
+                [(b"Cookie", [b"c=3"])],
+            ),
+            ([(b"Cookie", [b"proxyws_memberx=1"])], [(b"Cookie", [b"proxyws_memberx=1"])]),
+            ([(b"X-Cookie", [b"proxyws_member=m"])], [(b"X-Cookie", [b"proxyws_member=m"])]),
+        ]
+        for headers, expected in cases:
+            self.assertEqual(withoutCookie(headers, b"proxyws_member"), expected, headers)
 
 
 class UpstreamProxyTestCase(ProxyTestCase):
