@@ -290,7 +290,7 @@ class _Exchange:
         where = resendTo(kind, self.request.method, self._body is not None)
         if where is SAME or (where is NEXT and self._nextBackend()):
             self._cancelTimer()
-            self.start(fresh=True)
+            self.start(fresh=where is SAME)
             return
         self._fail(error, reason)
 

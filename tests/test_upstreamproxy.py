@@ -303,6 +303,23 @@ class ResendTests(UpstreamProxyTestCase):
             self.assertEqual((status, body), (b"HTTP/1.1 200 OK", b"ok"))
             self.assertEqual(self.b.connections, 0)
 
+    def test_nextMemberKeptAlive(self):
+        """
+        The next member's kept-alive connection takes the request, when it
+        has one.
+        """
+        self.buildUpstream('affinity = "cookie"')
+        self.c.failed("refused")
+        channel, client = self.connectClient()
+        self.send(channel, headers=b"Cookie: proxyws_member=b\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        backend.clear()
+        self.send(channel, b"/app/2", headers=b"Cookie: proxyws_member=a\r\n")
+        self.failConnect(ConnectionRefusedError())
+        self.assertEqual(self.attemptedPorts(), [9002, 9001])
+        self.assertTrue(backend.value().startswith(b"GET /base/2 "))
+
     def test_retriesBudget(self):
         """
         With C{retries = 1}, a request tries two members at most; the client
