@@ -240,8 +240,11 @@ class _Exchange:
     @ivar request: the client's request.
     """
 
-    # The affinity cookie of an upstream, which the backend never sees.
+    # The affinity cookie of an upstream, which the backend never sees, and
+    # the fields the answer carries besides the backend's (the cookie that
+    # names its member).
     _strippedCookie = None
+    _addedFields = None
 
     def __init__(self, reactor, pool, route, request, target, body):
         self._reactor = reactor
@@ -323,7 +326,7 @@ class _Exchange:
         elif request.method in _BODY_EXPECTED:
             framing = ((b"Content-Length", b"0"),)
         fields = backendRequestHeaders(
-            request, self._route, backend=self._backend, strippedCookie=self._strippedCookie
+            request, self._route, _NOT_FORWARDED, self._backend, self._strippedCookie
         )
         return encodeRequestHead(request.method, self._target, fields, framing)
 
@@ -370,16 +373,15 @@ class _Exchange:
         """
         self._cancelTimer()
         request = self.request
+        fields = relayedFields(request, self._route, head.fields, self._backend)
+        if self._addedFields is not None:
+            fields += self._addedFields
         # Send the head now unless the whole body follows in this call: a
         # stream (server-sent events, xhr-streaming) must reach the client
         # before its first event, and an answer without a body before the
         # end of an upload (the request finishes only then).
         request.respond(
-            head.code,
-            head.phrase,
-            self._responseFields(head.fields),
-            length,
-            now=not complete or self._body is not None,
+            head.code, head.phrase, fields, length, now=not complete or self._body is not None
         )
         if complete:
             # The whole body follows in this same call: no read timeout to
@@ -388,12 +390,6 @@ class _Exchange:
             return
         self._armTimer(self._route.readTimeout, _READ_TIMEOUT)
         request.registerProducer(_ResponseProducer(self, self._connection.transport), True)
-
-    def _responseFields(self, fields):
-        """
-        @return: the fields of the backend's answer the client gets.
-        """
-        return relayedFields(self.request, self._route, fields, self._backend)
 
     def bodyReceived(self, data):
         """

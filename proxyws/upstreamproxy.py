@@ -176,17 +176,25 @@ class Attempt:
         else:
             self.member.succeeded()
 
+    def addedFields(self):
+        """
+        @return: the fields the member's answer carries besides its own:
+            the affinity cookie and L{NOCACHE} when the choice set one,
+            else L{None}.
+        """
+        if self.setCookie is None:
+            return None
+        return [(b"Set-Cookie", self.setCookie), NOCACHE]
+
     def fields(self, fields):
         """
-        The fields of the member's answer as the client gets them, with
-        the affinity cookie when the choice set one.
+        The fields of the member's answer as the client gets them.
 
         @param fields: C{(name, value)} fields (a L{list}).
         @return: a L{list}.
         """
-        if self.setCookie is None:
-            return fields
-        return fields + [(b"Set-Cookie", self.setCookie), NOCACHE]
+        added = self.addedFields()
+        return fields if added is None else fields + added
 
     def end(self):
         """
@@ -276,8 +284,16 @@ class _UpstreamExchange(_Exchange):
     def __init__(self, reactor, pool, route, request, target, body, attempt):
         _Exchange.__init__(self, reactor, pool, route, request, target, body)
         self._attempt = attempt
-        self._backend = attempt.backend
+        self._use(attempt)
         self._strippedCookie = attempt.upstream.cookieName
+
+    def _use(self, attempt):
+        """
+        Send the request to the attempt's member, and its answer with the
+        cookie that names it when the choice set one.
+        """
+        self._backend = attempt.backend
+        self._addedFields = attempt.addedFields()
 
     def _backendFailed(self, kind, error, reason):
         # A kept-alive connection closed while idle is no failure of the
@@ -290,7 +306,7 @@ class _UpstreamExchange(_Exchange):
         attempt = self._attempt
         if not attempt.next():
             return False
-        self._backend = attempt.backend
+        self._use(attempt)
         return True
 
     def responded(self, head, length, complete):
@@ -299,9 +315,6 @@ class _UpstreamExchange(_Exchange):
         """
         self._attempt.answered(head.code)
         _Exchange.responded(self, head, length, complete)
-
-    def _responseFields(self, fields):
-        return self._attempt.fields(_Exchange._responseFields(self, fields))
 
     def _done(self):
         _Exchange._done(self)
