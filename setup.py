@@ -40,7 +40,17 @@ setup(
         "txredisapi>=1.4.10,<2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "websockets>=13,<18"],
+        "test": [
+            "pytest>=8,<10",
+            "websockets>=13,<18",
+            "h11>=0.14,<1",
+            "hypothesis>=6.100,<7",
+        ],
+    },
+    entry_points={
+        # The proxyws command (proxyws check, proxyws --version); the server
+        # runs under twistd.
+        "console_scripts": ["proxyws = proxyws.cli:main"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -132,7 +132,8 @@ def reaction():
     from twisted.internet.protocol import Factory, Protocol
 
     from proxyws.accesslog import MemoryAccessLog
-    from proxyws.service import ProxyService, bindListeners
+    from proxyws.service import ProxyService
+    from proxyws.sockets import bindListeners
 
     class Answer(Protocol):
         def dataReceived(self, data):

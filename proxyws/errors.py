@@ -261,6 +261,92 @@ class RouteStoreError(ProxyError):
     status = 503
 
 
+# Configuration.
+
+
+class ConfigProblems(ConfigError):
+    """
+    Every problem found in one configuration file.
+
+    C{str(error)} is the first problem's line -- with one problem, exactly
+    the line of that problem -- and C{filename}, C{keyPath} and C{message}
+    are the first problem's.
+
+    @ivar problems: a L{list} of L{ConfigError}, one per problem, each one
+        line, in the order of the file.
+    """
+
+    def __init__(self, problems):
+        """
+        @param problems: the problems, at least one.
+        """
+        self.problems = list(problems)
+        first = self.problems[0]
+        super().__init__(first.filename, first.keyPath, first.message)
+
+
+class Broken(ProxyError):
+    """
+    A table has problems, already recorded: skip what depends on it.
+    """
+
+
+# Requests from clients (proxyws.framing, proxyws.bodies).
+
+# The reason phrases of the statuses the request parser refuses with (RFC 9110
+# section 15).
+PHRASES = {
+    400: b"Bad Request",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    505: b"HTTP Version Not Supported",
+}
+
+
+class HeadError(ResponseError):
+    """
+    A request head the proxy refuses; the client gets C{status} and the
+    connection is closed.
+
+    @ivar status: 400, 414, 431, 501 or 505.
+    @ivar phrase: its reason phrase.
+    @ivar detail: what was wrong, safe to show to the client.
+    """
+
+    def __init__(self, status, detail):
+        ResponseError.__init__(self, detail)
+        self.status = status
+        self.phrase = PHRASES[status]
+
+
+class BodyError(ResponseError):
+    """
+    A body that is not framed as it must be (400), or larger than its limit
+    (413).  For a backend's response the proxy answers 502 or aborts.
+
+    @ivar status: 400 or 413.
+    @ivar phrase: its reason phrase.
+    @ivar detail: what was wrong.
+    """
+
+    def __init__(self, status, detail):
+        ResponseError.__init__(self, detail)
+        self.status = status
+        self.phrase = PHRASES[status]
+
+
+# Backends.
+
+
+class BadExtension(BadResponse):
+    """
+    The backend's C{Sec-WebSocket-Extensions} answer is not a valid
+    acceptance of one of the offers it was made.
+    """
+
+
 def errorPage(request, error):
     """
     Answer C{request} with the status of a L{ResponseError} and a short

@@ -501,6 +501,7 @@ class _Exchange:
 
     def _done(self):
         self._finished = True
+        self.handler.inFlight -= 1
         self._cancelTimer()
         # The request and the exchange refer to each other until here: let
         # reference counting free both once the response is out, rather
@@ -589,6 +590,7 @@ class HTTPRouteHandler:
         self._reactor = reactor
         self._pool = pool
         self.route = route
+        self.inFlight = 0
 
     def proxy(self, request, target, body):
         """
@@ -600,6 +602,8 @@ class HTTPRouteHandler:
         @return: L{NOT_DONE_YET}.
         """
         exchange = _Exchange(self._reactor, self._pool, self.route, request, target, body)
+        exchange.handler = self
+        self.inFlight += 1
         request.whenGone = exchange.clientGone
         exchange.start()
         return NOT_DONE_YET

@@ -239,6 +239,7 @@ class UpstreamHTTPHandler:
     Relays the plain HTTP requests of an upstream route, each to a member.
 
     @ivar route: the L{proxyws.values.Route}.
+    @ivar inFlight: how many of its requests are being relayed.
     """
 
     def __init__(self, reactor, pool, route, upstreams):
@@ -252,6 +253,7 @@ class UpstreamHTTPHandler:
         self._pool = pool
         self._upstreams = upstreams
         self.route = route
+        self.inFlight = 0
 
     def proxy(self, request, target, body):
         """
@@ -269,6 +271,8 @@ class UpstreamHTTPHandler:
         exchange = _UpstreamExchange(
             self._reactor, self._pool, self.route, request, target, body, attempt
         )
+        exchange.handler = self
+        self.inFlight += 1
         request.whenGone = exchange.clientGone
         exchange.start()
         return NOT_DONE_YET

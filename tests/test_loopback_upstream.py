@@ -27,6 +27,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from proxyws.affinity import NOCACHE, selectionRequest
+from proxyws.config import parseConfig
 
 from . import certs
 from .helpers import freePort, startProxy
@@ -461,11 +462,11 @@ class HealthTests(UpstreamTestCase):
         stopped.
         """
         members = startMembers(self, b"a", b"b")
-        self.startProxy(members, "check = { interval = 0.05 }")
+        self.startProxy(members, "check = { interval = 0.1 }")
         yield waitUntil(lambda: all(m.lastCheck for m in self.upstream.members), WAIT)
         yield self.service.stopService()
         checked = [m.lastCheck for m in self.upstream.members]
-        yield sleep(0.2)
+        yield sleep(0.4)
         self.assertEqual([m.lastCheck for m in self.upstream.members], checked)
 
     @inlineCallbacks
@@ -501,6 +502,39 @@ class HealthTests(UpstreamTestCase):
         self.assertEqual(sum(outcomes.values()), 480)
         self.assertGreaterEqual(answered, 480 - 8, outcomes)
         self.assertFalse(self.member(b"b").up)
+
+
+class ReloadTests(UpstreamTestCase):
+    """
+    A reload updates the running registry in place.
+    """
+
+    @inlineCallbacks
+    def test_reloadKeepsMemberState(self):
+        """
+        A reload that keeps member a, drops b and adds c: a keeps its state
+        (down, its failures), c starts up, requests go to c while a is
+        down, and the same registry serves the new routes.
+        """
+        a, b, c = startMembers(self, b"a", b"b", b"c")
+        port = self.startProxy([a, b], "fail_timeout = 30")
+        registry = self.service.upstreams
+        state = self.member(b"a")
+        state.failed("refused")
+        self.assertFalse(state.up)
+        config = parseConfig(upstreamConfig([a, c], "fail_timeout = 30"), self.service.config.path)
+        result = yield self.service.reload(config)
+        self.assertTrue(result.succeeded, result)
+        self.assertIs(self.service.upstreams, registry)
+        self.assertIs(self.member(b"a"), state)
+        self.assertFalse(state.up)
+        self.assertEqual([m.name for m in self.upstream.members], ["a", "c"])
+        for _ in range(4):
+            response = yield self.get(port)
+            self.assertEqual(response.body, b"c")
+        self.assertEqual(b.resource.total, 0)
+        status = self.service.status()["upstreams"]
+        self.assertEqual([m["state"] for m in status[0]["members"]], ["down", "up"])
 
 
 class UnavailableTests(UpstreamTestCase):

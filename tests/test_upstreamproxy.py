@@ -531,30 +531,20 @@ class BuildTests(SynchronousTestCase):
         )
         return parseConfig(text, "/tmp/x.toml")
 
-    def test_reloadUpdatesTheRegistry(self):
+    def test_rootUsesTheRegistry(self):
         """
-        L{buildRoot} given the running registry updates it to the new
-        config: a member that stays keeps its state, a new one starts
-        afresh, and the new root's handlers use the same registry.
+        L{buildRoot} builds a registry of the config's upstreams, or uses
+        the one it is given (the service's, across reloads); either is the
+        root's C{upstreams}, and its handlers choose from it.
         """
         reactor = MemoryReactorClock()
-        first, _ = buildRoot(
-            self.config("http://127.0.0.1:9001/", "http://127.0.0.1:9002/"), reactor
-        )
-        registry = first.upstreams
-        kept = registry.get("app").members[0]
-        kept.failed("refused")
-        second, _ = buildRoot(
-            self.config("http://127.0.0.1:9001/", "http://127.0.0.1:9003/"),
-            reactor,
-            upstreams=registry,
-        )
-        self.assertIs(second.upstreams, registry)
-        members = registry.get("app").members
-        self.assertIs(members[0], kept)
-        self.assertFalse(kept.up)
-        self.assertEqual(members[1].backend.port, 9003)
-        self.assertTrue(members[1].up)
+        config = self.config("http://127.0.0.1:9001/", "http://127.0.0.1:9002/")
+        first, _ = buildRoot(config, reactor)
+        self.assertEqual([u.name for u in first.upstreams], ["app"])
+        second, _ = buildRoot(config, reactor, upstreams=first.upstreams)
+        self.assertIs(second.upstreams, first.upstreams)
+        self.assertIs(second._http[0]._upstreams, first.upstreams)
+        self.assertIs(second._webSockets[0]._upstreams, first.upstreams)
 
     def test_tlsPolicyKnowsEveryMember(self):
         """
