@@ -158,6 +158,7 @@ def _listener(reader, index, table, base):
         redirect=values["redirect_https"],
         hsts=values["hsts"],
         proxyProtocol=values["proxy_protocol"],
+        maxConnections=values["max_connections"],
     )
 
 

@@ -105,6 +105,15 @@ class BadRequest(ResponseError):
     phrase = b"Bad Request"
 
 
+class ContentTooLarge(ResponseError):
+    """
+    The request body is larger than its route takes (C{max_body_size}).
+    """
+
+    status = 413
+    phrase = b"Content Too Large"
+
+
 class MisdirectedRequest(ResponseError):
     """
     The request names a host this server does not serve (RFC 9110 15.5.20).
@@ -223,7 +232,12 @@ class MessageTooBig(ProxyError):
 class BadFrame(ProxyError, ValueError):
     """
     A websocket frame header that no peer may send (close 1002).
+
+    @ivar offset: where that frame's header starts in the bytes fed, or -1
+        when part of it came with earlier bytes.
     """
+
+    offset = -1
 
 
 class BadArgument(ProxyError, ValueError):
@@ -297,6 +311,7 @@ class Broken(ProxyError):
 # section 15).
 PHRASES = {
     400: b"Bad Request",
+    408: b"Request Timeout",
     413: b"Content Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",

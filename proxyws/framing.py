@@ -32,6 +32,7 @@ import re
 import attr
 
 from .errors import HeadError
+from .heads import encodeResponseHead
 from .headers import TOKEN
 
 # Fields that an access rule, a route or the websocket handshake reads.  Each
@@ -112,8 +113,12 @@ def refusal(error):
     @return: a whole HTTP/1.1 response.
     """
     body = b"%d %s\n\n%s\n" % (error.status, error.phrase, error.detail.encode("utf-8"))
-    head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-    return head % (error.status, error.phrase, len(body)) + b"Connection: close\r\n\r\n" + body
+    fields = [
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", b"%d" % len(body)),
+        (b"Connection", b"close"),
+    ]
+    return encodeResponseHead(b"HTTP/1.1", error.status, error.phrase, fields) + body
 
 
 class HeadReader:
@@ -238,6 +243,15 @@ class HeadReader:
         if self._count > limits.fieldCount:
             raise HeadError(431, "more than %d header fields" % limits.fieldCount)
         return None
+
+
+def hasBody(head):
+    """
+    Whether a request has a body to read (a declared length of 0 is none).
+
+    @param head: a L{RequestHead}.
+    """
+    return head.framing is not NO_BODY and head.contentLength != 0
 
 
 @attr.s(frozen=True, slots=True)

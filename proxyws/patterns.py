@@ -53,6 +53,7 @@ which can only add ways, never remove one.
 
 import attr
 
+from .internals import parseExpression
 from .patterntext import render
 
 # The bytes a character matcher can take are a 256-bit mask (routes match
@@ -106,12 +107,9 @@ _MAX_WORK = 2000000
 
 def _parse(pattern):
     """
-    Parse C{pattern} with Python's own regular expression parser.
-
-    This is the only use of a private name in this module: C{re._parser}
-    (C{sre_parse} before Python 3.11) is the parser C{re.compile} runs,
-    undocumented.  C{tests/test_patterns.py} fails, saying so, when an
-    upgrade removes it.
+    Parse C{pattern} with Python's own regular expression parser (the one
+    private name this check needs: L{proxyws.internals.parseExpression};
+    C{tests/test_patterns.py} fails, saying so, when an upgrade removes it).
 
     @param pattern: the expression, as L{bytes}.
     @return: C{(flags, nodes, maxRepeat)}: the global flags, the list of
@@ -119,10 +117,7 @@ def _parse(pattern):
         L{str}) and the number that stands for an open-ended count.
     @raise re.error: for an expression that does not compile.
     """
-    from re import _parser
-
-    tree = _parser.parse(pattern)
-    return tree.state.flags, tree, _parser.MAXREPEAT
+    return parseExpression(pattern)
 
 
 def _fold(mask, flags):

@@ -229,6 +229,7 @@ def parseRoute(reader, index, table, server, keyPath=None, host=None, base=""):
         allowedOrigins=values["allowed_origins"],
         compression=values["compression"],
         wsBufferSize=values["ws_buffer_size"],
+        maxBodySize=values["max_body_size"],
         vhost=host.index if host is not None else None,
         access=parseAccess(reader, values, keyPath, base, host),
         redirect=values["redirect_https"],

@@ -201,6 +201,19 @@ def _bufferSize(value):
     return value
 
 
+def _within(least, most, unit):
+    """
+    The parser of a whole number from C{least} to C{most} (of C{unit}).
+    """
+
+    def parse(value):
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+            raise ValueError("a number of {} from {} to {}".format(unit, least, most))
+        return value
+
+    return parse
+
+
 def _port(value):
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError("a port number from 0 to 65535")
@@ -248,6 +261,16 @@ SERVER_KEYS = {
     "backend_keepalive": (_count, 32),  # idle connections kept per backend
     "backend_idle_timeout": (_seconds(KEEP_MINIMUM), 60.0),  # idle backend connection life
     "backend_max_connections": (_count, 0),  # per backend; 0 = no limit
+    # What a client may send (nginx client_header_timeout,
+    # client_body_timeout, large_client_header_buffers 4 8k; Apache
+    # LimitRequestFields 100).  A head too slow gets 408, too large 414/431.
+    "head_timeout": (_seconds(WAIT_MINIMUM), 60.0),  # from accept or first byte
+    "body_timeout": (_seconds(WAIT_MINIMUM), 60.0),  # between two reads of a body
+    "max_request_line": (_within(256, 1048576, "bytes"), 8192),
+    "max_header_line": (_within(256, 1048576, "bytes"), 8192),
+    "max_header_size": (_within(256, 16777216, "bytes"), 32768),  # all fields
+    "max_headers": (_within(1, 10000, "fields"), 100),
+    "max_connections_per_client": (_count, 0),  # per client address; 0 = no limit
 }
 
 # Settings of each [[listen]]; None marks a required key.
@@ -258,6 +281,7 @@ LISTEN_KEYS = {
     "redirect_https": (_redirect, None),  # answer everything with a redirect
     "hsts": (_headerText, None),  # Strict-Transport-Security value
     "proxy_protocol": (_boolean, False),  # PROXY protocol v1/v2 first
+    "max_connections": (_count, 0),  # open at once; beyond, accepting waits
 }
 
 TLS_KEYS = {
@@ -326,6 +350,7 @@ ROUTE_KEYS = {
     "ws_idle_timeout": (_secondsOrOff(WAIT_MINIMUM), 0.0),  # no message either way; 0 off
     "allowed_origins": (_origins, ()),  # empty: every Origin
     "compression": (_boolean, True),  # permessage-deflate on both legs
+    "max_body_size": (_count, 0),  # bytes of a request body; larger get 413
     "ws_buffer_size": (_bufferSize, 65536),  # bytes queued per leg before
     # the other leg's reading pauses (and read at once)
     "redirect_https": (_redirect, None),  # plain HTTP requests are redirected

@@ -118,6 +118,7 @@ def buildSite(config, reactor, accessLog, listener=None, pool=None):
         config.server.clientTimeout,
         listener=listener,
         trustedProxies=config.server.trustedProxies,
+        server=config.server,
     )
     return site, pool
 
@@ -329,7 +330,9 @@ class ProxyService(Service):
             server.clientTimeout,
             listener=listener,
             trustedProxies=server.trustedProxies,
+            server=server,
         )
+        site.generation = self.generation
         self.sites.append(site)
         if self.site is None:
             self.site = site
@@ -460,8 +463,8 @@ class ProxyService(Service):
         server = config.server
         for site in self.sites:
             site.resource = root
-            site.timeOut = server.clientTimeout
-            site.trustedProxies = server.trustedProxies
+            site.configure(server)
+            site.generation = self.generation
         for key, (port, factory) in list(self._listening.items()):
             listener = listeners.get(key)
             if listener is None:

@@ -9,6 +9,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from proxyws.schema import LISTEN_KEYS
 from proxyws.config import (
     ROUTE_KEYS, SERVER_KEYS, Backend, Config, Listener, Route, ServerSettings,
     TLSSettings, loadConfig, parseConfig)
@@ -479,7 +480,7 @@ class ErrorTextTests(SynchronousTestCase):
         self.assertConfigError(
             LISTEN + "tsl = {}\n",
             "proxyws.toml: listen[0].tsl: unknown key (did you mean "
-            "'tls'?); known keys here are address, hsts, port, proxy_protocol, redirect_https, tls")
+            "'tls'?); known keys here are " + ", ".join(sorted(LISTEN_KEYS)))
 
     def test_wrongTypes(self):
         """
@@ -921,6 +922,8 @@ class BoundsTests(SynchronousTestCase):
         ("server", "read_timeout", 0.1, False),
         ("server", "backend_idle_timeout", 1, False),
         ("server", "reload_grace", 0.1, False),
+        ("server", "head_timeout", 0.1, False),
+        ("server", "body_timeout", 0.1, False),
         ("route", "connect_timeout", 0.1, False),
         ("route", "response_timeout", 0.1, False),
         ("route", "read_timeout", 0.1, False),

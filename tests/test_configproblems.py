@@ -10,6 +10,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from proxyws.schema import LISTEN_KEYS
 from proxyws.schema import ROUTE_KEYS
 from proxyws.config import (
     ConfigProblems, checkConfig, loadAndCheck, loadConfig, parseConfig, problemsOf)
@@ -150,7 +151,7 @@ port = -1
         ])
         self.assertEqual(problemTexts('[[listen]]\nadress = "::"\n'), [
             "p.toml: listen[0].adress: unknown key (did you mean 'address'?); known "
-            "keys here are address, hsts, port, proxy_protocol, redirect_https, tls",
+            "keys here are " + ", ".join(sorted(LISTEN_KEYS)),
             "p.toml: listen[0].port: is required and missing",
         ])
 
@@ -333,8 +334,7 @@ class FileCheckTests(SynchronousTestCase):
             % self.inDirectory("empty.crt"),
             "listen[1].tls.cert: cannot read %r: no such file"
             % self.inDirectory("missing.crt"),
-            "listen[2].bad: unknown key; known keys here are address, hsts, port, "
-            "proxy_protocol, redirect_https, tls",
+            "listen[2].bad: unknown key; known keys here are " + ", ".join(sorted(LISTEN_KEYS)),
             "route[0].match: '(a|a)*$' can take time exponential in the path's "
             "length: '(a(?:|))*' can match the same text in more than one way; make "
             "the inner repeat possessive (a++ rather than a+) or put it in an "
