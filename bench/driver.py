@@ -67,6 +67,10 @@ MODES = {
 }
 
 SMALL_PATH = "/small"  # backend answers 200 "hello"
+# The same answer through the proxies' 3-member upstream of the HTTP backend
+# (its nginx listens on UP_MEMBERS ports); direct, the backend answers it.
+UP_PATH = "/up/small"
+UP_MEMBERS = 3
 POST_PATH = "/post"  # backend reads and discards the body, answers 200 "ok"
 BIG_PATH = "/big.bin"  # static file of BIG_SIZE bytes
 BIG_SIZE = 100 * 2**20
@@ -91,7 +95,7 @@ PROXYWS_VARIANTS = [
 ]
 
 # The measurements, in the order they run (names for --only).
-TESTS = ("smallget", "post64k", "download", "httplat", "wsmsgs", "wslat", "wsbig", "wshs", "wsidle")
+TESTS = ("smallget", "smallup", "post64k", "download", "httplat", "wsmsgs", "wslat", "wsbig", "wshs", "wsidle")
 
 # The table: key in the results, label, unit, which way is better, and the
 # spec's target for the proxyws/nginx ratio ("ge" 0.15: proxyws >= 0.15 x
@@ -100,6 +104,10 @@ ROWS = [
     ("smallget.rps", "small GET keep-alive (wrk -c32)", "req/s", "high", ("ge", 0.15)),
     ("smallget.proxy_cpu_us", "  proxy CPU per request", "us/req", "low", None),
     ("smallget.load_cpu_us", "  load side CPU per request", "us/req", "low", None),
+    ("smallup.rps", "small GET via 3-member upstream", "req/s", "high", None),
+    ("smallup.proxy_cpu_us", "  proxy CPU per request", "us/req", "low", None),
+    ("smallup.single_rps", "  same rounds, single backend", "req/s", "high", None),
+    ("smallup.single_proxy_cpu_us", "  same rounds, proxy CPU per request", "us/req", "low", None),
     ("post64k.rps", "64 KiB POST (wrk -c32)", "req/s", "high", None),
     ("download.best_mibps", "100 MiB HTTP download, best of 3", "MiB/s", "high", ("ge", 0.55)),
     ("httplat.p50_us", "HTTP latency p50, 1 conn", "us", "low", None),
@@ -333,9 +341,10 @@ def nginxTemps(prefix, name):
     )
 
 
-def backendNginxConfig(prefix, port):
+def backendNginxConfig(prefix, port, morePorts=()):
     """
-    The HTTP backend: a small answer, a POST sink, and the big static file.
+    The HTTP backend: a small answer, a POST sink, and the big static file;
+    on C{port} and C{morePorts} (the members of the proxies' upstream).
     """
     return nginxCommon(prefix, "backend", 4096) + """
 http {{
@@ -346,25 +355,34 @@ http {{
     keepalive_requests 100000000;
     keepalive_timeout 300s;
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+{listen}
         client_max_body_size 0;
         location = {small} {{ default_type text/plain; return 200 "hello"; }}
+        location = {up} {{ default_type text/plain; return 200 "hello"; }}
         location = {post} {{ default_type text/plain; return 200 "ok"; }}
         location / {{ root {prefix}/www; }}
     }}
 }}
 """.format(
-        temps=nginxTemps(prefix, "backend"), port=port, small=SMALL_PATH, post=POST_PATH, prefix=prefix
+        temps=nginxTemps(prefix, "backend"),
+        listen="\n".join(
+            "        listen 127.0.0.1:%d backlog=4096;" % p for p in (port,) + tuple(morePorts)
+        ),
+        small=SMALL_PATH,
+        up=UP_PATH,
+        post=POST_PATH,
+        prefix=prefix,
     )
 
 
-def proxyNginxConfig(prefix, port, httpPort, wsPort, connections):
+def proxyNginxConfig(prefix, port, httpPort, wsPort, connections, upPorts=()):
     """
     nginx as the reverse proxy under test, set up as fairly as we can
     against proxyws: HTTP/1.1 keep-alive to the backend (32 idle), bodies
     streamed both ways (no buffering, 64 KiB reads like Twisted's), the
     same X-Forwarded-* headers proxyws adds, an access log to a file, and
-    websocket upgrades passed through.
+    websocket upgrades passed through.  C{/up/} goes round robin to an
+    upstream of the backend on C{upPorts}.
     """
     forwarded = """
             proxy_http_version 1.1;
@@ -393,6 +411,11 @@ http {{
     upstream wsbackend {{
         server 127.0.0.1:{wsPort};
     }}
+    upstream httpthree {{
+{upServers}
+        keepalive 32;
+        keepalive_requests 100000000;
+    }}
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         '' '';
@@ -405,6 +428,10 @@ http {{
             proxy_set_header Connection $connection_upgrade;
             proxy_read_timeout 3600s;
             proxy_send_timeout 3600s;
+        }}
+        location /up/ {{
+            proxy_pass http://httpthree/;{forwarded}
+            proxy_set_header Connection "";
         }}
         location / {{
             proxy_pass http://httpbackend;{forwarded}
@@ -419,6 +446,9 @@ http {{
         httpPort=httpPort,
         wsPort=wsPort,
         forwarded=forwarded,
+        upServers="\n".join(
+            "        server 127.0.0.1:%d;" % p for p in (tuple(upPorts) or (httpPort,))
+        ),
     )
 
 
@@ -433,9 +463,10 @@ def tomlValue(value):
     return json.dumps(str(value))
 
 
-def proxywsConfig(prefix, name, port, httpPort, wsPort, extra):
+def proxywsConfig(prefix, name, port, httpPort, wsPort, extra, upPorts=()):
     """
-    proxyws in front of the same backends, the access log to a file.
+    proxyws in front of the same backends, the access log to a file;
+    C{/up/} to an upstream of the HTTP backend on C{upPorts} (round robin).
     """
     server = {"access_log": "%s/%s-access.log" % (prefix, name), "shutdown_timeout": 2}
     server.update(extra)
@@ -446,6 +477,15 @@ def proxywsConfig(prefix, name, port, httpPort, wsPort, extra):
         "[[listen]]",
         'address = "127.0.0.1"',
         "port = %d" % port,
+        "",
+        "[[upstream]]",
+        'name = "three"',
+        "members = [%s]"
+        % ", ".join('"http://127.0.0.1:%d/"' % p for p in (tuple(upPorts) or (httpPort,))),
+        "",
+        "[[route]]",
+        'path = "/up/"',
+        'upstream = "three"',
         "",
         "[[route]]",
         'path = "/ws/"',
@@ -525,7 +565,10 @@ class Bench:
             for _ in range(BIG_SIZE // 2**20):
                 f.write(os.urandom(2**20))
         self.httpPort, self.wsPort = freePort(), freePort()
-        conf = self._write("backend.conf", backendNginxConfig(self.tmp, self.httpPort))
+        self.upPorts = [self.httpPort] + [freePort() for _ in range(UP_MEMBERS - 1)]
+        conf = self._write(
+            "backend.conf", backendNginxConfig(self.tmp, self.httpPort, self.upPorts[1:])
+        )
         self.backends = {
             "HTTP backend (nginx)": (
                 [nginxBinary(), "-p", self.tmp, "-c", conf], "backend", self.httpPort
@@ -590,7 +633,9 @@ class Bench:
         connections = 3 * self.idleCount() + 1024
         conf = self._write(
             "nginx.conf",
-            proxyNginxConfig(self.tmp, port, self.httpPort, self.wsPort, connections),
+            proxyNginxConfig(
+                self.tmp, port, self.httpPort, self.wsPort, connections, self.upPorts
+            ),
         )
 
         def start(restart=None):
@@ -611,7 +656,7 @@ class Bench:
         cpus = extra.pop("cpus", PROXY_CPU)
         conf = self._write(
             name + ".toml",
-            proxywsConfig(self.tmp, name, port, self.httpPort, self.wsPort, extra),
+            proxywsConfig(self.tmp, name, port, self.httpPort, self.wsPort, extra, self.upPorts),
         )
         twistd = os.path.join(self.venv, "bin", "twistd")
 
@@ -702,6 +747,27 @@ class Bench:
         errors = result.get("errors", {})
         if any(errors.values()):
             self.problem(target, "wrk " + path, "errors: %s" % errors)
+        return result
+
+    def upstreamPair(self, target, seconds):
+        """
+        The small GET through the 3-member upstream, and right after it
+        through the single backend, for C{seconds} each.
+
+        @return: the upstream's C{rps} and C{proxy_cpu_us}, the single
+            backend's as C{single_rps} and C{single_proxy_cpu_us}, and the
+            errors of both.
+        """
+        up = self.wrk(target, UP_PATH, seconds=seconds)
+        single = self.wrk(target, SMALL_PATH, seconds=seconds)
+        errors = dict(up.get("errors") or {})
+        for kind, count in (single.get("errors") or {}).items():
+            errors[kind] = errors.get(kind, 0) + count
+        result = {"errors": errors}
+        for prefix, source in (("", up), ("single_", single)):
+            for field in ("rps", "proxy_cpu_us", "load_cpu_us"):
+                if source.get(field) is not None:
+                    result[prefix + field] = source[field]
         return result
 
     def problem(self, target, test, text):
@@ -883,6 +949,7 @@ class Bench:
         timed = ["--seconds", seconds, "--warmup", warmup]
         perRound = max(1, seconds // ROUNDS)
         self.measure("smallget", lambda t: self.wrk(t, SMALL_PATH, seconds=perRound), ROUNDS)
+        self.measure("smallup", lambda t: self.upstreamPair(t, perRound), ROUNDS)
         self.measure("post64k", lambda t: self.wrk(t, POST_PATH, "post64k.lua"))
         self.measure(
             "download",

@@ -23,6 +23,16 @@ With C{--ws}, a websocket is opened through the site the same way (both
 handshakes in memory) and each round relays a 32-byte masked text frame
 from the client and a 32-byte text frame from the backend, as the C{ws 32 B
 messages} row of C{bench/run} does: microseconds per message.
+
+With C{--upstream MODE}, the route goes to an upstream of 3 members (one
+kept-alive connection each) instead of one backend: C{round_robin} and
+C{least_conn} spread the requests over the three, C{sockjs} sends requests
+of one SockJS session (its key read from the path) and C{cookie} requests
+carrying the affinity cookie to their member.  C{--beside} alternates it
+with the single backend in the same tree, C{--rounds} times each, and
+prints both::
+
+    python3 bench/micro.py --upstream round_robin --beside
 """
 
 import argparse
@@ -135,6 +145,108 @@ def measure(seconds):
     return used / done * 1e6
 
 
+# The upstream of --upstream: three members, and the lines each mode adds.
+UPSTREAM_CONFIG = """
+[server]
+access_log = "{log}"
+
+[[listen]]
+address = "127.0.0.1"
+port = 8080
+
+[[upstream]]
+name = "app"
+members = [
+    {{ url = "http://127.0.0.1:9000/", name = "a" }},
+    {{ url = "http://127.0.0.1:9001/", name = "b" }},
+    {{ url = "http://127.0.0.1:9002/", name = "c" }},
+]
+{lines}
+
+[[route]]
+path = "/"
+upstream = "app"
+"""
+
+# Each --upstream mode: its [[upstream]] lines and the request it relays.
+UPSTREAM_MODES = {
+    "round_robin": ("", REQUEST),
+    "least_conn": ('policy = "least_conn"', REQUEST),
+    "sockjs": (
+        'affinity = "sockjs"',
+        REQUEST.replace(b"/small", b"/app/__sockjs__/n=Xq3Lr8ZkP0aBcD1eF2/123/lqtq3eb5/xhr"),
+    ),
+    "cookie": (
+        'affinity = "cookie"',
+        REQUEST.replace(b"\r\n\r\n", b"\r\nCookie: _ga=GA1.2.3; proxyws_member=b\r\n\r\n"),
+    ),
+}
+
+
+def measureUpstream(seconds, mode):
+    """
+    Relay requests through a 3-member upstream for about C{seconds}.
+
+    @param mode: a key of L{UPSTREAM_MODES}.
+    @return: microseconds of process CPU time per request.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    from proxyws.accesslog import AccessLog
+    from proxyws.config import parseConfig
+    from proxyws.service import buildSite
+
+    lines, request = UPSTREAM_MODES[mode]
+    reactor = MemoryReactorClock()
+    config = parseConfig(UPSTREAM_CONFIG.format(log=os.devnull, lines=lines), "micro.toml")
+    site, pool = buildSite(config, reactor, AccessLog.open(os.devnull))
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    client = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+        peerAddress=IPv4Address("TCP", "127.0.0.1", 50000),
+    )
+    channel.makeConnection(client)
+    # The first three requests: which member connection each went to (the
+    # same order repeats, as the choices do for requests one at a time).
+    backends, cycle = [], []
+    for _ in range(3):
+        sent = [len(transport.value()) for _, transport in backends]
+        channel.dataReceived(request)
+        if len(reactor.tcpClients) > len(backends):
+            host, port, factory, timeout, bindAddress = reactor.tcpClients[len(backends)]
+            protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+            transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+            protocol.makeConnection(transport)
+            backends.append((protocol, transport))
+            cycle.append(len(backends) - 1)
+        else:
+            grew = [i for i, (_, t) in enumerate(backends) if len(t.value()) > sent[i]]
+            cycle.append(grew[0])
+        backends[cycle[-1]][0].dataReceived(RESPONSE)
+    if client.value().count(b"hello") != 3:
+        raise SystemExit("no responses: {!r}".format(client.value()))
+
+    clientData = channel.dataReceived
+    feeds = [backends[i][0].dataReceived for i in cycle]
+    done = 0
+    start = time.process_time()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for _ in range(67):
+            for feed in feeds:
+                clientData(request)
+                feed(RESPONSE)
+        done += 67 * len(feeds)
+        client.clear()
+        for _, transport in backends:
+            transport.clear()
+    used = time.process_time() - start
+    if len(reactor.tcpClients) != len(backends):
+        raise SystemExit("the member connections were not reused")
+    return used / done * 1e6
+
+
 def measureWebSocket(seconds):
     """
     Relay websocket messages both ways for about C{seconds}.
@@ -201,23 +313,33 @@ def measureWebSocket(seconds):
     return used / done * 1e6
 
 
-def compare(other, rounds, seconds, ws):
+def compare(other, rounds, seconds, ws, upstream=None):
     """
     Alternate this checkout and C{other}, C{rounds} times each.
     """
-    trees = [("this", HERE), ("other", os.path.abspath(other))]
-    results = {name: [] for name, _ in trees}
+    flags = (["--ws"] if ws else []) + (["--upstream", upstream] if upstream else [])
+    alternate([("this", HERE, flags), ("other", os.path.abspath(other), flags)], rounds, seconds)
+
+
+def alternate(runs, rounds, seconds):
+    """
+    Take turns running this file as each of C{runs} says, C{rounds} times,
+    and print the minimum and median of each.
+
+    @param runs: C{(label, tree, flags)} triples.
+    """
+    results = {label: [] for label, _, _ in runs}
     for _ in range(rounds):
-        for name, tree in trees:
+        for label, tree, flags in runs:
             env = dict(os.environ, PROXYWS_TREE=tree)
             command = [sys.executable, os.path.join(HERE, "bench", "micro.py")]
-            command += ["--seconds", str(seconds)] + (["--ws"] if ws else [])
+            command += ["--seconds", str(seconds)] + flags
             out = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
-            results[name].append(float(out.stdout.split()[0]))
-    for name, tree in trees:
-        values = results[name]
-        print("{:6} {:>8.2f} us min {:>8.2f} us median  ({})".format(
-            name, min(values), statistics.median(values), tree))
+            results[label].append(float(out.stdout.split()[0]))
+    for label, tree, flags in runs:
+        values = results[label]
+        print("{:10} {:>8.2f} us min {:>8.2f} us median  ({} {})".format(
+            label, min(values), statistics.median(values), tree, " ".join(flags)))
 
 
 def main():
@@ -226,9 +348,22 @@ def main():
     parser.add_argument("--compare", metavar="TREE")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--ws", action="store_true", help="websocket messages")
+    parser.add_argument(
+        "--upstream", choices=sorted(UPSTREAM_MODES), help="through a 3-member upstream"
+    )
+    parser.add_argument(
+        "--beside", action="store_true", help="alternate --upstream with the single backend"
+    )
     options = parser.parse_args()
     if options.compare:
-        compare(options.compare, options.rounds, options.seconds, options.ws)
+        compare(options.compare, options.rounds, options.seconds, options.ws, options.upstream)
+    elif options.beside:
+        if not options.upstream:
+            raise SystemExit("--beside goes with --upstream MODE")
+        runs = [("single", HERE, []), (options.upstream, HERE, ["--upstream", options.upstream])]
+        alternate(runs, options.rounds, options.seconds)
+    elif options.upstream:
+        print("{:.1f} us per request".format(measureUpstream(options.seconds, options.upstream)))
     elif options.ws:
         print("{:.2f} us per message".format(measureWebSocket(options.seconds)))
     else:

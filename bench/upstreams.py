@@ -6,11 +6,14 @@ What upstreams cost and how fast they react, measured on this machine.
    each policy and affinity, over 3 members, with the request view it
    needs built from 10 headers, in microseconds (the median of 5 runs of
    20,000 choices each).
-2. The time from a member's death to the traffic moving away from it, with
-   real servers on 127.0.0.1: with passive checks (nginx's defaults: the
-   first failed request takes it down) and with active checks (interval
-   0.5 s, fall 2, timeout 0.25 s), and the time it takes to come back
-   after it is restarted (rise 2).
+2. The time from a member's death to the traffic moving away from it,
+   through the proxy (in this process) with real members on 127.0.0.1 and
+   a client sending requests back to back: with passive checks (the first
+   request refused takes it down, and goes to another member) and with
+   active checks (interval 0.5 s, fall 2, timeout 0.25 s; until they take
+   it down, each request sent to it is refused and goes to another
+   member), the client errors meanwhile, and the time it takes to come
+   back after it is restarted (fail_timeout; rise 2).
 
 Run from a checkout::
 
@@ -18,7 +21,6 @@ Run from a checkout::
 """
 
 import os
-import socket
 import statistics
 import sys
 import time
@@ -65,6 +67,24 @@ CASES = [
     ("cookie affinity, cookie present", 'affinity = "cookie"', True),
 ]
 
+# The proxy of reaction(): a listener and a route to the upstream.
+PROXY = """
+[[listen]]
+address = "127.0.0.1"
+port = 0
+
+[[upstream]]
+name = "app"
+members = {members}
+{more}
+
+[[route]]
+path = "/"
+upstream = "app"
+"""
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+
 PATH = b"/app/__sockjs__/n=Xq3Lr8ZkP0aBcD1eF2/123/lqtq3eb5/xhr_send"
 
 
@@ -101,71 +121,112 @@ def choices():
 
 def reaction():
     """
-    Print how fast traffic leaves a dead member and comes back, with real
-    servers and a real reactor.
+    Print how fast traffic leaves a dead member and comes back, through the
+    real proxy (in this process) with real members, a real reactor and a
+    client sending requests one after the other on a kept-alive connection.
     """
+    import tempfile
+
     from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
     from twisted.internet.protocol import Factory, Protocol
+
+    from proxyws.accesslog import MemoryAccessLog
+    from proxyws.service import ProxyService
+    from proxyws.sockets import bindListeners
 
     class Answer(Protocol):
         def dataReceived(self, data):
-            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n" + self.factory.name)
             self.transport.loseConnection()
 
-    factory = Factory.forProtocol(Answer)
-    ports = [reactor.listenTCP(0, factory, interface="127.0.0.1") for _ in range(3)]
+    factories = []
+    for name in (b"a", b"b", b"c"):
+        factory = Factory.forProtocol(Answer)
+        factory.name = name
+        factory.noisy = False
+        factories.append(factory)
+    ports = [reactor.listenTCP(0, f, interface="127.0.0.1") for f in factories]
     numbers = [port.getHost().port for port in ports]
     members = "[" + ", ".join('"http://127.0.0.1:{}/"'.format(n) for n in numbers) + "]"
-    results = {}
+
+    class Client(Protocol):
+        """
+        Sends a GET, and the next one as soon as the answer is in.
+        """
+
+        def connectionMade(self):
+            self.buffer = b""
+            self.answers = []
+            self.transport.write(REQUEST)
+
+        def dataReceived(self, data):
+            self.buffer += data
+            while b"\r\n\r\n" in self.buffer:
+                head, _, rest = self.buffer.partition(b"\r\n\r\n")
+                length = int(head.lower().partition(b"content-length: ")[2].split(b"\r\n")[0])
+                if len(rest) < length:
+                    return
+                status = head.split(b" ")[1]
+                self.answers.append((time.monotonic(), rest[:length] if status == b"200" else status))
+                self.buffer = rest[length:]
+                self.transport.write(REQUEST)
 
     def timeUntil(predicate, limit=30.0):
         started = time.monotonic()
         while not predicate():
-            reactor.iterate(0.005)
+            reactor.iterate(0.001)
             if time.monotonic() - started > limit:
                 return float("nan")
         return time.monotonic() - started
 
-    def run():
-        check = "check = { interval = 0.5, timeout = 0.25, rise = 2, fall = 2 }"
-        config = parseConfig(CONFIG.format(members=members, more=check + "\nmax_fails = 0"))
-        registry = Upstreams.fromConfig(config, reactor, None)
-        registry.start()
-        victim = registry.get("app").members[0]
-        timeUntil(lambda: victim.lastCheck is not None)
-        # Active: the member dies between two checks; its checks find it.
-        ports[0].stopListening()
-        results["active down"] = timeUntil(lambda: not victim.up)
-        ports[0] = reactor.listenTCP(numbers[0], factory, interface="127.0.0.1")
-        results["active up"] = timeUntil(lambda: victim.up)
-        registry.stop()
-        # Passive: the first request sent to the dead member finds its
-        # connection refused and reports it; the next choice avoids it.
-        config = parseConfig(CONFIG.format(members=members, more=""))
-        registry = Upstreams.fromConfig(config, reactor, None)
-        app = registry.get("app")
-        victim = app.members[0]
+    def measure(more):
+        text = PROXY.format(members=members, more=more)
+        config = parseConfig(text, os.path.join(tempfile.gettempdir(), "upstreams-bench.toml"))
+        service = ProxyService(config, bindListeners(config), reactor, accessLog=MemoryAccessLog())
+        service.startService()
+        victim = service.upstreams.get("app").members[0]
+        connecting = connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", service.ports[0].getHost().port), Client()
+        )
+        client = []
+        connecting.addCallback(client.append)
+        timeUntil(lambda: client and len(client[0].answers) > 300)
         stopped = ports[0].stopListening()
+        died = time.monotonic()
         timeUntil(lambda: stopped.called)
-        started = time.monotonic()
-        probe = socket.socket()
-        try:
-            probe.connect(("127.0.0.1", numbers[0]))
-        except OSError as e:
-            victim.failed(e.strerror or "refused")
-        probe.close()
-        assert all(app.choose().member is not victim for _ in range(6))
-        results["passive"] = time.monotonic() - started
+        timeUntil(lambda: not victim.up)
+        down = time.monotonic() - died
+        answers = client[0].answers
+        during = [a for t, a in answers if died <= t <= died + down]
+        ports[0] = reactor.listenTCP(numbers[0], factories[0], interface="127.0.0.1")
+        restarted = time.monotonic()
+        timeUntil(lambda: victim.up)
+        back = time.monotonic() - restarted
+        timeUntil(lambda: any(a == b"a" for t, a in client[0].answers if t > restarted))
+        errors = [a for t, a in answers if t >= died and a not in (b"a", b"b", b"c")]
+        client[0].transport.loseConnection()
+        stopping = service.stopService()
+        timeUntil(lambda: stopping.called)
+        return down, len(during), errors, back
 
-    run()
+    print("From a member's death to its traffic moving away, through the proxy")
+    print("(3 members, loopback, a client sending GETs back to back):")
+    down, count, errors, back = measure("fail_timeout = 2")
+    print("  passive (max_fails 1, fail_timeout 2): down after {:.2f} ms, {} requests".format(
+        down * 1000, count))
+    print("    until then, {} client errors; back after {:.2f} s (fail_timeout)".format(
+        len(errors), back))
+    down, count, errors, back = measure(
+        "max_fails = 0\ncheck = { interval = 0.5, timeout = 0.25, rise = 2, fall = 2 }"
+    )
+    print("  active (interval 0.5, fall 2, timeout 0.25): down after {:.2f} s, {} requests".format(
+        down, count))
+    print("    until then (those sent to it refused, and sent on), {} client errors".format(
+        len(errors)))
+    print("  back after a restart (active, rise 2): {:.2f} s".format(back))
     for port in ports:
         port.stopListening()
-    print("From a member's death to its traffic moving away (3 members, loopback):")
-    print("  passive (max_fails 1): {:.2f} ms: the first request to it fails, is".format(
-        results["passive"] * 1000))
-    print("    retried on another member, and the next choices avoid it")
-    print("  active (interval 0.5, fall 2, timeout 0.25): {:.2f} s".format(results["active down"]))
-    print("  back after a restart (active, rise 2): {:.2f} s".format(results["active up"]))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 What a member choice reads of a request, as pure functions over plain
 values: the request view (L{SelectionRequest}), the SockJS session key in a
 path (L{sockjsKey}), the key the C{hash} policy hashes (L{requestKey}), and
-the affinity cookie (L{setCookieValue}, L{stripCookie}).
+the affinity cookie (L{setCookieValue}, L{stripCookie}, L{withoutCookie}).
 
 SockJS and Shiny Server URLs
 ============================
@@ -236,3 +236,23 @@ def stripCookie(headerValue, name):
         if pair.partition(b"=")[0].strip() != name and pair.strip()
     ]
     return b"; ".join(kept) or None
+
+
+def withoutCookie(headers, name):
+    """
+    Request headers without the affinity cookie in their C{Cookie} values
+    (L{stripCookie}); a C{Cookie} header left empty is dropped.
+
+    @param headers: C{(name, values)} pairs, as Twisted's
+        C{Headers.getAllRawHeaders} gives them.
+    @param name: the affinity cookie's name (L{bytes}).
+    @return: a L{list} of C{(name, values)} pairs.
+    """
+    out = []
+    for header, values in headers:
+        if header.lower() == b"cookie":
+            values = [v for v in (stripCookie(value, name) for value in values) if v is not None]
+            if not values:
+                continue
+        out.append((header, values))
+    return out

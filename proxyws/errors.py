@@ -56,10 +56,13 @@ class ResponseError(ProxyError):
     @cvar status: the HTTP status code sent to the client.
     @cvar phrase: the reason phrase of that status.
     @ivar detail: a short plain-text explanation, safe to show to clients.
+    @ivar fields: C{(name, value)} header fields the answer carries besides
+        the error page's own (such as C{Retry-After}).
     """
 
     status = 500
     phrase = b"Internal Server Error"
+    fields = ()
 
     def __init__(self, detail):
         self.detail = detail
@@ -145,6 +148,26 @@ class ServiceUnavailable(ResponseError):
 
     status = 503
     phrase = b"Service Unavailable"
+
+
+class UpstreamUnavailable(ServiceUnavailable):
+    """
+    No member of an upstream can take the request: every member is down,
+    draining (for a request without a sticky member) or already tried.
+    The client gets 503 with C{Retry-After: retryAfter}.
+
+    @ivar upstream: the upstream's name.
+    @ivar retryAfter: whole seconds after which a member may be back (at
+        least 1).
+    """
+
+    def __init__(self, upstream, retryAfter):
+        ServiceUnavailable.__init__(
+            self, "no member of upstream {} is available".format(upstream)
+        )
+        self.upstream = upstream
+        self.retryAfter = retryAfter
+        self.fields = ((b"Retry-After", b"%d" % retryAfter),)
 
 
 class AccessRuleError(ProxyError, ValueError):
@@ -339,25 +362,6 @@ class BadExtension(BadResponse):
     """
 
 
-class UpstreamUnavailable(ServiceUnavailable):
-    """
-    No member of an upstream can take the request: every member is down,
-    draining (for a request without a sticky member) or already tried.
-    The request path answers 503 with C{Retry-After: retryAfter}.
-
-    @ivar upstream: the upstream's name.
-    @ivar retryAfter: whole seconds after which a member may be back (at
-        least 1).
-    """
-
-    def __init__(self, upstream, retryAfter):
-        ServiceUnavailable.__init__(
-            self, "no member of upstream {} is available".format(upstream)
-        )
-        self.upstream = upstream
-        self.retryAfter = retryAfter
-
-
 def errorPage(request, error):
     """
     Answer C{request} with the status of a L{ResponseError} and a short
@@ -365,7 +369,7 @@ def errorPage(request, error):
 
     @param request: a L{proxyws.site.ProxyRequest} whose response has not
         started.
-    @param error: a L{ResponseError}.
+    @param error: a L{ResponseError}; its C{fields} go with the answer.
     """
     body = "{} {}\n\n{}\n".format(
         error.status, error.phrase.decode("ascii"), error.detail
@@ -375,5 +379,7 @@ def errorPage(request, error):
     headers.setRawHeaders(b"Date", [datetimeToString()])
     headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
     headers.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
+    for name, value in error.fields:
+        headers.addRawHeader(name, value)
     request.write(body)
     request.finish()

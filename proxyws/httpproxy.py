@@ -16,16 +16,32 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from . import headers as rules
-from .errors import BadGateway, BadResponse, GatewayTimeout, errorPage
+from .affinity import withoutCookie
+from .errors import BadGateway, GatewayTimeout, errorPage
 from .heads import encodeRequestHead, encodeResponseHead
 from .interfaces import IRouteHandler
 from .logs import ProxyLogger
+from .resend import (
+    CLOSED,
+    CONNECT,
+    INVALID,
+    NEXT,
+    SAME,
+    STALE,
+    TIMEOUT,
+    TLS,
+    failureKind,
+    resendTo,
+)
 from .routing import urlHost
 
-# Methods that may be sent again on a fresh connection when a kept-alive one
-# turned out to be closed before any response came (RFC 9110 9.2.2), and
-# only when they carry no body.
-IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+# What the client is told when a connection failed before the answer.
+_REQUEST_FAILURES = {
+    TLS: "the TLS handshake with the backend failed",
+    STALE: "the backend closed the connection without a response",
+    CLOSED: "the backend closed the connection without a response",
+    INVALID: "the backend sent an invalid response",
+}
 
 # Request headers the proxy does not pass on besides the hop-by-hop ones: it
 # answers "Expect: 100-continue" itself, and the HTTP client writes the
@@ -216,13 +232,25 @@ class _Exchange:
       - streaming (L{responded}): relaying the response body;
       - done (L{_done}): finished, failed or cancelled.
 
+    A failure before any of the answer was relayed (L{_backendFailed})
+    starts it over (L{start}) where L{proxyws.resend.RESEND} allows: on a new connection
+    to the same backend, or to the next one (L{_nextBackend}: an upstream
+    route's next member).
+
     @ivar request: the client's request.
     """
+
+    # The affinity cookie of an upstream, which the backend never sees, and
+    # the fields the answer carries besides the backend's (the cookie that
+    # names its member).
+    _strippedCookie = None
+    _addedFields = None
 
     def __init__(self, reactor, pool, route, request, target, body):
         self._reactor = reactor
         self._pool = pool
         self._route = route
+        self._backend = route.backend
         self.request = request
         self._target = target
         self._body = body
@@ -237,20 +265,45 @@ class _Exchange:
         """
         Get a connection to the backend.
         """
-        route = self._route
+        backend = self._backend
         if not fresh:
-            connection = self._pool.takeIdle(route.backend)
+            connection = self._pool.takeIdle(backend)
             if connection is not None:
                 self._connected(connection)
                 return
         # No idle connection to take (or none wanted): a new one, or the
         # next one freed when the backend's connection limit is reached.
-        self._pending = self._pool.connection(route.backend, route.connectTimeout, fresh=True)
+        self._pending = self._pool.connection(backend, self._route.connectTimeout, fresh=True)
         self._pending.addCallbacks(self._connected, self._connectFailed)
 
     def _connectFailed(self, reason):
         if not reason.check(CancelledError):
-            self._fail(connectError(reason), reason)
+            self._backendFailed(CONNECT, connectError(reason), reason)
+
+    def _backendFailed(self, kind, error, reason):
+        """
+        The request failed before any of its answer was relayed: send it
+        again where L{proxyws.resend.RESEND} allows, else answer
+        C{error}.
+
+        @param kind: how it failed (see L{failureKind}).
+        @param error: the L{proxyws.errors.ResponseError} for the client.
+        @param reason: what happened, for the log (or L{None}).
+        """
+        where = resendTo(kind, self.request.method, self._body is not None)
+        if where is SAME or (where is NEXT and self._nextBackend()):
+            self._cancelTimer()
+            self.start(fresh=where is SAME)
+            return
+        self._fail(error, reason)
+
+    def _nextBackend(self):
+        """
+        Take another backend for the request, if there is one to try.
+
+        @return: whether there is (a plain route has only its backend).
+        """
+        return False
 
     def _connected(self, connection):
         self._connection = connection
@@ -272,9 +325,10 @@ class _Exchange:
                 framing = ((b"Transfer-Encoding", b"chunked"),)
         elif request.method in _BODY_EXPECTED:
             framing = ((b"Content-Length", b"0"),)
-        return encodeRequestHead(
-            request.method, self._target, backendRequestHeaders(request, self._route), framing
+        fields = backendRequestHeaders(
+            request, self._route, _NOT_FORWARDED, self._backend, self._strippedCookie
         )
+        return encodeRequestHead(request.method, self._target, fields, framing)
 
     def _startResponseTimer(self):
         if (
@@ -295,23 +349,10 @@ class _Exchange:
         connection, self._connection = self._connection, None
         if self._finished:
             return
-        if (
-            connection.reused
-            and not responded
-            and self._timeoutError is None
-            and self._body is None
-            and self.request.method in IDEMPOTENT
-        ):
-            # A kept-alive connection the backend had closed: try a new one.
-            self._cancelTimer()
-            self.start(fresh=True)
-            return
-        if isinstance(error, BadResponse):
-            self._fail(BadGateway("the backend sent an invalid response"), error)
-        elif getattr(error, "tlsFailed", False):
-            self._fail(BadGateway("the TLS handshake with the backend failed"), error)
-        else:
-            self._fail(BadGateway("the backend closed the connection without a response"), error)
+        timedOut = self._timeoutError is not None
+        kind = failureKind(error, responded, connection.reused, timedOut)
+        answer = self._timeoutError if timedOut else BadGateway(_REQUEST_FAILURES[kind])
+        self._backendFailed(kind, answer, error)
 
     def interim(self, head):
         """
@@ -330,7 +371,7 @@ class _Exchange:
             or request.channel is None
         ):
             return
-        fields = relayedFields(request, self._route, head.fields)
+        fields = relayedFields(request, self._route, head.fields, self._backend)
         request.channel.write(encodeResponseHead(b"HTTP/1.1", head.code, head.phrase, fields))
 
     def responded(self, head, length, complete):
@@ -345,16 +386,15 @@ class _Exchange:
         """
         self._cancelTimer()
         request = self.request
+        fields = relayedFields(request, self._route, head.fields, self._backend)
+        if self._addedFields is not None:
+            fields += self._addedFields
         # Send the head now unless the whole body follows in this call: a
         # stream (server-sent events, xhr-streaming) must reach the client
         # before its first event, and an answer without a body before the
         # end of an upload (the request finishes only then).
         request.respond(
-            head.code,
-            head.phrase,
-            relayedFields(request, self._route, head.fields),
-            length,
-            now=not complete or self._body is not None,
+            head.code, head.phrase, fields, length, now=not complete or self._body is not None
         )
         if complete:
             # The whole body follows in this same call: no read timeout to
@@ -391,7 +431,7 @@ class _Exchange:
             "{method} {uri}: response from {backend} broke off: {reason}",
             method=request.method.decode("latin-1"),
             uri=request.uri.decode("latin-1"),
-            backend=self._route.backend.url,
+            backend=self._backend.url,
             reason=self._timeoutError.detail if self._timeoutError else str(error),
         )
         self._done()
@@ -447,7 +487,7 @@ class _Exchange:
         if self._connection is not None:
             self._connection.transport.abortConnection()
         if not self.request.startedWriting:
-            self._fail(error, None)
+            self._backendFailed(TIMEOUT, error, None)
 
     def _fail(self, error, reason):
         if self._finished:
@@ -464,7 +504,7 @@ class _Exchange:
             method=request.method.decode('latin-1'),
             uri=request.uri.decode('latin-1'),
             status=error.status,
-            backend=self._route.backend.url,
+            backend=self._backend.url,
             detail=_describe(reason) if reason is not None else error.detail,
         )
         if self._timeoutError is not None:
@@ -494,22 +534,38 @@ def frontOrigin(request):
     return request.scheme + b"://" + address + b":" + request.localPort
 
 
-def relayedFields(request, route, fields):
+def relayedFields(request, route, fields, backend=None):
     """
     The fields of a backend's response that the client gets (see
     L{proxyws.headers.responseFields}), for C{request} on C{route}.
+
+    @param backend: the L{proxyws.values.Backend} that answered (a member
+        of the route's upstream), or L{None} for the route's own.
     """
+    if backend is None:
+        backend = route.backend
     return rules.responseFields(
-        fields, route.backend.origin(route.backend.httpScheme), frontOrigin(request), route.reverse
+        fields, backend.origin(backend.httpScheme), frontOrigin(request), route.reverse
     )
 
 
-def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):
+def backendRequestHeaders(
+    request, route, excluded=_NOT_FORWARDED, backend=None, strippedCookie=None
+):
     """
     The headers to send to the backend for C{request} on C{route}.
 
     @param excluded: lower-cased names of client headers not to copy.
+    @param backend: the L{proxyws.values.Backend} the request goes to (a
+        member of the route's upstream), or L{None} for the route's own.
+    @param strippedCookie: the name (L{bytes}) of a cookie the backend must
+        not see (an upstream's affinity cookie), or L{None}.
     """
+    if backend is None:
+        backend = route.backend
+    items = list(request.requestHeaders.getAllRawHeaders())
+    if strippedCookie is not None:
+        items = withoutCookie(items, strippedCookie)
     added = ()
     subjectHeader = request.channel.subjectHeader
     if subjectHeader is not None:
@@ -518,12 +574,12 @@ def backendRequestHeaders(request, route, excluded=_NOT_FORWARDED):
         if subjectHeader[1] is not None:
             added = ((subjectHeader[0], [subjectHeader[1]]),)
     return rules.requestHeaders(
-        list(request.requestHeaders.getAllRawHeaders()),
+        items,
         clientAddress=request.peerHost.encode("ascii"),
         scheme=request.scheme,
         frontHost=request.hostHeader,
         frontPort=request.localPort,
-        backendHost=route.backend.hostHeader,
+        backendHost=backend.hostHeader,
         preserveHost=route.preserveHost,
         dropped=excluded,
         added=added,

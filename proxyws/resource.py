@@ -43,10 +43,13 @@ class ReverseProxyResource(Resource):
     route's handler.
 
     @ivar stopping: set during a graceful stop; new requests get 503.
+    @ivar upstreams: the L{proxyws.upstream.Upstreams} registry the
+        handlers of upstream routes choose members from, or L{None}.
     """
 
     isLeaf = True
     stopping = False
+    upstreams = None
 
     def __init__(
         self, router, httpHandlers, webSocketHandlers=None, gate=None, unknownHost=404
@@ -138,6 +141,9 @@ class ReverseProxyResource(Resource):
         return NOT_DONE_YET
 
     def _dispatch(self, request, found, body):
+        # The handler of an upstream route reads the match (the normalized
+        # path, a match route's groups) to choose a member.
+        request.routeMatch = found
         index = found.route.index
         if index in self._webSockets and isWebSocketUpgrade(request):
             return self._webSockets[index].proxy(request, found.target, body)

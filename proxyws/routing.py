@@ -239,16 +239,23 @@ def backendTarget(route, path, query):
         when the route does not match C{path}.
     """
     if route.match is None:
-        if not prefixMatches(route.prefix, path):
-            return None
-        target = route.backend.path + path[len(route.prefix) :]
-        if target[:1] != b"/":
-            target = b"/" + target
-        return withQuery(target, query)
+        return prefixTarget(route, path, query)
     found = route.match.search(path)
     if found is None:
         return None
     return withQuery(expandTemplate(route.template, found), query)
+
+
+def prefixTarget(route, path, query):
+    """
+    L{backendTarget} for a prefix route.
+    """
+    if not prefixMatches(route.prefix, path):
+        return None
+    target = route.backend.path + path[len(route.prefix) :]
+    if target[:1] != b"/":
+        target = b"/" + target
+    return withQuery(target, query)
 
 
 class RouteMatch:
@@ -257,13 +264,18 @@ class RouteMatch:
 
     @ivar route: the L{proxyws.config.Route} that matched.
     @ivar target: the request target to send to the backend.
+    @ivar path: the normalized request path the route matched.
+    @ivar match: the L{re.Match} of a C{match} route (its groups choose
+        members of an upstream with C{hash = "match:N"}), or L{None}.
     """
 
-    __slots__ = ("route", "target")
+    __slots__ = ("route", "target", "path", "match")
 
-    def __init__(self, route, target):
+    def __init__(self, route, target, path=None, match=None):
         self.route = route
         self.target = target
+        self.path = path
+        self.match = match
 
 
 @implementer(IRouter)
@@ -336,9 +348,15 @@ class Router:
         for route in table:
             if route.hosts and not hostMatches(route.hosts, hostName):
                 continue
-            backend = backendTarget(route, path, query)
-            if backend is not None:
-                return RouteMatch(route, backend)
+            if route.match is None:
+                backend = prefixTarget(route, path, query)
+                if backend is not None:
+                    return RouteMatch(route, backend, path)
+                continue
+            found = route.match.search(path)
+            if found is not None:
+                target = withQuery(expandTemplate(route.template, found), query)
+                return RouteMatch(route, target, path, found)
         return None
 
 

@@ -40,7 +40,6 @@ from .changes import (
 from .config import loadAndCheck, problemsOf
 from .errors import ConfigError
 from .gate import Gate
-from .httpproxy import HTTPRouteHandler
 from .internals import quietAutobahnDebugLogs
 from .logs import ProxyLogger, setLevel
 from .pool import BackendPool
@@ -50,12 +49,13 @@ from .site import ProxySite
 from .sockets import _bind
 from .timers import Deadline
 from .tls import BackendTLSPolicy, serverContext
-from .wsproxy import WebSocketRouteHandler
+from .upstream import Upstreams
+from .upstreamproxy import httpHandler, webSocketHandler
 
 _log = ProxyLogger()
 
 
-def buildRoot(config, reactor, pool=None, backendPolicy=None, gate=None):
+def buildRoot(config, reactor, pool=None, backendPolicy=None, gate=None, upstreams=None):
     """
     Build the root resource every listener serves, and the backend pool.
 
@@ -63,6 +63,10 @@ def buildRoot(config, reactor, pool=None, backendPolicy=None, gate=None):
         L{BackendPool} built from the config.
     @param backendPolicy: the config's L{BackendTLSPolicy}, when built.
     @param gate: the config's L{Gate}, when built.
+    @param upstreams: the L{Upstreams} registry the upstream routes choose
+        members from (the service's, updated to C{config}), or L{None} to
+        build one from the config (not started).  It is the root's
+        C{upstreams}.
     @return: C{(root, pool)}.
     """
     server = config.server
@@ -78,9 +82,13 @@ def buildRoot(config, reactor, pool=None, backendPolicy=None, gate=None):
             maxConnections=server.backendMaxConnections,
             tlsPolicy=backendPolicy,
         )
-    handlers = {route.index: HTTPRouteHandler(reactor, pool, route) for route in config.routes}
+    if upstreams is None:
+        upstreams = Upstreams.fromConfig(config, reactor, backendPolicy)
+    handlers = {
+        route.index: httpHandler(reactor, pool, route, upstreams) for route in config.routes
+    }
     webSockets = {
-        route.index: WebSocketRouteHandler(reactor, route, backendPolicy)
+        route.index: webSocketHandler(reactor, route, backendPolicy, upstreams)
         for route in config.routes
     }
     root = ReverseProxyResource(
@@ -90,6 +98,7 @@ def buildRoot(config, reactor, pool=None, backendPolicy=None, gate=None):
         gate=gate,
         unknownHost=server.unknownHost,
     )
+    root.upstreams = upstreams
     return root, pool
 
 
@@ -222,9 +231,13 @@ class ProxyService(Service):
         removed included, until the stop).
     @ivar ports: the listening ports, once started.
     @ivar pool: the L{BackendPool}, kept across reloads.
+    @ivar upstreams: the L{Upstreams} registry (members' states and active
+        checks), kept across reloads (each updates it); it stops after the
+        last request.
     """
 
     site = None
+    upstreams = None
     state = "serving"
     # Bind the listeners a reload adds with SO_REUSEPORT (in a worker).
     reusePort = False
@@ -276,7 +289,9 @@ class ProxyService(Service):
             maxConnections=server.backendMaxConnections,
             tlsPolicy=policy,
         )
-        root, _ = buildRoot(self.config, reactor, self.pool, policy, gate)
+        self.upstreams = Upstreams.fromConfig(self.config, reactor, policy)
+        self.upstreams.start()
+        root, _ = buildRoot(self.config, reactor, self.pool, policy, gate, self.upstreams)
         for listener, sock in self._sockets:
             if listener is self.config.demo:
                 from .demo import demoSite
@@ -421,7 +436,9 @@ class ProxyService(Service):
             maxConnections=server.backendMaxConnections,
             tlsPolicy=policy,
         )
-        root, _ = buildRoot(config, self._reactor, self.pool, policy, gate)
+        # Members whose URL and TLS settings stay keep their state.
+        self.upstreams.update(config, policy)
+        root, _ = buildRoot(config, self._reactor, self.pool, policy, gate, self.upstreams)
         self._updateListeners(config, root, contexts)
         for listener, sock in sockets:
             self._listen(listener, sock, self._factory(listener, root, contexts))
@@ -508,6 +525,7 @@ class ProxyService(Service):
             ],
             "routes": [_routeStatus(route, *routes[route.index]) for route in self.config.routes],
             "held_past_reload": {"connections": held[0], "websockets": held[1]},
+            "upstreams": list(self.upstreams.snapshot().values()) if self.upstreams else [],
         }
 
     def _inFlight(self, route):
@@ -531,6 +549,8 @@ class ProxyService(Service):
         for _, sock in self._sockets:
             sock.close()
         if self.site is None:
+            if self.upstreams is not None:
+                self.upstreams.stop()
             return None
         _log.info("proxyws stopping: waiting for requests in flight")
         for site in self.sites:
@@ -544,6 +564,7 @@ class ProxyService(Service):
         def done(_):
             deadline.cancel()
             self.pool.closeIdle()
+            self.upstreams.stop()
             self._accessLog.close()
             _log.info("proxyws stopped")
             finished.callback(None)

@@ -36,6 +36,7 @@ from zope.interface import implementer
 from .certificates import SUBKEYS, _authorities, _problemAt, loadCertificate, selectCertificate
 from .errors import ConfigError
 from .logs import ProxyLogger
+from .upstream import memberBackends
 
 _log = ProxyLogger()
 
@@ -468,43 +469,50 @@ def serverContext(config, listener):
 
 class BackendTLSPolicy:
     """
-    The TLS client settings of each https:// and wss:// backend, made once.
+    The TLS client settings of each https:// and wss:// backend, made once:
+    the routes' backends and every member of every upstream.
     """
 
     def __init__(self, config):
         self._creators = {}
-        for route in config.routes:
-            backend = route.backend
-            if not backend.secure or backend.key in self._creators:
-                continue
-            settings = backend.tls
-            keyPath = "route[{}].backend_tls".format(route.index)
-            if settings is None:
-                creator = backendCreator(backend.host, configPath=config.path, keyPath=keyPath)
-            else:
-                if not settings.verify:
-                    _log.warn(
-                        "backend {url}: its TLS certificate is NOT checked (verify = false)",
-                        url=backend.url,
-                    )
-                client = None
-                if settings.cert:
-                    client = loadCertificate(
-                        settings.cert, settings.key, None, config.path, keyPath
-                    )
-                creator = backendCreator(
-                    backend.host,
-                    ca=settings.ca,
-                    serverName=settings.serverName,
-                    verify=settings.verify,
-                    clientCertificate=client,
-                    configPath=config.path,
-                    keyPath=keyPath,
-                )
-            self._creators[backend.key] = creator
+        backends = [
+            ("route[{}].backend_tls".format(route.index), route.backend)
+            for route in config.routes
+        ]
+        backends += [(keyPath + ".url", backend) for keyPath, backend in memberBackends(config)]
+        for keyPath, backend in backends:
+            if backend.secure and backend.key not in self._creators:
+                self._creators[backend.key] = _backendCreator(config, backend, keyPath)
 
     def __call__(self, backend):
         """
         @return: the connection creator for C{backend}.
         """
         return self._creators[backend.key]
+
+
+def _backendCreator(config, backend, keyPath):
+    """
+    The connection creator of one https:// or wss:// backend, as its
+    C{backend_tls} says.
+    """
+    settings = backend.tls
+    if settings is None:
+        return backendCreator(backend.host, configPath=config.path, keyPath=keyPath)
+    if not settings.verify:
+        _log.warn(
+            "backend {url}: its TLS certificate is NOT checked (verify = false)",
+            url=backend.url,
+        )
+    client = None
+    if settings.cert:
+        client = loadCertificate(settings.cert, settings.key, None, config.path, keyPath)
+    return backendCreator(
+        backend.host,
+        ca=settings.ca,
+        serverName=settings.serverName,
+        verify=settings.verify,
+        clientCertificate=client,
+        configPath=config.path,
+        keyPath=keyPath,
+    )

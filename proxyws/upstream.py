@@ -10,7 +10,8 @@ per table, one L{MemberState} per member (L{proxyws.members}: up or down,
 draining, open connections and websockets, failures, the last check), the
 active checkers (L{proxyws.health}), and L{Upstreams.update} for a reload.
 
-The request path, for each request of an upstream route::
+The request path (L{proxyws.upstreamproxy}), for each request and
+websocket of an upstream route::
 
     upstream = upstreams.get(route.upstream)
     view = None
@@ -25,10 +26,11 @@ The request path, for each request of an upstream route::
     # the request sent on drops it (affinity.stripCookie).
     member.failed("connection refused")   # or member.succeeded()
 
-and answers L{UpstreamUnavailable} with 503 and C{Retry-After}.  The
-balancing policies are in L{proxyws.balancing}; the affinity keys (SockJS
-sessions, the member cookie) and the request view in L{proxyws.affinity};
-the health rules and checks in L{proxyws.health}.
+and answers L{UpstreamUnavailable} (in L{proxyws.errors}, named here too)
+with 503 and C{Retry-After}.  The balancing policies are in
+L{proxyws.balancing}; the affinity keys (SockJS sessions, the member
+cookie) and the request view in L{proxyws.affinity}; the health rules and
+checks in L{proxyws.health}.
 """
 
 import math
@@ -85,6 +87,8 @@ class Upstream:
     @ivar needsRequest: whether L{choose} reads the request (the C{hash}
         policy, or affinity); when false, the request path passes L{None}
         and builds no L{proxyws.affinity.SelectionRequest}.
+    @ivar cookieName: the name of the affinity cookie (L{bytes}), which
+        members never see, or L{None} without a cookie.
     """
 
     def __init__(self, settings, reactor, tlsPolicy, rng, probe=checkMember):
@@ -138,7 +142,7 @@ class Upstream:
         self.needsRequest = settings.policy == "hash" or settings.affinity != "none"
         self._selector = selectorFor(settings, self._random)
         self._byName = {member.name.encode("ascii"): member for member in members}
-        self._cookie = settings.cookie.name.encode("ascii") if settings.cookie else None
+        self.cookieName = settings.cookie.name.encode("ascii") if settings.cookie else None
         self._sockjs = settings.affinity == "sockjs"
         self.membersChanged()
         if settings.check is None:
@@ -231,8 +235,8 @@ class Upstream:
             key = sockjsKey(request.path)
             if key is not None:
                 return self._session(key, exclude).choice
-        if self._cookie is not None:
-            name = request.cookie(self._cookie)
+        if self.cookieName is not None:
+            name = request.cookie(self.cookieName)
             member = self._byName.get(name) if name else None
             if member is not None and member.up and member not in exclude:
                 return member.choice

@@ -210,8 +210,17 @@ class WebSocketRouteHandler:
                 body.stopProducing()
             errorPage(request, problem or BadRequest("a websocket handshake has no body"))
             return NOT_DONE_YET
-        Upgrade(self, request, target).start()
+        upgrade = self.newUpgrade(request, target)
+        if upgrade is not None:
+            upgrade.start()
         return NOT_DONE_YET
+
+    def newUpgrade(self, request, target):
+        """
+        @return: the L{Upgrade} of a checked upgrade request, or L{None}
+            when the request is answered already.
+        """
+        return Upgrade(self, request, target)
 
 
 class Upgrade:
@@ -230,9 +239,13 @@ class Upgrade:
       - failed (L{_fail}): the client got an error page.
     """
 
+    # The affinity cookie of an upstream, which the backend never sees.
+    _strippedCookie = None
+
     def __init__(self, handler, request, target):
         self._handler = handler
         self._route = handler.route
+        self._backend = handler.route.backend
         self._reactor = handler.reactor
         self.request = request
         self._target = target
@@ -261,8 +274,14 @@ class Upgrade:
             self._offers = wscompress.clientOffers(
                 request.requestHeaders.getRawHeaders(b"Sec-WebSocket-Extensions")
             )
+        self._connect()
+
+    def _connect(self):
+        """
+        Open the backend connection.
+        """
         endpoint = backendEndpoint(
-            self._reactor, route.backend, route.connectTimeout, self._handler.tlsPolicy
+            self._reactor, self._backend, self._route.connectTimeout, self._handler.tlsPolicy
         )
         self._connecting = endpoint.connect(BackendConnector(self, self._handler.clientFactory))
         self._connecting.addErrback(self._connectFailed)
@@ -271,7 +290,7 @@ class Upgrade:
         """
         @return: the backend URL this websocket is relayed to, as text.
         """
-        backend = self._route.backend
+        backend = self._backend
         return (backend.origin(backend.wsScheme) + self._target).decode("ascii", "replace")
 
     def _connectFailed(self, reason):
@@ -318,8 +337,11 @@ class Upgrade:
         request = self.request
         route = self._route
         headers = request.requestHeaders
-        forwarded = backendRequestHeaders(request, route, _HANDSHAKE_HEADERS)
-        hostName, port = urlHost(route.backend.host), route.backend.port
+        backend = self._backend
+        forwarded = backendRequestHeaders(
+            request, route, _HANDSHAKE_HEADERS, backend, self._strippedCookie
+        )
+        hostName, port = urlHost(backend.host), backend.port
         host = headers.getRawHeaders(b"Host")
         if route.preserveHost and host:
             hostName, port = _splitHost(
@@ -366,7 +388,7 @@ class Upgrade:
         if not self._offers and extensions:
             raise BadResponse("the backend accepted an extension it was not offered")
         answer = wscompress.acceptedAnswer(extensions, self._offers)
-        relayed = relayedFields(self.request, self._route, head.fields)
+        relayed = self._relayedFields(head.fields)
         extra = {}
         for name, value in relayed:
             if name.lower() not in _ANSWER_HANDSHAKE_FIELDS:
@@ -400,10 +422,16 @@ class Upgrade:
             code=head.code,
         )
         request.respond(
-            head.code, head.phrase, relayedFields(request, self._route, head.fields), len(body)
+            head.code, head.phrase, self._relayedFields(head.fields), len(body)
         )
         request.write(body)
         request.finish()
+
+    def _relayedFields(self, fields):
+        """
+        @return: the fields of the backend's answer the client gets.
+        """
+        return relayedFields(self.request, self._route, fields, self._backend)
 
     def backendFailed(self, reason):
         """
@@ -492,7 +520,13 @@ class Upgrade:
         request = self.request
         relay = Relay(self._route, self._reactor, request.channel.site, request)
         relay.backendURL = self.backendURL()
+        self._relayOpening(relay)
         socket, self._socket = self._socket, None
         self._connecting = None
         relay.start(request.channel, socket, socket.handshake.takeEarlyBytes(), self._deflate)
         socket.handshake = None
+
+    def _relayOpening(self, relay):
+        """
+        The L{Relay} of this websocket is about to start.
+        """

@@ -136,12 +136,16 @@ class Relay:
         one, and nothing a peer sends after its own close frame is read;
         each peer sent a close has L{CLOSE_TIMEOUT} to answer it;
       - closed (L{_finished}, when both connections are gone): every timer
-        stopped, the site told, the access-log line written.
+        stopped, the site and C{whenFinished} told, the access-log line
+        written.
 
     @ivar client: the client's L{Leg}.
     @ivar backend: the backend's L{Leg}.
+    @ivar whenFinished: callables (without arguments) called once both
+        connections are gone.
     """
 
+    whenFinished = ()
     retiring = False
     generation = 0
     # The client address counted against its limit of connections, if any.
@@ -477,6 +481,8 @@ class Relay:
         # the log) when it hears the last websocket is closed.
         site.log(request, status=101, size=self.client.sent)
         site.webSocketClosed(self)
+        for callback in self.whenFinished:
+            callback()
         _log.info(
             "websocket {uri} to {url} closed: {why}",
             uri=request.uri.decode("latin-1"),
