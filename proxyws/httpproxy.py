@@ -16,7 +16,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from . import headers as rules
-from .errors import BadGateway, BadResponse, GatewayTimeout, errorPage
+from .errors import BadGateway, BadResponse, GatewayTimeout, PluginFailed, errorPage
 from .heads import encodeRequestHead
 from .interfaces import IRouteHandler
 from .logs import ProxyLogger
@@ -217,7 +217,11 @@ class _Exchange:
       - done (L{_done}): finished, failed or cancelled.
 
     @ivar request: the client's request.
+    @ivar responseFilter: the route's L{proxyws.filters.ResponseFilters},
+        or L{None} (plugins).
     """
+
+    responseFilter = None
 
     def __init__(self, reactor, pool, route, request, target, body):
         self._reactor = reactor
@@ -332,6 +336,16 @@ class _Exchange:
         """
         self._cancelTimer()
         request = self.request
+        fields = relayedFields(request, self._route, head.fields)
+        if self.responseFilter is not None:
+            # The route's response filters (plugins) see the head first.
+            try:
+                fields = self.responseFilter(request, head.code, head.phrase, fields)
+            except PluginFailed as e:
+                self._fail(e, None)
+                # The body that follows in this read goes nowhere.
+                self.request = _Discarded
+                return
         # Send the head now unless the whole body follows in this call: a
         # stream (server-sent events, xhr-streaming) must reach the client
         # before its first event, and an answer without a body before the
@@ -339,7 +353,7 @@ class _Exchange:
         request.respond(
             head.code,
             head.phrase,
-            relayedFields(request, self._route, head.fields),
+            fields,
             length,
             now=not complete or self._body is not None,
         )
@@ -468,6 +482,20 @@ class _Exchange:
         self.request.whenGone = None
 
 
+class _Discarded:
+    """
+    Where the body of a response a plugin failed on goes (nowhere).
+    """
+
+    whenGone = None
+
+    @staticmethod
+    def write(data):
+        """
+        Drop C{data}.
+        """
+
+
 def frontOrigin(request):
     """
     The scheme and host of the proxy as the client named it.
@@ -522,7 +550,11 @@ class HTTPRouteHandler:
     Relays the plain HTTP requests of one route to its backend.
 
     @ivar route: the L{proxyws.values.Route}.
+    @ivar responseFilter: the route's L{proxyws.filters.ResponseFilters},
+        or L{None} (plugins).
     """
+
+    responseFilter = None
 
     def __init__(self, reactor, pool, route):
         """
@@ -544,6 +576,8 @@ class HTTPRouteHandler:
         @return: L{NOT_DONE_YET}.
         """
         exchange = _Exchange(self._reactor, self._pool, self.route, request, target, body)
+        if self.responseFilter is not None:
+            exchange.responseFilter = self.responseFilter
         request.whenGone = exchange.clientGone
         exchange.start()
         return NOT_DONE_YET

@@ -22,6 +22,7 @@ from .gate import Gate
 from .httpproxy import HTTPRouteHandler
 from .internals import quietAutobahnDebugLogs
 from .logs import ProxyLogger
+from .plugins import buildPlugins
 from .pool import BackendPool
 from .resource import ReverseProxyResource
 from .routing import Router
@@ -112,13 +113,16 @@ def _bind(config, keyPath, listener, port=None, reusePort=False):
     return sock
 
 
-def buildRoot(config, reactor, pool=None):
+def buildRoot(config, reactor, pool=None, plugins=None):
     """
     Build the root resource every listener serves, and the backend pool.
 
     @param pool: the L{proxyws.interfaces.IBackendPool} to use instead of a
         L{BackendPool} built from the config.
+    @param plugins: the L{proxyws.plugins.PluginSet} to use instead of
+        building the config's plugins.
     @return: C{(root, pool)}.
+    @raise ConfigError: when a plugin cannot be built.
     """
     server = config.server
     backendPolicy = BackendTLSPolicy(config)
@@ -135,6 +139,10 @@ def buildRoot(config, reactor, pool=None):
         route.index: WebSocketRouteHandler(reactor, route, backendPolicy)
         for route in config.routes
     }
+    # Plugins: only the handlers of routes that have them change.
+    if plugins is None:
+        plugins = buildPlugins(config, reactor)
+    plugins.install(handlers, webSockets)
     root = ReverseProxyResource(
         Router(config.routes, config.hosts),
         handlers,
@@ -145,15 +153,16 @@ def buildRoot(config, reactor, pool=None):
     return root, pool
 
 
-def buildSite(config, reactor, accessLog, listener=None, pool=None):
+def buildSite(config, reactor, accessLog, listener=None, pool=None, plugins=None):
     """
     Build a site serving C{config}, and its backend pool.
 
     @param listener: the L{proxyws.config.Listener} the site serves.
     @param pool: see L{buildRoot}.
+    @param plugins: see L{buildRoot}.
     @return: C{(site, pool)}.
     """
-    root, pool = buildRoot(config, reactor, pool)
+    root, pool = buildRoot(config, reactor, pool, plugins)
     site = ProxySite(
         root,
         accessLog,

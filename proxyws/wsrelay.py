@@ -17,7 +17,8 @@ writes, so a slow reader on one side pauses reading on the other.
 Whole messages: a feature that must see message contents (a websocket
 filter) gives a direction another passage (L{Relay.passage}), one that
 assembles, inflates and re-frames messages; nothing else in the relay
-changes.
+changes.  A route's websocket filters do so (L{proxyws.wsmessages}): the
+relay's C{messages} is then the websocket's message session.
 """
 
 import os
@@ -140,7 +141,12 @@ class Relay:
 
     @ivar client: the client's L{Leg}.
     @ivar backend: the backend's L{Leg}.
+    @ivar messages: the websocket's L{proxyws.wsmessages.MessageSession}
+        when its route has websocket filters, else L{None}: frames relay
+        as they are.
     """
+
+    messages = None
 
     def __init__(self, route, reactor, site, request, why=None):
         """
@@ -183,8 +189,9 @@ class Relay:
         )
         client.peer, backend.peer = backend, client
         # Bytes go straight from each connection to its passage.
-        clientEarly = channel.upgrade(_Receiver(self.passage(client), partial(self.lost, client)))
-        backendSocket.relayTo(_Receiver(self.passage(backend), partial(self.lost, backend)))
+        clientPassage, backendPassage = self.passage(client), self.passage(backend)
+        clientEarly = channel.upgrade(_Receiver(clientPassage, partial(self.lost, client)))
+        backendSocket.relayTo(_Receiver(backendPassage, partial(self.lost, backend)))
         for leg in (client, backend):
             _setBufferSize(leg.transport, route.wsBufferSize)
         client.transport.registerProducer(_Producer(backend.transport), True)
@@ -197,9 +204,9 @@ class Relay:
             self._idle = Deadline(self._reactor)
             self._idle.start(route.wsIdleTimeout, self._idleTimedOut)
         if clientEarly:
-            self.forward(client, clientEarly)
+            clientPassage(clientEarly)
         if backendEarly and not backend.gone:
-            self.forward(backend, backendEarly)
+            backendPassage(backendEarly)
 
     # Frames.
 
@@ -217,6 +224,8 @@ class Relay:
 
         @return: a callable taking the bytes.
         """
+        if self.messages is not None:
+            return self.messages.passage(leg)
         return partial(self.forward, leg)
 
     def forward(self, leg, data):
@@ -355,6 +364,27 @@ class Relay:
             if not leg.gone and not leg.closeSent:
                 self._sendClose(leg, code, reason.encode("utf-8"))
 
+    def refuse(self, leg, code, text):
+        """
+        A passage refuses what C{leg}'s peer sent (a message too big once
+        inflated): nothing more is read from it, and both peers get a close
+        frame with C{code}.  The passage writes whole frames only, so the
+        other peer is at a frame boundary.
+
+        @param text: the close reason (text).
+        """
+        self._note(leg, code, text)
+        leg.closeReceived = True
+        self.closeBoth(code, text, self._why)
+
+    def broken(self, leg, text):
+        """
+        A passage found a frame no peer may send from C{leg}'s peer: drop
+        both connections, as for the frames L{forward} refuses.
+        """
+        self._note(leg, 1002, text)
+        self.abort()
+
     def _tooBig(self, leg, data, offset):
         """
         C{leg}'s peer sent a message over the route's C{max_message_size}:
@@ -450,6 +480,8 @@ class Relay:
         request = self.request
         site = self._site
         site.webSocketClosed(self)
+        if self.messages is not None:
+            self.messages.finished()
         site.log(request, status=101, size=self.client.sent)
         _log.info(
             "websocket {uri} to {url} closed: {why}",
