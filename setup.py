@@ -40,7 +40,12 @@ setup(
         "txredisapi>=1.4.10,<2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "websockets>=13,<18"],
+        "test": [
+            "pytest>=8,<10",
+            "websockets>=13,<18",
+            "h11>=0.14,<1",
+            "hypothesis>=6.100,<7",
+        ],
     },
     classifiers=[
         "Framework :: Twisted",

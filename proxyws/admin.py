@@ -281,7 +281,7 @@ class AdminService(Service):
         @param address: the address to listen on (C{[admin] address}).
         @param port: the port (C{[admin] port}).
         @param sock: a socket already bound and listening there (as
-            C{proxyws.service.bindListeners} binds the proxy's, so that a
+            C{proxyws.sockets.bindListeners} binds the proxy's, so that a
             port in use stops start-up), or L{None} to bind at start.
         """
         self._site = site

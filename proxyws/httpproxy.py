@@ -217,11 +217,7 @@ class _Exchange:
       - done (L{_done}): finished, failed or cancelled.
 
     @ivar request: the client's request.
-    @ivar responseFilter: the route's L{proxyws.filters.ResponseFilters},
-        or L{None} (plugins).
     """
-
-    responseFilter = None
 
     def __init__(self, reactor, pool, route, request, target, body):
         self._reactor = reactor
@@ -337,10 +333,10 @@ class _Exchange:
         self._cancelTimer()
         request = self.request
         fields = relayedFields(request, self._route, head.fields)
-        if self.responseFilter is not None:
+        if self.handler.responseFilter is not None:
             # The route's response filters (plugins) see the head first.
             try:
-                fields = self.responseFilter(request, head.code, head.phrase, fields)
+                fields = self.handler.responseFilter(request, head.code, head.phrase, fields)
             except PluginFailed as e:
                 self._fail(e, None)
                 # The body that follows in this read goes nowhere.
@@ -475,6 +471,7 @@ class _Exchange:
 
     def _done(self):
         self._finished = True
+        self.handler.inFlight -= 1
         self._cancelTimer()
         # The request and the exchange refer to each other until here: let
         # reference counting free both once the response is out, rather
@@ -565,6 +562,7 @@ class HTTPRouteHandler:
         self._reactor = reactor
         self._pool = pool
         self.route = route
+        self.inFlight = 0
 
     def proxy(self, request, target, body):
         """
@@ -576,8 +574,8 @@ class HTTPRouteHandler:
         @return: L{NOT_DONE_YET}.
         """
         exchange = _Exchange(self._reactor, self._pool, self.route, request, target, body)
-        if self.responseFilter is not None:
-            exchange.responseFilter = self.responseFilter
+        exchange.handler = self
+        self.inFlight += 1
         request.whenGone = exchange.clientGone
         exchange.start()
         return NOT_DONE_YET

@@ -108,6 +108,16 @@ class BackendPool:
         self._waiting = {}
         self._factories = {}
 
+    def configure(self, maxIdle, idleTimeout, maxConnections, tlsPolicy):
+        """
+        Take new limits and TLS settings (a reload): connections kept now
+        stay, new ones follow them.
+        """
+        self._maxIdle = maxIdle
+        self._idleTimeout = idleTimeout
+        self._maxConnections = maxConnections
+        self._tlsPolicy = tlsPolicy
+
     def connection(self, backend, connectTimeout, fresh=False):
         """
         Get a connection to C{backend} to send one request on.

@@ -200,6 +200,7 @@ SERVER_KEYS = {
     "log_level": (_logLevel, "info"),  # least severe message written
     "client_timeout": (_seconds, 75.0),  # idle keep-alive client (nginx 75s)
     "shutdown_timeout": (_seconds, 30.0),  # in-flight requests on SIGTERM
+    "reload_grace": (_seconds, 60.0),  # websockets of removed routes, after a reload
     "connect_timeout": (_seconds, 60.0),  # default for routes (nginx 60s)
     "response_timeout": (_seconds, 60.0),  # wait for backend response head
     "read_timeout": (_seconds, 60.0),  # backend silent while sending a body

@@ -1,32 +1,54 @@
 """
-The running server: listeners, the site, the backend pool and the logs, and
-a graceful stop.
+The running server: listeners, sites, the backend pool and the logs; a
+reload in place; a graceful stop.
 
-Listening sockets are bound by L{bindListeners} while the command line is
+Listening sockets are bound (L{proxyws.sockets}) while the command line is
 parsed, before twistd daemonizes or anything starts, so that a port already
-in use stops start-up with one clear line.  L{ProxyService} adopts them.
+in use stops start-up with one clear line; L{ProxyService} adopts them.
+
+A reload (SIGHUP, or C{POST /reload} on the admin listener) reads and checks
+the whole new config first, certificates, htpasswd files and new listening
+addresses included, and changes nothing if anything is wrong.  Then it
+builds a new root resource and hands it to every site: new requests take
+the new routes, requests in flight finish on the old ones, and open
+websockets and keep-alive connections stay up.  A websocket whose route is
+gone (L{proxyws.changes}) is closed with 1001 after C{reload_grace}
+seconds.
 """
 
 import signal
-import socket
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.protocol import Factory
 from twisted.protocols.haproxy import proxyEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from . import __version__
 from .accesslog import AccessLog
+from .admin import ReloadResult
+from .changes import (
+    certificateChanges,
+    certificateFiles,
+    listenerChanges,
+    listenerKey,
+    routeChanges,
+    routeIdentity,
+    summary,
+)
+from .config import loadConfig
 from .errors import ConfigError
 from .gate import Gate
 from .httpproxy import HTTPRouteHandler
 from .internals import quietAutobahnDebugLogs
-from .logs import ProxyLogger
+from .logs import ProxyLogger, setLevel
 from .plugins import buildPlugins
 from .pool import BackendPool
 from .resource import ReverseProxyResource
 from .routing import Router
 from .site import ProxySite
+from .sockets import _bind
 from .timers import Deadline
 from .tls import BackendTLSPolicy, serverContext
 from .wsproxy import WebSocketRouteHandler
@@ -34,98 +56,22 @@ from .wsproxy import WebSocketRouteHandler
 _log = ProxyLogger()
 
 
-def bindListeners(config):
-    """
-    Bind and listen on every socket the config asks for.
-
-    @param config: a L{proxyws.config.Config}.
-    @return: a L{list} of C{(listener, socket)}, with the demo backend's
-        socket last when the config has one (its listener is the
-        L{proxyws.config.DemoSettings}).
-    @raise ConfigError: when an address cannot be bound.
-    """
-    wanted = [("listen[{}]".format(i), l) for i, l in enumerate(config.listeners)]
-    if config.demo is not None:
-        wanted.append(("demo", config.demo))
-    bound = []
-    try:
-        for keyPath, listener in wanted:
-            bound.append((listener, _bind(config, keyPath, listener)))
-    except ConfigError:
-        for _, sock in bound:
-            sock.close()
-        raise
-    return bound
-
-
-def bindWorkers(config, count):
-    """
-    Bind the listeners once per worker, and the demo backend once.
-
-    @return: C{(demo, perWorker)}: the demo's C{(settings, socket)} list
-        (empty without a demo) and, for each worker, its list of
-        C{(listener, socket)} in the order of the config's listeners.
-    @raise ConfigError: when an address cannot be bound.
-    """
-    from .workers import bindShared
-
-    copies = []
-    try:
-        for index, listener in enumerate(config.listeners):
-            copies.append(bindShared(config, "listen[{}]".format(index), listener, count))
-        demo = []
-        if config.demo is not None:
-            demo.append((config.demo, _bind(config, "demo", config.demo)))
-    except ConfigError:
-        for sockets in copies:
-            for sock in sockets:
-                sock.close()
-        raise
-    perWorker = [
-        [(listener, copies[n][worker]) for n, listener in enumerate(config.listeners)]
-        for worker in range(count)
-    ]
-    return demo, perWorker
-
-
-def _bind(config, keyPath, listener, port=None, reusePort=False):
-    family = socket.AF_INET6 if ":" in listener.address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reusePort:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            # "::" means IPv6 only; list "0.0.0.0" too for IPv4.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((listener.address, listener.port if port is None else port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError as e:
-        sock.close()
-        raise ConfigError(
-            config.path,
-            keyPath,
-            "cannot listen on {} port {}: {}".format(
-                listener.address, listener.port, e.strerror or e
-            ),
-        ) from None
-    return sock
-
-
-def buildRoot(config, reactor, pool=None, plugins=None):
+def buildRoot(config, reactor, pool=None, backendPolicy=None, gate=None, plugins=None):
     """
     Build the root resource every listener serves, and the backend pool.
 
     @param pool: the L{proxyws.interfaces.IBackendPool} to use instead of a
         L{BackendPool} built from the config.
-    @param plugins: the L{proxyws.plugins.PluginSet} to use instead of
-        building the config's plugins.
+    @param backendPolicy: the config's L{BackendTLSPolicy}, when built.
+    @param gate: the config's L{Gate}, when built.
+    @param plugins: the config's L{proxyws.plugins.PluginSet}, when built.
     @return: C{(root, pool)}.
-    @raise ConfigError: when a plugin cannot be built.
     """
     server = config.server
-    backendPolicy = BackendTLSPolicy(config)
+    if backendPolicy is None:
+        backendPolicy = BackendTLSPolicy(config)
+    if gate is None:
+        gate = Gate.forConfig(config, reactor)
     if pool is None:
         pool = BackendPool(
             reactor,
@@ -139,7 +85,7 @@ def buildRoot(config, reactor, pool=None, plugins=None):
         route.index: WebSocketRouteHandler(reactor, route, backendPolicy)
         for route in config.routes
     }
-    # Plugins: only the handlers of routes that have them change.
+    # Plugins: only the handlers of the routes that have some change.
     if plugins is None:
         plugins = buildPlugins(config, reactor)
     plugins.install(handlers, webSockets)
@@ -147,7 +93,7 @@ def buildRoot(config, reactor, pool=None, plugins=None):
         Router(config.routes, config.hosts),
         handlers,
         webSockets,
-        gate=Gate.forConfig(config, reactor),
+        gate=gate,
         unknownHost=server.unknownHost,
     )
     return root, pool
@@ -162,7 +108,7 @@ def buildSite(config, reactor, accessLog, listener=None, pool=None, plugins=None
     @param plugins: see L{buildRoot}.
     @return: C{(site, pool)}.
     """
-    root, pool = buildRoot(config, reactor, pool, plugins)
+    root, pool = buildRoot(config, reactor, pool, plugins=plugins)
     site = ProxySite(
         root,
         accessLog,
@@ -214,21 +160,87 @@ def stopOnSignals(reactor):
     reactor.callWhenRunning(install)
 
 
+def prepare(config, reactor=None):
+    """
+    Build what serving C{config} needs beyond parsing it, checking it as
+    start-up does: the TLS contexts of its listeners, the backend TLS
+    settings, the htpasswd files, the plugins.
+
+    @return: C{(contexts, backendPolicy, gate, plugins)}; C{contexts} maps
+        each TLS listener's key to its context factory.
+    @raise ConfigError: for the first problem found.
+    """
+    contexts = {}
+    for listener in config.listeners:
+        if listener.tls is not None:
+            contexts[listenerKey(listener)] = serverContext(config, listener)
+    policy, gate = BackendTLSPolicy(config), Gate.forConfig(config, reactor)
+    return contexts, policy, gate, buildPlugins(config, reactor)
+
+
+class ListenerFactory(Factory):
+    """
+    What a listening port builds its connections with: its site, behind
+    TLS when the listener has it.  A reload swaps what is behind it, for
+    new connections.
+
+    @ivar site: the L{ProxySite}.
+    @ivar tls: the C{TLSMemoryBIOFactory} wrapping the site, or L{None}.
+    """
+
+    noisy = False
+
+    def __init__(self, site, tls=None):
+        self.site = site
+        self.tls = tls
+
+    def buildProtocol(self, addr):
+        """
+        @return: a connection of the site, behind TLS when there is TLS.
+        """
+        return (self.tls or self.site).buildProtocol(addr)
+
+    def logPrefix(self):
+        """
+        @return: the site's, for the port's log lines.
+        """
+        return self.site.logPrefix()
+
+    def startFactory(self):
+        """
+        The port listens: start the site.
+        """
+        self.site.doStart()
+
+    def stopFactory(self):
+        """
+        The port is closed: stop the site.
+        """
+        self.site.doStop()
+
+
 class ProxyService(Service):
     """
-    Serves a config on pre-bound sockets until stopped.
+    Serves a config on pre-bound sockets until stopped; reloads in place.
 
-    @ivar site: the L{ProxySite}, once started.
+    @ivar config: the config in force.
+    @ivar state: C{"serving"}, or C{"stopping"} once a graceful stop began.
+    @ivar sites: every L{ProxySite}, one per listener (those a reload
+        removed included, until the stop).
     @ivar ports: the listening ports, once started.
+    @ivar pool: the L{BackendPool}, kept across reloads.
     """
 
     site = None
+    state = "serving"
+    # Bind the listeners a reload adds with SO_REUSEPORT (in a worker).
+    reusePort = False
     _stopped = None
 
     def __init__(self, config, sockets, reactor, accessLog=None):
         """
         @param config: a L{proxyws.config.Config}.
-        @param sockets: the result of L{bindListeners}.
+        @param sockets: the result of L{proxyws.sockets.bindListeners}.
         @param reactor: the reactor to run on.
         @param accessLog: an C{IAccessLog} to use instead of opening the
             config's C{access_log}.
@@ -238,8 +250,17 @@ class ProxyService(Service):
         self._reactor = reactor
         self.ports = []
         self.sites = []
-        self._pool = None
+        self._listening = {}
+        self.pool = None
         self._accessLog = accessLog
+        self._ownLog = accessLog is None
+        self._reloading = False
+        self.generation = 0
+        self.startedAt = self.loadedAt = None
+
+    @property
+    def _pool(self):
+        return self.pool
 
     def startService(self):
         """
@@ -247,28 +268,71 @@ class ProxyService(Service):
         """
         Service.startService(self)
         quietAutobahnDebugLogs()
+        reactor = self._reactor
+        self.startedAt = self.loadedAt = reactor.seconds()
         if self._accessLog is None:
             self._accessLog = AccessLog.open(self.config.server.accessLog)
-            onSignal(signal.SIGUSR1, self._reactor, self.reopenLogs)
-        root, self._pool = buildRoot(self.config, self._reactor)
-        for index, (listener, sock) in enumerate(self._sockets):
-            factory = self._factoryFor(listener, root)
-            family = sock.family
-            # The endpoint takes the descriptor over (and closes it).
-            endpoint = AdoptedStreamServerEndpoint(self._reactor, sock.detach(), family)
-            if getattr(listener, "proxyProtocol", False):
-                # Connections start with a PROXY protocol header (v1 or v2).
-                endpoint = proxyEndpoint(endpoint)
-            endpoint.listen(factory).addCallback(self.ports.append)
-            port = self.ports[-1]
-            address = port.getHost()
-            _log.info(
-                "proxyws listening on {address} port {port}{tls}",
-                address=address.host,
-                port=address.port,
-                tls=" (TLS)" if getattr(listener, "tls", None) else "",
-            )
+            onSignal(signal.SIGUSR1, reactor, self.reopenLogs)
+        contexts, policy, gate, plugins = prepare(self.config, reactor)
+        self._certificates = certificateFiles(self.config)
+        server = self.config.server
+        self.pool = BackendPool(
+            reactor,
+            maxIdle=server.backendKeepalive,
+            idleTimeout=server.backendIdleTimeout,
+            maxConnections=server.backendMaxConnections,
+            tlsPolicy=policy,
+        )
+        root, _ = buildRoot(self.config, reactor, self.pool, policy, gate, plugins)
+        for listener, sock in self._sockets:
+            if listener is self.config.demo:
+                from .demo import demoSite
+
+                self._listen(listener, sock, demoSite(reactor))
+            else:
+                self._listen(listener, sock, self._factory(listener, root, contexts))
         self._sockets = []
+
+    def _listen(self, listener, sock, factory):
+        # The endpoint takes the descriptor over (and closes it).
+        endpoint = AdoptedStreamServerEndpoint(self._reactor, sock.detach(), sock.family)
+        if getattr(listener, "proxyProtocol", False):
+            # Connections start with a PROXY protocol header (v1 or v2).
+            endpoint = proxyEndpoint(endpoint)
+        ports = []
+        endpoint.listen(factory).addCallback(ports.append)
+        port = ports[0]
+        self.ports.append(port)
+        if isinstance(factory, ListenerFactory):
+            self._listening[listenerKey(listener)] = (port, factory)
+        address = port.getHost()
+        _log.info(
+            "proxyws listening on {address} port {port}{tls}",
+            address=address.host,
+            port=address.port,
+            tls=" (TLS)" if getattr(listener, "tls", None) else "",
+        )
+
+    def _factory(self, listener, root, contexts):
+        server = self.config.server
+        site = ProxySite(
+            root,
+            self._accessLog,
+            self._reactor,
+            server.clientTimeout,
+            listener=listener,
+            trustedProxies=server.trustedProxies,
+        )
+        self.sites.append(site)
+        if self.site is None:
+            self.site = site
+        return ListenerFactory(site, self._tlsFactory(listener, site, contexts))
+
+    @staticmethod
+    def _tlsFactory(listener, site, contexts):
+        if listener.tls is None:
+            return None
+        return TLSMemoryBIOFactory(contexts[listenerKey(listener)], False, site)
 
     def reopenLogs(self):
         """
@@ -286,26 +350,175 @@ class ProxyService(Service):
         else:
             _log.info("access log reopened")
 
-    def _factoryFor(self, listener, root):
-        if listener is self.config.demo:
-            from .demo import demoSite
+    # Reloading.
 
-            return demoSite(self._reactor)
-        site = ProxySite(
-            root,
-            self._accessLog,
-            self._reactor,
-            self.config.server.clientTimeout,
-            listener=listener,
-            trustedProxies=self.config.server.trustedProxies,
+    def reload(self, config=None):
+        """
+        Read the config file again and apply it in place (SIGHUP).
+
+        @param config: an already loaded L{proxyws.config.Config} to apply
+            instead (a worker gets the one its parent checked).
+        @return: a L{Deferred} firing with a L{ReloadResult}; a config that
+            does not load changes nothing.
+        """
+        if self.state != "serving" or self._reloading:
+            why = "the server is stopping" if self.state != "serving" else "a reload is running"
+            return succeed(ReloadResult(False, problems=(why,)))
+        self._reloading = True
+        try:
+            try:
+                if config is None:
+                    config = loadConfig(self.config.path)
+                prepared = prepare(config, self._reactor)
+                sockets = self._bindNew(config)
+            except ConfigError as e:
+                return succeed(self._refused(e))
+            return succeed(self._apply(config, prepared, sockets))
+        finally:
+            self._reloading = False
+
+    def _refused(self, error):
+        problems = tuple(str(p) for p in getattr(error, "problems", None) or [error])
+        for problem in problems:
+            _log.error("reload: {problem}", problem=problem)
+        _log.error("reload refused: the config in force is unchanged")
+        return ReloadResult(False, problems=problems)
+
+    def _bindNew(self, config):
+        """
+        Bind the listeners C{config} adds (a port that cannot be bound fails
+        the whole reload).
+        """
+        bound = []
+        try:
+            for index, listener in enumerate(config.listeners):
+                if listenerKey(listener) not in self._listening:
+                    keyPath = "listen[{}]".format(index)
+                    sock = _bind(config, keyPath, listener, reusePort=self.reusePort)
+                    bound.append((listener, sock))
+        except ConfigError:
+            for _, sock in bound:
+                sock.close()
+            raise
+        return bound
+
+    def _apply(self, config, prepared, sockets):
+        old = self.config
+        contexts, policy, gate, plugins = prepared
+        certificates = certificateFiles(config)
+        changes = {
+            "routes": routeChanges(old, config),
+            "listeners": listenerChanges(old, config),
+            "certificates": certificateChanges(self._certificates, certificates),
+        }
+        self.config = config
+        self._certificates = certificates
+        self.generation += 1
+        self.loadedAt = self._reactor.seconds()
+        setLevel(config.server.logLevel)
+        self._reopenAccessLog(old, config)
+        server = config.server
+        self.pool.configure(
+            maxIdle=server.backendKeepalive,
+            idleTimeout=server.backendIdleTimeout,
+            maxConnections=server.backendMaxConnections,
+            tlsPolicy=policy,
         )
-        self.sites.append(site)
-        if self.site is None:
-            self.site = site
-        factory = site
-        if listener.tls is not None:
-            factory = TLSMemoryBIOFactory(serverContext(self.config, listener), False, factory)
-        return factory
+        root, _ = buildRoot(config, self._reactor, self.pool, policy, gate, plugins)
+        self._updateListeners(config, root, contexts)
+        for listener, sock in sockets:
+            self._listen(listener, sock, self._factory(listener, root, contexts))
+        changes["closing"] = self._retire(old, config)
+        _log.info("reload: {summary}", summary=summary(changes))
+        return ReloadResult(True, changes)
+
+    def _reopenAccessLog(self, old, config):
+        if not self._ownLog or old.server.accessLog == config.server.accessLog:
+            return
+        previous = self._accessLog
+        self._accessLog = AccessLog.open(config.server.accessLog)
+        for site in self.sites:
+            site.accessLog = self._accessLog
+        previous.close()
+
+    def _updateListeners(self, config, root, contexts):
+        """
+        Give every site the new root and settings; stop listening where
+        the new config has no listener.
+        """
+        listeners = {listenerKey(l): l for l in config.listeners}
+        server = config.server
+        for site in self.sites:
+            site.resource = root
+            site.timeOut = server.clientTimeout
+            site.trustedProxies = server.trustedProxies
+        for key, (port, factory) in list(self._listening.items()):
+            listener = listeners.get(key)
+            if listener is None:
+                del self._listening[key]
+                self.ports.remove(port)
+                port.stopListening()
+                continue
+            factory.site.listener = listener
+            factory.tls = self._tlsFactory(listener, factory.site, contexts)
+
+    def _retire(self, old, config):
+        """
+        Close, after the grace period, the websockets whose route the new
+        config no longer has.
+
+        @return: how many.
+        """
+        kept = {routeIdentity(config, route) for route in config.routes}
+        count = 0
+        for site in self.sites:
+            for relay in site.relays():
+                if routeIdentity(old, relay.route) not in kept and not relay.retiring:
+                    relay.retire(config.server.reloadGrace)
+                    count += 1
+        return count
+
+    # Status.
+
+    def status(self):
+        """
+        What C{GET /status} shows.
+
+        @return: a L{dict} of plain values.
+        """
+        now = self._reactor.seconds()
+        routes = {route.index: [0, 0] for route in self.config.routes}
+        held = [0, 0]
+        for site in self.sites:
+            for channel, generation in site.channelGenerations():
+                if generation < self.generation:
+                    held[0] += 1
+            for relay in site.relays():
+                counts = routes.get(relay.route.index)
+                if counts is not None:
+                    counts[1] += 1
+                if relay.generation < self.generation:
+                    held[1] += 1
+        for route in self.config.routes:
+            routes[route.index][0] = self._inFlight(route)
+        return {
+            "version": __version__,
+            "uptime_seconds": round(now - self.startedAt, 3),
+            "config": {"path": self.config.path, "loaded_at": self.loadedAt},
+            "listeners": [
+                {"address": l.address, "port": l.port, "tls": l.tls is not None}
+                for l in self.config.listeners
+            ],
+            "routes": [_routeStatus(route, *routes[route.index]) for route in self.config.routes],
+            "held_past_reload": {"connections": held[0], "websockets": held[1]},
+        }
+
+    def _inFlight(self, route):
+        root = self.site.resource if self.site is not None else None
+        handler = getattr(root, "_http", {}).get(route.index)
+        return getattr(handler, "inFlight", 0)
+
+    # Stopping.
 
     def stopService(self):
         """
@@ -317,12 +530,14 @@ class ProxyService(Service):
         if self._stopped is not None:
             return self._stopped
         Service.stopService(self)
+        self.state = "stopping"
         for _, sock in self._sockets:
             sock.close()
         if self.site is None:
             return None
         _log.info("proxyws stopping: waiting for requests in flight")
-        self.site.resource.stopping = True
+        for site in self.sites:
+            site.resource.stopping = True
         stopped = DeferredList([port.stopListening() for port in self.ports])
         drained = DeferredList([site.drain() for site in self.sites])
         deadline = Deadline(self._reactor)
@@ -331,7 +546,7 @@ class ProxyService(Service):
 
         def done(_):
             deadline.cancel()
-            self._pool.closeIdle()
+            self.pool.closeIdle()
             self._accessLog.close()
             _log.info("proxyws stopped")
             finished.callback(None)
@@ -343,3 +558,22 @@ class ProxyService(Service):
         _log.warn("shutdown deadline reached: closing the remaining connections")
         for site in self.sites:
             site.abortAll()
+
+
+def _routeStatus(route, connections, websockets):
+    """
+    A route as C{/status} shows it.
+    """
+    entry = {"route": "route[{}]".format(route.index)}
+    if route.prefix is not None:
+        entry["path"] = route.prefix.decode("utf-8", "replace")
+    else:
+        entry["match"] = route.match.pattern.decode("utf-8", "replace")
+    upstream = getattr(route, "upstream", None)
+    if upstream:
+        entry["upstream"] = upstream
+    else:
+        entry["backend"] = route.backend.url
+    entry["connections"] = connections
+    entry["websockets"] = websockets
+    return entry

@@ -116,6 +116,7 @@ class ProxyRequest(Request):
 
     content = None
     channel = None
+    received = None
     remoteUser = None
     # The first value of the Host header, or None.
     hostHeader = None
@@ -284,12 +285,18 @@ class ProxyRequest(Request):
 
     def connectionLost(self, reason):
         """
-        The client left: tell L{whenGone} after the usual.
+        The connection ended before the response did: tell L{whenGone},
+        and write the request's access-log line, which C{finish} will not:
+        499 when nothing was sent yet (the client left, as nginx logs it),
+        else the status sent and the bytes that went out.
         """
+        channel = self.channel
         Request.connectionLost(self, reason)
         whenGone, self.whenGone = self.whenGone, None
         if whenGone is not None:
             whenGone(reason)
+        if not self.finished and self.received is not None and channel is not None:
+            channel.site.log(self, status=self.code if self.startedWriting else 499)
 
     def finish(self):
         """
@@ -552,6 +559,10 @@ class ProxySite(Site):
         self.accessLog = accessLog
         self.listener = listener
         self.trustedProxies = trustedProxies
+        # The number of the config in force (a reload adds one), noted on
+        # each connection, so that the status can tell those held past a
+        # reload.
+        self.generation = 0
         self._channels = set()
         self._relays = set()
         self._drained = None
@@ -561,8 +572,21 @@ class ProxySite(Site):
         Build a L{ProxyChannel} and remember it.
         """
         channel = Site.buildProtocol(self, addr)
+        channel.generation = self.generation
         self._channels.add(channel)
         return channel
+
+    def channelGenerations(self):
+        """
+        @return: C{(channel, generation)} of every open HTTP connection.
+        """
+        return [(channel, channel.generation) for channel in self._channels]
+
+    def relays(self):
+        """
+        @return: the open websockets' L{proxyws.wsrelay.Relay}s.
+        """
+        return list(self._relays)
 
     def channelClosed(self, channel):
         """
@@ -577,6 +601,7 @@ class ProxySite(Site):
         """
         self._channels.discard(channel)
         self._relays.add(relay)
+        relay.generation = channel.generation
         if self._drained is not None:
             relay.goAway()
 

@@ -8,6 +8,7 @@ L{makeService} only builds the service; it is the one place where the global
 reactor is resolved.
 """
 
+import signal
 import sys
 
 from twisted.python import usage
@@ -43,7 +44,8 @@ class Options(usage.Options):
         if not self["config"]:
             raise usage.UsageError("--config FILE.toml is required")
         from .gate import Gate
-        from .service import bindListeners, bindWorkers
+        from .plugins import buildPlugins
+        from .sockets import bindListeners, bindWorkers
         from .tls import BackendTLSPolicy, serverContext
 
         try:
@@ -53,6 +55,7 @@ class Options(usage.Options):
                     serverContext(config, listener)
             BackendTLSPolicy(config)
             Gate.forConfig(config)
+            buildPlugins(config)
             if config.server.workers > 1:
                 self["sockets"], self["workerSockets"] = bindWorkers(
                     config, config.server.workers
@@ -78,16 +81,20 @@ def makeService(options):
     from twisted.application.service import MultiService
 
     from .logs import setLevel
-    from .service import ProxyService, stopOnSignals
+    from .service import ProxyService, onSignal, stopOnSignals
     from .workers import WorkerSupervisor
 
     config = options["loaded"]
     setLevel(config.server.logLevel)
     stopOnSignals(reactor)
     if config.server.workers == 1:
-        return ProxyService(config, options["sockets"], reactor)
+        service = ProxyService(config, options["sockets"], reactor)
+        onSignal(signal.SIGHUP, reactor, service.reload)
+        return service
     parent = MultiService()
-    WorkerSupervisor(config, options["workerSockets"], reactor).setServiceParent(parent)
+    supervisor = WorkerSupervisor(config, options["workerSockets"], reactor)
+    supervisor.setServiceParent(parent)
+    onSignal(signal.SIGHUP, reactor, supervisor.reload)
     if options["sockets"]:
         # The demo backend is served by the parent.
         ProxyService(config, options["sockets"], reactor).setServiceParent(parent)

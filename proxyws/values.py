@@ -205,6 +205,7 @@ class ServerSettings:
     trustedProxies = attr.ib(default=())
     unknownHost = attr.ib(default=404)
     logLevel = attr.ib(default="info")
+    reloadGrace = attr.ib(default=60.0)
 
 
 @attr.s(frozen=True, slots=True)

@@ -12,6 +12,15 @@ its graceful stop.
 
 Workers append access-log lines to the same file, each line with one
 C{write} on a descriptor opened with C{O_APPEND}, so lines never interleave.
+
+A worker reads the config its parent checked from its standard input, as a
+netstring, and stays reading: on SIGHUP the parent reads and checks the new
+config once (certificates, htpasswd files and new listening addresses
+included) and, if it is good, sends its text to every worker, which applies
+it in place (L{proxyws.service.ProxyService.reload}).  A worker binds the
+listeners a reload adds itself, with C{SO_REUSEPORT}; the descriptors of
+the listeners its parent bound come with their addresses in
+C{PROXYWS_LISTEN_FDS}.
 """
 
 import os
@@ -20,13 +29,22 @@ import socket
 import sys
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.protocol import ProcessProtocol
+from twisted.protocols.basic import NetstringReceiver
 
+from .admin import ReloadResult
+from .changes import listenerChanges, listenerKey, routeChanges, summary
+from .config import loadConfig
 from .errors import ConfigError
 from .logs import ProxyLogger
-from .service import _bind, onSignal
+from .service import onSignal, prepare
+from .sockets import _bind
 from .timers import Deadline
+
+# The environment variable naming each inherited listening descriptor:
+# "ADDRESS PORT=FD" entries separated by commas.
+LISTEN_FDS = "PROXYWS_LISTEN_FDS"
 
 # Seconds between a worker's death and its restart, so that a worker that
 # cannot start does not spin.
@@ -36,30 +54,6 @@ RESTART_DELAY = 1.0
 KILL_MARGIN = 5.0
 
 _log = ProxyLogger()
-
-
-def bindShared(config, keyPath, listener, copies):
-    """
-    Bind C{copies} listening sockets to one address with C{SO_REUSEPORT}.
-
-    The address is first bound without it, so that a port used by another
-    program is still reported.
-
-    @return: a L{list} of sockets.
-    @raise ConfigError: when the address cannot be bound.
-    """
-    probe = _bind(config, keyPath, listener)
-    port = probe.getsockname()[1]
-    probe.close()
-    sockets = []
-    try:
-        for _ in range(copies):
-            sockets.append(_bind(config, keyPath, listener, port=port, reusePort=True))
-    except ConfigError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
 
 
 class _Worker(ProcessProtocol):
@@ -118,11 +112,16 @@ class WorkerSupervisor(Service):
     def _spawn(self, index):
         self._restarts.pop(index, None)
         worker = _Worker(self, index)
-        fds = [sock.fileno() for _, sock in self._sockets[index]]
+        sockets = self._sockets[index]
         # The worker reads the config the parent checked on its standard
         # input, not the file, which may have changed since.
         childFDs = {0: "w", 1: 1, 2: 2}
-        childFDs.update({3 + n: fd for n, fd in enumerate(fds)})
+        childFDs.update({3 + n: sock.fileno() for n, (_, sock) in enumerate(sockets)})
+        env = dict(os.environ)
+        env[LISTEN_FDS] = ",".join(
+            "{} {}={}".format(listener.address, listener.port, 3 + n)
+            for n, (listener, _) in enumerate(sockets)
+        )
         arguments = [
             self._executable,
             "-m",
@@ -131,10 +130,9 @@ class WorkerSupervisor(Service):
             str(index),
         ]
         self._reactor.spawnProcess(
-            worker, self._executable, arguments, env=os.environ, childFDs=childFDs
+            worker, self._executable, arguments, env=env, childFDs=childFDs
         )
-        worker.transport.writeToChild(0, self._config.source.encode("utf-8"))
-        worker.transport.closeChildFD(0)
+        worker.transport.writeToChild(0, netstring(self._config.source))
         self.workers[index] = worker
         _log.info("worker {index} started (pid {pid})", index=index, pid=worker.transport.pid)
 
@@ -181,6 +179,45 @@ class WorkerSupervisor(Service):
 
         return gatherResults(ended).addCallback(done)
 
+    def reload(self):
+        """
+        Read and check the config file once, and send it to every worker
+        to apply (SIGHUP).
+
+        @return: a L{Deferred} firing with a L{proxyws.admin.ReloadResult}.
+        """
+        old = self._config
+        try:
+            config = loadConfig(old.path)
+            prepare(config)
+            for index, listener in enumerate(config.listeners):
+                if listenerKey(listener) not in {listenerKey(l) for l in old.listeners}:
+                    _bind(config, "listen[{}]".format(index), listener).close()
+        except ConfigError as e:
+            problems = tuple(str(p) for p in getattr(e, "problems", None) or [e])
+            for problem in problems:
+                _log.error("reload: {problem}", problem=problem)
+            _log.error("reload refused: the config in force is unchanged")
+            return succeed(ReloadResult(False, problems=problems))
+        changes = {
+            "routes": routeChanges(old, config),
+            "listeners": listenerChanges(old, config),
+            "certificates": [],
+        }
+        self._config = config
+        kept = {listenerKey(l) for l in config.listeners}
+        for index, sockets in enumerate(self._sockets):
+            self._sockets[index] = []
+            for listener, sock in sockets:
+                if listenerKey(listener) in kept:
+                    self._sockets[index].append((listener, sock))
+                else:
+                    sock.close()
+        for worker in list(self.workers.values()):
+            worker.transport.writeToChild(0, netstring(config.source))
+        _log.info("reload sent to the workers: {summary}", summary=summary(changes))
+        return succeed(ReloadResult(True, changes))
+
     def _kill(self):
         for worker in list(self.workers.values()):
             _log.warn("worker {index} did not stop in time: killing it", index=worker.index)
@@ -204,14 +241,95 @@ def _dieWithParent():
         sys.exit(0)
 
 
+def netstring(text):
+    """
+    @return: C{text} as a netstring, as the parent sends configs.
+    """
+    data = text.encode("utf-8")
+    return b"%d:%s," % (len(data), data)
+
+
+def _readNetstring(fd):
+    """
+    Read one netstring from C{fd}, blocking.
+
+    @return: C{(its text, the bytes read after it)}.
+    """
+    data = b""
+    while True:
+        length, colon, rest = data.partition(b":")
+        if colon and len(rest) > int(length):
+            return rest[: int(length)].decode("utf-8"), rest[int(length) + 1 :]
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise SystemExit("proxyws worker: the parent sent no config")
+        data += chunk
+
+
+class _Control(NetstringReceiver):
+    """
+    The configs the parent sends after the first one: each is applied in
+    place.
+    """
+
+    MAX_LENGTH = 64 * 1024 * 1024
+
+    def __init__(self, service, path):
+        self._service = service
+        self._path = path
+
+    def stringReceived(self, data):
+        """
+        A config the parent checked: apply it.
+        """
+        from .config import checkedConfig
+
+        try:
+            config = checkedConfig(data.decode("utf-8"), self._path)
+        except ConfigError as e:
+            _log.error("reload: {problem}", problem=e)
+            return
+        self._service.reload(config)
+
+    def connectionLost(self, reason):
+        """
+        The parent is gone: stop (the kernel also says so with SIGTERM).
+        """
+
+
+def workerSockets(config, inherited):
+    """
+    The listening sockets of a worker: those its parent passed, by
+    address, and those it binds itself (a listener a reload added).
+
+    @param inherited: the value of L{LISTEN_FDS}.
+    @return: a L{list} of C{(listener, socket)}.
+    """
+    fds = {}
+    for entry in filter(None, (inherited or "").split(",")):
+        key, _, fd = entry.rpartition("=")
+        address, _, port = key.rpartition(" ")
+        fds[(address, int(port))] = int(fd)
+    sockets = []
+    for index, listener in enumerate(config.listeners):
+        fd = fds.pop(listenerKey(listener), None)
+        if fd is not None:
+            sockets.append((listener, socket.socket(fileno=fd)))
+        else:
+            sockets.append((listener, _bind(config, "listen[{}]".format(index), listener, reusePort=True)))
+    for fd in fds.values():
+        os.close(fd)
+    return sockets
+
+
 def main(argv):
     """
     Run one worker: C{python -m proxyws.workers CONFIG INDEX}, with the
-    text of the config its parent checked on standard input (CONFIG names
-    it, for messages and relative paths) and its listening sockets as
-    descriptors 3, 4, ... in the order of the config's listeners.
+    config its parent checked as a netstring on standard input (CONFIG
+    names it, for messages and relative paths; more follow on reloads) and
+    its listening sockets as the descriptors L{LISTEN_FDS} names.
     """
-    from twisted.internet import reactor
+    from twisted.internet import reactor, stdio
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from .config import checkedConfig
@@ -222,13 +340,16 @@ def main(argv):
     path = argv[1]
     _dieWithParent()
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
-    config = checkedConfig(sys.stdin.buffer.read().decode("utf-8"), path)
+    text, rest = _readNetstring(0)
+    config = checkedConfig(text, path)
     setLevel(config.server.logLevel)
-    sockets = [
-        (listener, socket.socket(fileno=3 + n))
-        for n, listener in enumerate(config.listeners)
-    ]
-    service = ProxyService(config, sockets, reactor)
+    service = ProxyService(config, workerSockets(config, os.environ.get(LISTEN_FDS)), reactor)
+    service.reusePort = True
+    control = _Control(service, path)
+    # Reloads come on standard input; standard output stays the log's.
+    stdio.StandardIO(control, stdin=0, stdout=os.open(os.devnull, os.O_WRONLY))
+    if rest:
+        control.dataReceived(rest)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     # SIGTERM or SIGINT start one graceful stop, however often they come (a
@@ -243,6 +364,9 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # Reloads come from the parent; a hangup of the terminal or of the
+    # process group must not stop a worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     reactor.run(installSignalHandlers=False)
     return 0
 

@@ -146,6 +146,8 @@ class Relay:
         as they are.
     """
 
+    retiring = False
+    generation = 0
     messages = None
 
     def __init__(self, route, reactor, site, request, why=None):
@@ -156,7 +158,7 @@ class Relay:
             it is told when the relay opens and closes, and writes its log.
         @param request: the client's upgrade request (for the access log).
         """
-        self._route = route
+        self.route = self._route = route
         self._reactor = reactor
         self._site = site
         self.request = request
@@ -473,16 +475,18 @@ class Relay:
         self._sendClose(other, code, text.encode("utf-8"))
 
     def _finished(self):
-        for deadline in (self._ticker, self._idle):
+        for deadline in (self._ticker, self._idle, self._retirement):
             if deadline is not None:
                 deadline.cancel()
-        self._ticker = self._idle = None
+        self._ticker = self._idle = self._retirement = None
         request = self.request
         site = self._site
-        site.webSocketClosed(self)
         if self.messages is not None:
             self.messages.finished()
+        # The line first: the site may finish a graceful stop (and close
+        # the log) when it hears the last websocket is closed.
         site.log(request, status=101, size=self.client.sent)
+        site.webSocketClosed(self)
         _log.info(
             "websocket {uri} to {url} closed: {why}",
             uri=request.uri.decode("latin-1"),
@@ -500,6 +504,20 @@ class Relay:
         for leg in (self.client, self.backend):
             if not leg.gone:
                 leg.transport.abortConnection()
+
+    def retire(self, grace):
+        """
+        A reload removed this websocket's route: close both legs with 1001
+        in C{grace} seconds.
+        """
+        self.retiring = True
+        self._retirement = Deadline(self._reactor)
+        self._retirement.start(grace, self._retired)
+
+    def _retired(self):
+        self.closeBoth(1001, "proxyws: route removed by a reload", "route removed by a reload")
+
+    _retirement = None
 
     def goAway(self):
         """

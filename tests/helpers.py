@@ -16,7 +16,8 @@ from twisted.web.server import Site
 
 from proxyws.accesslog import MemoryAccessLog
 from proxyws.config import parseConfig
-from proxyws.service import ProxyService, bindListeners
+from proxyws.service import ProxyService
+from proxyws.sockets import bindListeners
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -37,7 +37,8 @@ from websockets.sync.client import connect as websocketsConnect
 
 from proxyws.accesslog import MemoryAccessLog
 from proxyws.config import parseConfig
-from proxyws.service import ProxyService, bindListeners
+from proxyws.service import ProxyService
+from proxyws.sockets import bindListeners
 
 from . import certs
 from .helpers import ROOT, CountingSite, freePort, rawRequest, startProxy
