@@ -53,6 +53,7 @@ from .values import (
     MemberSettings,
     Redirect,
     Route,
+    PluginReference,
     ServerSettings,
     TLSSettings,
     UpstreamSettings,
@@ -321,6 +322,7 @@ def _route(reader, index, table, server, keyPath=None, host=None, base=""):
         access=_access(reader, values, keyPath, base, host),
         redirect=values["redirect_https"],
         upstream=upstream,
+        plugins=_plugins(reader, values["plugins"], keyPath + ".plugins"),
     )
 
 
@@ -469,7 +471,14 @@ def _host(reader, index, table, server, base, firstRoute):
         )
         for n, t in enumerate(reader.tables(values["route"] or [], keyPath + ".route"))
     )
-    return Host(index=index, names=values["names"], default=values["default"], tls=tls), routes
+    host = Host(
+        index=index,
+        names=values["names"],
+        default=values["default"],
+        tls=tls,
+        plugins=_plugins(reader, values["plugins"], keyPath + ".plugins"),
+    )
+    return host, routes
 
 
 def parseConfig(text, filename="proxyws.toml"):
@@ -496,6 +505,7 @@ def parseConfig(text, filename="proxyws.toml"):
         reader.table(document.get("server", {}), "server"), SERVER_KEYS, "server"
     )
     server = ServerSettings(**{_camel(k): v for k, v in server.items()})
+    server = attr.evolve(server, plugins=_plugins(reader, server.plugins, "server.plugins"))
     base = os.path.dirname(os.path.abspath(filename))
     if server.accessLog != "-":
         server = attr.evolve(server, accessLog=os.path.join(base, server.accessLog))
@@ -772,11 +782,16 @@ def _upstream(reader, index, table):
         cookie = _cookie(reader, values["cookie"] or {}, keyPath + ".cookie")
     if values["check"] is not None:
         check = _check(reader, values["check"], keyPath + ".check")
+    policy, policyPlugin = values["policy"], None
+    if isinstance(policy, dict):
+        policyPlugin = _pluginReference(reader, policy, keyPath + ".policy", "plugin")
+        policy = "plugin:" + policyPlugin.name
     return UpstreamSettings(
         index=index,
         name=values["name"],
         members=members,
-        policy=values["policy"],
+        policy=policy,
+        policyPlugin=policyPlugin,
         hashKey=HashKey(*values["hash"]) if values["hash"] else HashKey(),
         affinity=values["affinity"],
         cookie=cookie,
@@ -1005,3 +1020,47 @@ def _upstreamsWithTLS(reader):
             upstream = attr.evolve(upstream, members=members)
         result.append(upstream)
     return tuple(result)
+
+
+# ---------------------------------------------------------------------------
+# Plugins (proxyws.plugins).  A "plugins" list on [server], a [[host]] or a
+# [[route]] names plugins by their entry point's name, each with its
+# options; an upstream's policy may name one with "plugin".  Only the shape
+# is checked here: proxyws.plugins.buildPlugins finds each plugin and has
+# its factory check its options (at start, by `proxyws check` and at each
+# reload), and reports unknown names and bad options as ConfigErrors.
+# ---------------------------------------------------------------------------
+
+_PLUGIN_TABLE = "a table such as { name = 'headers', set = { 'X-Frame-Options' = 'DENY' } }"
+
+
+def _plugins(reader, value, keyPath):
+    """
+    The plugins of a C{plugins} list.
+
+    @return: a L{tuple} of L{PluginReference}.
+    """
+    if not isinstance(value, (list, tuple)):
+        raise reader.error(
+            keyPath, "{!r} is not a list of plugins, each {}".format(value, _PLUGIN_TABLE)
+        )
+    return tuple(
+        _pluginReference(reader, item, "{}[{}]".format(keyPath, n), "name")
+        for n, item in enumerate(value)
+    )
+
+
+def _pluginReference(reader, table, keyPath, nameKey):
+    """
+    One plugin's table: its name (under C{nameKey}) and its options.
+    """
+    if not isinstance(table, dict):
+        raise reader.error(keyPath, "{!r} is not {}".format(table, _PLUGIN_TABLE))
+    name = table.get(nameKey)
+    where = "{}.{}".format(keyPath, nameKey)
+    if name is None:
+        raise reader.error(where, "is required and missing: the name of an installed plugin")
+    if not isinstance(name, str):
+        raise reader.error(where, "{!r} is not a string: the name of an installed plugin".format(name))
+    options = {key: value for key, value in table.items() if key != nameKey}
+    return PluginReference(name, options, keyPath, reader.filename, nameKey)

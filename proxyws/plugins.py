@@ -52,6 +52,7 @@ from .interfaces import (
     IWebSocketFilter,
 )
 from .logs import ProxyLogger
+from .values import PluginReference
 from .pluginvalues import (
     DROP,
     PASS,
@@ -72,6 +73,7 @@ __all__ = [
     "PASS",
     "PluginOptionError",
     "PluginOptions",
+    "PluginReference",
     "PluginRequest",
     "PluginResponse",
     "Response",
@@ -205,32 +207,6 @@ class PluginOptions(dict):
         if value is default:
             return value
         return os.path.join(self.directory, value)
-
-
-@attr.s(frozen=True, slots=True)
-class PluginReference:
-    """
-    A plugin named in the config: a table of a C{plugins} list, or an
-    upstream's C{policy} table.
-
-    @ivar name: the entry point's name.
-    @ivar options: the rest of the table (a L{dict}).
-    @ivar keyPath: where it is, such as C{"route[0].plugins[1]"}.
-    @ivar filename: the config file that names it.
-    """
-
-    name = attr.ib()
-    options = attr.ib(eq=False, hash=False, repr=False)
-    keyPath = attr.ib()
-    filename = attr.ib(default="proxyws.toml", eq=False, hash=False)
-
-    @property
-    def directory(self):
-        """
-        The config file's folder, which relative paths in the options are
-        relative to.
-        """
-        return os.path.dirname(os.path.abspath(self.filename))
 
 
 # ---------------------------------------------------------------------------
@@ -444,7 +420,7 @@ class _Builder:
             installed = ", ".join(self.available) or "none"
             self.problem(
                 reference,
-                reference.keyPath + ".name",
+                reference.nameKeyPath,
                 "{} is not an installed plugin{}; installed plugins: {} (a plugin is "
                 "a package declaring a {!r} entry point)".format(shown(name), hint, installed, GROUP),
             )
@@ -456,7 +432,7 @@ class _Builder:
         except Exception as e:
             self.problem(
                 reference,
-                reference.keyPath + ".name",
+                reference.nameKeyPath,
                 "plugin {!r} cannot be loaded: {}: {}".format(name, type(e).__name__, e),
             )
             return None
@@ -486,7 +462,7 @@ class _Builder:
         if not provided:
             self.problem(
                 reference,
-                reference.keyPath + ".name",
+                reference.nameKeyPath,
                 "plugin {!r} provides none of {}; it cannot be used here".format(
                     reference.name, ", ".join(i.__name__ for i in interfaces)
                 ),
@@ -498,7 +474,7 @@ class _Builder:
             except Invalid as e:
                 self.problem(
                     reference,
-                    reference.keyPath + ".name",
+                    reference.nameKeyPath,
                     "plugin {!r} does not implement {} as declared: {}".format(
                         reference.name, interface.__name__, " ".join(str(e).split())
                     ),
