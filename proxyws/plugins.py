@@ -40,6 +40,7 @@ from importlib.metadata import entry_points
 import attr
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.python.failure import Failure
+from zope.interface import implementer
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
@@ -529,7 +530,8 @@ def buildPlugins(config, reactor=None, available=None):
 
 def selectorFor(reference, reactor=None, available=None):
     """
-    A new L{IBackendSelector} from an upstream's plugin C{policy}.
+    A new L{IBackendSelector} from an upstream's plugin C{policy}, its
+    calls isolated as every plugin's are (L{GuardedSelector}).
 
     @param reference: the upstream's C{policyPlugin} L{PluginReference}.
     @raise ConfigError: when it cannot be built (L{buildPlugins} has
@@ -539,7 +541,35 @@ def selectorFor(reference, reactor=None, available=None):
     plugin = builder.build(reference, POLICY_INTERFACES)
     if plugin is None:
         raise builder.problems[0]
-    return plugin.provider
+    return GuardedSelector(plugin)
+
+
+@implementer(IBackendSelector)
+class GuardedSelector:
+    """
+    A plugin's balancing policy, called as every plugin is (L{Plugin.call}).
+    """
+
+    def __init__(self, plugin):
+        """
+        @param plugin: the L{Plugin} whose provider is the selector.
+        """
+        self.plugin = plugin
+
+    def select(self, candidates, request):
+        """
+        See L{IBackendSelector.select}.
+
+        @raise PluginFailed: when the plugin raised or chose something
+            else than one of C{candidates} (logged): the request gets 500.
+        """
+        plugin = self.plugin
+        chosen = plugin.call("select", candidates, request)
+        if not any(chosen is candidate for candidate in candidates):
+            if isinstance(chosen, Deferred):
+                chosen.cancel()
+            raise plugin.failed("select returned {!r}, not one of the candidates".format(chosen))
+        return chosen
 
 
 @attr.s(frozen=True, slots=True)
