@@ -254,7 +254,9 @@ class MessageSession:
         self.closing = False
         self._done = False
         self._opening = None
-        self._close = None
+        # The first close a peer (or a filter) sent on its own, and the
+        # first sent in answer to one.
+        self._close = self._answer = None
 
     def passage(self, leg):
         """
@@ -376,7 +378,7 @@ class MessageSession:
         if self.closing or self._done:
             return
         self.closing = True
-        self.closeSeen(close.code, close.reason)
+        self.closeSeen(close.code, close.reason, False)
         self._relay.closeBoth(
             close.code,
             close.reason,
@@ -386,13 +388,30 @@ class MessageSession:
         for passage in self._passages:
             passage.run()
 
-    def closeSeen(self, code, reason):
+    def closeSeen(self, code, reason, answer):
         """
-        A close frame went by (or a filter closed): the first is what
-        C{closed} is told.
+        A close frame went by, or a filter closed.
+
+        @param answer: whether it answers a close sent before.
         """
-        if self._close is None:
+        if answer:
+            self._answer = self._answer or (code or 1005, reason)
+        elif self._close is None:
             self._close = (code or 1005, reason)
+
+    def _closedWith(self):
+        """
+        What C{closed} is told: the first close a peer or a filter sent on
+        its own; else 1006 when a connection ended without a close frame;
+        else the first answer to the proxy's own close (an idle timeout, a
+        stop).
+        """
+        if self._close is not None:
+            return self._close
+        relay = self._relay
+        if not (relay.client.closeReceived and relay.backend.closeReceived):
+            return (1006, "")
+        return self._answer or (1006, "")
 
     def finished(self):
         """
@@ -403,7 +422,7 @@ class MessageSession:
             self._opening.cancel()
         for passage in self._passages:
             passage.stop()
-        code, reason = self._close or (1006, "")
+        code, reason = self._closedWith()
         for plugin in self._plugins:
             try:
                 outcome = plugin.call("closed", self.connection, code, reason)
@@ -475,7 +494,8 @@ class MessagePassage:
             if opcode == CLOSE:
                 self._stopped = True
                 code, reason = parseClose(payload)
-                self._session.closeSeen(code, reason.decode("utf-8", "replace"))
+                reason = reason.decode("utf-8", "replace")
+                self._session.closeSeen(code, reason, self._leg.closeSent)
                 self._queue.append((_CLOSE, raw))
             else:
                 self._relay.forward(self._leg, raw)  # pings and pongs at once

@@ -7,7 +7,7 @@ would.  L{withPlugins} makes them installed for one test.
 import time
 
 from twisted.internet.defer import Deferred, succeed
-from zope.interface import implementer
+from zope.interface import implementer, implementer_only
 
 from proxyws import plugins
 from proxyws.interfaces import (
@@ -130,6 +130,13 @@ class Waiting:
         """
 
 
+@implementer_only(IWebSocketFilter)
+class WaitingMessages(Waiting):
+    """
+    A L{Waiting} for websocket messages only.
+    """
+
+
 @implementer(IRequestFilter, IWebSocketFilter)
 class Slow:
     """
@@ -168,7 +175,7 @@ class Rewriter:
     """
     Records every call; upper-cases text messages, drops the message
     C{"drop"}, closes on C{"close"}, answers C{"later"} through a fired
-    L{Deferred}, and passes everything else.
+    L{Deferred}, and passes binary ones and those starting with C{"keep"}.
     """
 
     def __init__(self, direction=None):
@@ -196,7 +203,7 @@ class Rewriter:
             return Close(4001, "closed by the filter")
         if message.payload == b"later":
             return succeed(message.replace("LATER"))
-        if message.payload == b"keep":
+        if message.payload.startswith(b"keep"):
             return None
         return message.replace(message.text.upper())
 
