@@ -23,6 +23,15 @@ With C{--ws}, a websocket is opened through the site the same way (both
 handshakes in memory) and each round relays a 32-byte masked text frame
 from the client and a 32-byte text frame from the backend, as the C{ws 32 B
 messages} row of C{bench/run} does: microseconds per message.
+
+With C{--noop}, the routes have a plugin that does nothing: a request
+filter that lets every request pass (HTTP), or a websocket filter that lets
+every message pass (C{--ws}: messages are then reassembled and go through
+the filter, instead of relayed as frames).  C{--plugins} runs this tree
+with and without it, alternated, and prints both (the cost of a no-op
+filter, and that a route without plugins pays nothing)::
+
+    python3 bench/micro.py --plugins [--ws] [--rounds 10]
 """
 
 import argparse
@@ -47,11 +56,57 @@ port = 8080
 [[route]]
 path = "/ws/"
 backend = "ws://127.0.0.1:9001/"
+{plugins}
 
 [[route]]
 path = "/"
 backend = "http://127.0.0.1:9000/"
+{plugins}
 """
+
+# The no-op plugin of --noop, as a route names it.
+NOOP = 'plugins = [{ name = "noop" }]'
+
+
+def noopPlugins(config, reactor):
+    """
+    The plugins of C{config}, with C{noop} installed: a provider of a
+    request filter and a websocket filter that let everything pass.
+    """
+    from zope.interface import implementer
+
+    from proxyws.interfaces import IRequestFilter, IWebSocketFilter
+    from proxyws.plugins import buildPlugins
+
+    @implementer(IRequestFilter, IWebSocketFilter)
+    class Noop:
+        def filterRequest(self, request):
+            return None
+
+        def opened(self, connection):
+            return None
+
+        def message(self, connection, message):
+            return None
+
+        def closed(self, connection, code, reason):
+            return None
+
+    return buildPlugins(config, reactor, {"noop": lambda options: Noop()})
+
+
+def build(reactor, noop):
+    """
+    The site of L{CONFIG}, with the no-op plugin on its routes or not.
+    """
+    from proxyws.accesslog import AccessLog
+    from proxyws.config import parseConfig
+    from proxyws.service import buildSite
+
+    text = CONFIG.format(log=os.devnull, plugins=NOOP if noop else "")
+    config = parseConfig(text, "micro.toml")
+    plugins = noopPlugins(config, reactor) if noop else None
+    return buildSite(config, reactor, AccessLog.open(os.devnull), plugins=plugins)[0]
 
 UPGRADE = (
     b"GET /ws/echo HTTP/1.1\r\n"
@@ -87,7 +142,7 @@ RESPONSE = (
 )
 
 
-def measure(seconds):
+def measure(seconds, noop=False):
     """
     Relay requests for about C{seconds}.
 
@@ -96,13 +151,8 @@ def measure(seconds):
     from twisted.internet.address import IPv4Address
     from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-    from proxyws.accesslog import AccessLog
-    from proxyws.config import parseConfig
-    from proxyws.service import buildSite
-
     reactor = MemoryReactorClock()
-    config = parseConfig(CONFIG.format(log=os.devnull), "micro.toml")
-    site, pool = buildSite(config, reactor, AccessLog.open(os.devnull))
+    site = build(reactor, noop)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     client = StringTransport(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
@@ -135,7 +185,7 @@ def measure(seconds):
     return used / done * 1e6
 
 
-def measureWebSocket(seconds):
+def measureWebSocket(seconds, noop=False):
     """
     Relay websocket messages both ways for about C{seconds}.
 
@@ -147,13 +197,8 @@ def measureWebSocket(seconds):
     from twisted.internet.address import IPv4Address
     from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-    from proxyws.accesslog import AccessLog
-    from proxyws.config import parseConfig
-    from proxyws.service import buildSite
-
     reactor = MemoryReactorClock()
-    config = parseConfig(CONFIG.format(log=os.devnull), "micro.toml")
-    site, pool = buildSite(config, reactor, AccessLog.open(os.devnull))
+    site = build(reactor, noop)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     client = StringTransport(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
@@ -201,23 +246,27 @@ def measureWebSocket(seconds):
     return used / done * 1e6
 
 
-def compare(other, rounds, seconds, ws):
+def compare(other, rounds, seconds, ws, plugins=False):
     """
-    Alternate this checkout and C{other}, C{rounds} times each.
+    Alternate this checkout and C{other}, C{rounds} times each; with
+    C{plugins}, this checkout with and without the no-op plugin instead.
     """
-    trees = [("this", HERE), ("other", os.path.abspath(other))]
-    results = {name: [] for name, _ in trees}
+    if plugins:
+        runs = [("none", HERE, []), ("noop", HERE, ["--noop"])]
+    else:
+        runs = [("this", HERE, []), ("other", os.path.abspath(other), [])]
+    results = {name: [] for name, _, _ in runs}
     for _ in range(rounds):
-        for name, tree in trees:
+        for name, tree, extra in runs:
             env = dict(os.environ, PROXYWS_TREE=tree)
             command = [sys.executable, os.path.join(HERE, "bench", "micro.py")]
-            command += ["--seconds", str(seconds)] + (["--ws"] if ws else [])
+            command += ["--seconds", str(seconds)] + (["--ws"] if ws else []) + extra
             out = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
             results[name].append(float(out.stdout.split()[0]))
-    for name, tree in trees:
+    for name, tree, extra in runs:
         values = results[name]
-        print("{:6} {:>8.2f} us min {:>8.2f} us median  ({})".format(
-            name, min(values), statistics.median(values), tree))
+        print("{:6} {:>8.2f} us min {:>8.2f} us median  ({}{})".format(
+            name, min(values), statistics.median(values), tree, " " + " ".join(extra) if extra else ""))
 
 
 def main():
@@ -226,13 +275,15 @@ def main():
     parser.add_argument("--compare", metavar="TREE")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--ws", action="store_true", help="websocket messages")
+    parser.add_argument("--noop", action="store_true", help="a no-op plugin on the routes")
+    parser.add_argument("--plugins", action="store_true", help="alternate without and with --noop")
     options = parser.parse_args()
-    if options.compare:
-        compare(options.compare, options.rounds, options.seconds, options.ws)
+    if options.compare or options.plugins:
+        compare(options.compare, options.rounds, options.seconds, options.ws, options.plugins)
     elif options.ws:
-        print("{:.2f} us per message".format(measureWebSocket(options.seconds)))
+        print("{:.2f} us per message".format(measureWebSocket(options.seconds, options.noop)))
     else:
-        print("{:.1f} us per request".format(measure(options.seconds)))
+        print("{:.1f} us per request".format(measure(options.seconds, options.noop)))
 
 
 if __name__ == "__main__":
