@@ -105,8 +105,9 @@ def build(reactor, noop):
 
     text = CONFIG.format(log=os.devnull, plugins=NOOP if noop else "")
     config = parseConfig(text, "micro.toml")
-    plugins = noopPlugins(config, reactor) if noop else None
-    return buildSite(config, reactor, AccessLog.open(os.devnull), plugins=plugins)[0]
+    # A tree from before plugins builds its sites without them.
+    extra = {"plugins": noopPlugins(config, reactor)} if noop else {}
+    return buildSite(config, reactor, AccessLog.open(os.devnull), **extra)[0]
 
 UPGRADE = (
     b"GET /ws/echo HTTP/1.1\r\n"

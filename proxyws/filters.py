@@ -40,7 +40,8 @@ from .pluginvalues import (
 
 # What a stage of the request chain is, by the interface its provider gives
 # (an authenticator first: a provider of both authenticates, then filters).
-_STAGES = ((IAuthenticator, "authenticate"), (IRequestFilter, "filterRequest"))
+_FILTER = "filterRequest"
+_STAGES = ((IAuthenticator, "authenticate"), (IRequestFilter, _FILTER))
 
 
 @attr.s(frozen=True, slots=True)
@@ -148,22 +149,25 @@ class RequestChain:
         stages = self.stages
         for position in range(start, len(stages)):
             plugin, method = stages[position]
+            target = request.target
             outcome = plugin.call(method, request)
+            if outcome is None and method is _FILTER and request.target is target:
+                continue  # passed, as it was: the usual case
             if isinstance(outcome, Deferred):
-                return outcome.addCallback(self._resume, request, position)
-            outcome = self._outcome(plugin, method, request, outcome)
+                return outcome.addCallback(self._resume, request, position, target)
+            outcome = self._outcome(plugin, method, request, outcome, target)
             if outcome is not None:
                 return outcome
         return None
 
-    def _resume(self, outcome, request, position):
+    def _resume(self, outcome, request, position, target):
         plugin, method = self.stages[position]
-        outcome = self._outcome(plugin, method, request, outcome)
+        outcome = self._outcome(plugin, method, request, outcome, target)
         if outcome is not None:
             return outcome
         return self.run(request, position + 1)
 
-    def _outcome(self, plugin, method, request, outcome):
+    def _outcome(self, plugin, method, request, outcome, target):
         """
         What one stage's answer means.
 
@@ -171,7 +175,7 @@ class RequestChain:
         @raise PluginFailed: for an answer its interface does not allow, or
             a target that cannot be sent.
         """
-        if method == "authenticate":
+        if method is not _FILTER:
             if isinstance(outcome, Identity):
                 request.authenticated(outcome)
                 return None
@@ -180,7 +184,7 @@ class RequestChain:
             raise plugin.failed("authenticate returned {!r}, not an Identity or a Response".format(outcome))
         if outcome is not None and not isinstance(outcome, Response):
             raise plugin.failed("filterRequest returned {!r}, not None or a Response".format(outcome))
-        if outcome is None and not _validTarget(request.target):
+        if outcome is None and request.target is not target and not _validTarget(request.target):
             raise plugin.failed("the target {!r} is not a path starting with '/'".format(request.target))
         return outcome if outcome is None else _checked(plugin, outcome)
 
