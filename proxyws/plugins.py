@@ -270,7 +270,8 @@ class Plugin:
             elapsed = _clock() - start
             if elapsed > SLOW_CALL:
                 self._noteSlow(method, elapsed)
-        if isinstance(result, Deferred):
+        # (None first: isinstance of Deferred, an ABC, is the slower test.)
+        if result is not None and isinstance(result, Deferred):
             return self._wait(result, method)
         return result
 

@@ -324,10 +324,10 @@ class MessageSession:
         for position in range(start, len(plugins)):
             plugin = plugins[position]
             outcome = plugin.call("message", self.connection, message)
-            if isinstance(outcome, Deferred):
-                return outcome.addCallback(self._filtered, position, message, original)
             if outcome is None:
                 continue
+            if isinstance(outcome, Deferred):
+                return outcome.addCallback(self._filtered, position, message, original)
             if outcome is DROP or isinstance(outcome, Close):
                 return outcome
             message = self._replacement(plugin, outcome, message)
@@ -570,7 +570,7 @@ class MessagePassage:
             except PluginFailed as e:
                 session.fail(e)
                 return
-            if isinstance(outcome, Deferred):
+            if outcome is not None and isinstance(outcome, Deferred):
                 self._waiting = outcome
                 outcome.addCallbacks(self._filtered, self._failed)
                 return
