@@ -537,3 +537,35 @@ class WebSocketRewriteTests(LoopbackTestCase):
         self.assertIn("permessage-deflate", self.backend.handshakes[0].headers["sec-websocket-extensions"])
         received = self.backend.last().received
         self.assertEqual(received[1][0], ("FRAGMENTED " + long.upper()).encode())
+
+
+class ReloadTests(LoopbackTestCase):
+    """
+    A reload builds the plugins of the new config.
+    """
+
+    @inlineCallbacks
+    def test_rebuilt(self):
+        """
+        New options take effect for new requests; a config naming a plugin
+        that is not installed is refused, and the plugins in force stay.
+        """
+        from proxyws.config import parseConfig
+
+        HeaderEcho.requests = 0
+        _, backendPort = startBackend(self, HeaderEcho())
+        text = lambda plugin, version: config(
+            backendPort, 'plugins = [{ name = "%s", set = { X-Version = "%s" } }]' % (plugin, version)
+        )
+        service, port, _ = startProxy(self, text("headers", "1"))
+        _, headers, _ = yield request(port)
+        self.assertEqual(headers[b"x-version"], [b"1"])
+        result = yield service.reload(parseConfig(text("headers", "2"), service.config.path))
+        self.assertTrue(result.succeeded, result.problems)
+        _, headers, _ = yield request(port)
+        self.assertEqual(headers[b"x-version"], [b"2"])
+        result = yield service.reload(parseConfig(text("headerz", "3"), service.config.path))
+        self.assertFalse(result.succeeded)
+        self.assertIn("route[0].plugins[0].name: 'headerz' is not an installed plugin", result.problems[0])
+        _, headers, _ = yield request(port)
+        self.assertEqual(headers[b"x-version"], [b"2"])

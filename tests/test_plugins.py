@@ -9,7 +9,6 @@ import os
 import tempfile
 
 import attr
-from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,7 +24,7 @@ from proxyws.bundled.jwtauth import jwtPlugin
 from proxyws.bundled.wsaudit import auditPlugin
 from proxyws.bundled.wslimit import limitPlugin
 from proxyws.config import parseConfig
-from proxyws.errors import ConfigError, PluginFailed, PluginOptionError
+from proxyws.errors import ConfigError, PluginFailed
 from proxyws.filters import FilteredRouteHandler
 from proxyws.gate import HtpasswdAuthenticator, htpasswdPlugin
 from proxyws.httpproxy import HTTPRouteHandler
