@@ -40,9 +40,20 @@ setup(
         "txredisapi>=1.4.10,<2",
         "PyJWT>=2.8,<3",
     ],
-    # proxyws's own plugins, found as every other plugin is: through the
-    # "proxyws.plugins" entry points (proxyws/plugins.py).
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "websockets>=13,<18",
+            "h11>=0.14,<1",
+            "hypothesis>=6.100,<7",
+        ],
+    },
     entry_points={
+        # The proxyws command (proxyws check, proxyws --version); the server
+        # runs under twistd.
+        "console_scripts": ["proxyws = proxyws.cli:main"],
+        # proxyws's own plugins, found as every other plugin is: through the
+        # "proxyws.plugins" entry points (proxyws/plugins.py).
         "proxyws.plugins": [
             "headers = proxyws.bundled.headers:headersPlugin",
             "cors = proxyws.bundled.cors:corsPlugin",
@@ -50,14 +61,6 @@ setup(
             "ws-audit = proxyws.bundled.wsaudit:auditPlugin",
             "jwt = proxyws.bundled.jwtauth:jwtPlugin",
             "htpasswd = proxyws.gate:htpasswdPlugin",
-        ],
-    },
-    extras_require={
-        "test": [
-            "pytest>=8,<10",
-            "websockets>=13,<18",
-            "h11>=0.14,<1",
-            "hypothesis>=6.100,<7",
         ],
     },
     classifiers=[

@@ -643,3 +643,50 @@ def challenge(realm):
         )
     quoted = realm.replace("\\", "\\\\").replace('"', '\\"')
     return 'Basic realm="{}", charset="UTF-8"'.format(quoted).encode("utf-8")
+
+
+# Clients behind trusted proxies.
+
+
+def within(address, networks):
+    """
+    Whether C{address} (text) is in one of C{networks}.
+    """
+    if not networks:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
+def realClient(forwardedFor, peer, trusted):
+    """
+    The client's address behind trusted proxies: the last address of
+    C{X-Forwarded-For} that is not a trusted proxy (nginx's
+    C{real_ip_recursive on}).
+
+    @param forwardedFor: the header's values, or L{None}.
+    @param peer: the address of the connection's peer, a trusted proxy.
+    @param trusted: the trusted networks.
+    @return: the address as text.
+    """
+    addresses = [
+        a.strip().decode("ascii", "replace")
+        for value in forwardedFor or ()
+        for a in value.split(b",")
+        if a.strip()
+    ]
+    client = peer
+    for address in reversed(addresses):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            break
+        client = address
+        if not within(address, trusted):
+            break
+    return client

@@ -5,7 +5,8 @@ time for L{proxyws.httpproxy}.
 It writes the request head in one piece, streams the request body (with a
 length, or chunked), and hands the response to its exchange as it arrives:
 the head once, then the body piece by piece.  The body framing rules are RFC
-9112 section 6.3; the body decoders are twisted.web's own.  Twisted's full
+9112 section 6.3 (L{proxyws.heads}); the body decoders are proxyws's own
+(L{proxyws.bodies}), as strict with a backend as with a client.  Twisted's full
 HTTP client (C{twisted.web._newclient}) does the same with a Deferred, a
 parser and several wrapper objects per request; on the proxy's hot path
 this one object per connection does it with plain method calls.
@@ -16,9 +17,10 @@ from service_identity import VerificationError
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 
-from .errors import BadResponse, ConnectionLost
+from .bodies import ChunkedDecoder, LengthDecoder
+from .errors import BadResponse, BodyError, ConnectionLost
 from .heads import CHUNKED, LENGTH, NONE, findHeadEnd, parseResponseHead, responseFraming
-from .internals import ChunkedDecoder, IdentityDecoder, MalformedChunkedData, writeNow
+from .internals import writeNow
 
 # Bytes read from a backend socket at once.
 READ_SIZE = 262144
@@ -153,8 +155,8 @@ class BackendConnection(Protocol):
         if self._decoder is not None:
             try:
                 self._decoder.dataReceived(data)
-            except MalformedChunkedData:
-                self._brokenBody(BadResponse("invalid chunked response body"))
+            except BodyError as e:
+                self._brokenBody(BadResponse("invalid response body: " + e.detail))
             return
         if self._exchange is None:
             # Nothing was asked: the backend is not speaking HTTP/1.1.
@@ -194,7 +196,7 @@ class BackendConnection(Protocol):
         if framing.kind is CHUNKED:
             decoder = ChunkedDecoder(exchange.bodyReceived, self._bodyDone)
         elif framing.kind is LENGTH:
-            decoder = IdentityDecoder(length, exchange.bodyReceived, self._bodyDone)
+            decoder = LengthDecoder(length, exchange.bodyReceived, self._bodyDone)
         else:
             # The body runs to the end of the connection.
             decoder = _UntilClose(exchange.bodyReceived)

@@ -17,7 +17,8 @@ that came after it; and C{noMoreData()} when the connection ends.
 
 import re
 
-from .framing import CHUNKED, DEFAULT_LIMITS, LENGTH, MAX_LENGTH, BodyError, fieldLineError
+from .errors import BodyError
+from .framing import CHUNKED, DEFAULT_LIMITS, LENGTH, MAX_LENGTH, fieldLineError
 from .headers import TOKEN
 
 # The longest chunk-size line, extensions included (Twisted allows 1024;

@@ -102,6 +102,15 @@ class BadRequest(ResponseError):
     phrase = b"Bad Request"
 
 
+class ContentTooLarge(ResponseError):
+    """
+    The request body is larger than its route takes (C{max_body_size}).
+    """
+
+    status = 413
+    phrase = b"Content Too Large"
+
+
 class MisdirectedRequest(ResponseError):
     """
     The request names a host this server does not serve (RFC 9110 15.5.20).
@@ -200,7 +209,12 @@ class MessageTooBig(ProxyError):
 class BadFrame(ProxyError, ValueError):
     """
     A websocket frame header that no peer may send (close 1002).
+
+    @ivar offset: where that frame's header starts in the bytes fed, or -1
+        when part of it came with earlier bytes.
     """
+
+    offset = -1
 
 
 class BadArgument(ProxyError, ValueError):
@@ -236,6 +250,112 @@ class RouteStoreError(ProxyError):
     """
 
     status = 503
+
+
+# Configuration.
+
+
+class ConfigProblems(ConfigError):
+    """
+    Every problem found in one configuration file.
+
+    C{str(error)} is the first problem's line -- with one problem, exactly
+    the line of that problem -- and C{filename}, C{keyPath} and C{message}
+    are the first problem's.
+
+    @ivar problems: a L{list} of L{ConfigError}, one per problem, each one
+        line, in the order of the file.
+    """
+
+    def __init__(self, problems):
+        """
+        @param problems: the problems, at least one.
+        """
+        self.problems = list(problems)
+        first = self.problems[0]
+        super().__init__(first.filename, first.keyPath, first.message)
+
+
+class Broken(ProxyError):
+    """
+    A table has problems, already recorded: skip what depends on it.
+    """
+
+
+# Requests from clients (proxyws.framing, proxyws.bodies).
+
+# The reason phrases of the statuses the request parser refuses with (RFC 9110
+# section 15).
+PHRASES = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    505: b"HTTP Version Not Supported",
+}
+
+
+class HeadError(ResponseError):
+    """
+    A request head the proxy refuses; the client gets C{status} and the
+    connection is closed.
+
+    @ivar status: 400, 414, 431, 501 or 505.
+    @ivar phrase: its reason phrase.
+    @ivar detail: what was wrong, safe to show to the client.
+    """
+
+    def __init__(self, status, detail):
+        ResponseError.__init__(self, detail)
+        self.status = status
+        self.phrase = PHRASES[status]
+
+
+class BodyError(ResponseError):
+    """
+    A body that is not framed as it must be (400), or larger than its limit
+    (413).  For a backend's response the proxy answers 502 or aborts.
+
+    @ivar status: 400 or 413.
+    @ivar phrase: its reason phrase.
+    @ivar detail: what was wrong.
+    """
+
+    def __init__(self, status, detail):
+        ResponseError.__init__(self, detail)
+        self.status = status
+        self.phrase = PHRASES[status]
+
+
+# Backends.
+
+
+class BadExtension(BadResponse):
+    """
+    The backend's C{Sec-WebSocket-Extensions} answer is not a valid
+    acceptance of one of the offers it was made.
+    """
+
+
+class UpstreamUnavailable(ServiceUnavailable):
+    """
+    No member of an upstream can take the request: every member is down,
+    draining (for a request without a sticky member) or already tried.
+    The request path answers 503 with C{Retry-After: retryAfter}.
+
+    @ivar upstream: the upstream's name.
+    @ivar retryAfter: whole seconds after which a member may be back (at
+        least 1).
+    """
+
+    def __init__(self, upstream, retryAfter):
+        ServiceUnavailable.__init__(
+            self, "no member of upstream {} is available".format(upstream)
+        )
+        self.upstream = upstream
+        self.retryAfter = retryAfter
 
 
 # Plugins (proxyws.plugins): a plugin's failure fails what it was called
@@ -278,7 +398,7 @@ class PluginOptionError(ProxyError, ValueError):
     A plugin's factory was given an option it cannot use.  proxyws turns it
     into a L{ConfigError} naming the file and the whole key path, such as
     C{proxyws.toml: route[0].plugins[1].set.X-Frame-Options: 3 is not a
-    string}.
+    header value}.
 
     @ivar key: the option's key path inside the plugin's table, such as
         C{"set.X-Frame-Options"}, or L{None} for the table as a whole.

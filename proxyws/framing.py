@@ -31,19 +31,9 @@ import re
 
 import attr
 
-from .errors import ResponseError
+from .errors import HeadError
+from .heads import encodeResponseHead
 from .headers import TOKEN
-
-# The reason phrases of the statuses this module refuses with (RFC 9110
-# section 15).
-PHRASES = {
-    400: b"Bad Request",
-    413: b"Content Too Large",
-    414: b"URI Too Long",
-    431: b"Request Header Fields Too Large",
-    501: b"Not Implemented",
-    505: b"HTTP Version Not Supported",
-}
 
 # Fields that an access rule, a route or the websocket handshake reads.  Each
 # may appear at most once: with two, one component may check the first while
@@ -114,38 +104,6 @@ class HeadLimits:
 DEFAULT_LIMITS = HeadLimits()
 
 
-class HeadError(ResponseError):
-    """
-    A request head the proxy refuses; the client gets C{status} and the
-    connection is closed.
-
-    @ivar status: 400, 414, 431, 501 or 505.
-    @ivar phrase: its reason phrase.
-    @ivar detail: what was wrong, safe to show to the client.
-    """
-
-    def __init__(self, status, detail):
-        ResponseError.__init__(self, detail)
-        self.status = status
-        self.phrase = PHRASES[status]
-
-
-class BodyError(ResponseError):
-    """
-    A body that is not framed as it must be (400), or larger than its limit
-    (413).  For a backend's response the proxy answers 502 or aborts.
-
-    @ivar status: 400 or 413.
-    @ivar phrase: its reason phrase.
-    @ivar detail: what was wrong.
-    """
-
-    def __init__(self, status, detail):
-        ResponseError.__init__(self, detail)
-        self.status = status
-        self.phrase = PHRASES[status]
-
-
 def refusal(error):
     """
     The bytes of the answer to a refused request; the connection is closed
@@ -155,8 +113,12 @@ def refusal(error):
     @return: a whole HTTP/1.1 response.
     """
     body = b"%d %s\n\n%s\n" % (error.status, error.phrase, error.detail.encode("utf-8"))
-    head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-    return head % (error.status, error.phrase, len(body)) + b"Connection: close\r\n\r\n" + body
+    fields = [
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", b"%d" % len(body)),
+        (b"Connection", b"close"),
+    ]
+    return encodeResponseHead(b"HTTP/1.1", error.status, error.phrase, fields) + body
 
 
 class HeadReader:
@@ -281,6 +243,15 @@ class HeadReader:
         if self._count > limits.fieldCount:
             raise HeadError(431, "more than %d header fields" % limits.fieldCount)
         return None
+
+
+def hasBody(head):
+    """
+    Whether a request has a body to read (a declared length of 0 is none).
+
+    @param head: a L{RequestHead}.
+    """
+    return head.framing is not NO_BODY and head.contentLength != 0
 
 
 @attr.s(frozen=True, slots=True)

@@ -186,3 +186,16 @@ def responseFields(fields, backendOrigin, frontOrigin, reverse):
             field = (field[0], rewriteURL(field[1], backendOrigin, frontOrigin, reverse))
         out.append(field)
     return out
+
+
+def headerValue(text):
+    """
+    Text (such as a certificate subject) as a header value, or L{None} when
+    it has none or holds control characters that would break the header.
+    """
+    if text is None:
+        return None
+    value = text.encode("utf-8")
+    if any(byte < 0x20 or byte == 0x7F for byte in value):
+        return None
+    return value

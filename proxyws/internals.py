@@ -1,6 +1,5 @@
 """
-Every private name of Twisted, Autobahn and the standard library that
-proxyws uses, in one place.
+Every private name of another library that proxyws uses, in one place.
 
 Each use is listed in L{PRIVATE_NAMES} with what it is for and what
 happens without it; C{tests/test_internals.py} checks each against the
@@ -11,38 +10,27 @@ runs slower, never wrongly.
 The uses:
   - L{writeNow} reads the write queue of Twisted's C{FileDescriptor}, to
     send at once when nothing is queued (fallback: C{transport.write}).
-  - L{wholeHeadReady} and L{dispatchWholeHead} read and set the line parser
-    state of C{HTTPChannel}, to parse a whole body-less request head in one
-    pass (fallback: Twisted's line parser), and L{requestLine} reads the
-    request line C{HTTPChannel} keeps while the body arrives (no fallback:
-    a streamed request body needs it).
-  - L{ChunkedDecoder} and L{IdentityDecoder} are twisted.web's transfer
-    decoders for backend response bodies (no fallback).
+  - L{parseExpression} is the standard library's own regular expression
+    parser (C{re._parser}), for the check of C{match} expressions at load
+    (L{proxyws.patterns}); no fallback.
   - L{quietAutobahnDebugLogs} patches C{autobahn.websocket.protocol}'s
     C{pformat} (a module attribute, not a private name, but a patch of
     another library), applied when the service starts.
+
+Twisted's HTTP parsing state and transfer decoders are no longer used:
+requests and bodies are read by L{proxyws.framing} and L{proxyws.bodies}.
 """
 
+import re
 from pprint import pformat
 
 from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
-from twisted.protocols.basic import LineReceiver
-from twisted.web import http
 
 # (owner, name, what proxyws uses it for, what happens without it).
 PRIVATE_NAMES = [
     (FileDescriptor, "_tempDataBuffer", "writing to a socket at once", "transport.write"),
-    (http.HTTPChannel, "_HTTPChannel__first_line", "one-pass request heads", "Twisted's parser"),
-    (LineReceiver, "_buffer", "one-pass request heads", "Twisted's parser"),
-    (LineReceiver, "_busyReceiving", "one-pass request heads", "Twisted's parser"),
-    (http.HTTPChannel, "_handlingRequest", "one-pass request heads", "Twisted's parser"),
-    (http.HTTPChannel, "_command", "streamed request bodies", None),
-    (http.HTTPChannel, "_path", "streamed request bodies", None),
-    (http.HTTPChannel, "_version", "streamed request bodies", None),
-    (http, "_ChunkedTransferDecoder", "chunked response bodies", None),
-    (http, "_IdentityTransferDecoder", "response bodies with a length", None),
-    (http, "_MalformedChunkedDataError", "chunked response bodies", None),
+    (re, "_parser", "checking match expressions at load", None),
 ]
 
 
@@ -101,61 +89,22 @@ def writeNow(transport, data):
     transport.write(data)
 
 
-# The line parser state of HTTPChannel.
-
-FAST_HEADS = _present(
-    {"_HTTPChannel__first_line", "_buffer", "_busyReceiving", "_handlingRequest"}
-)
+# The standard library's regular expression parser.
 
 
-def wholeHeadReady(channel):
+def parseExpression(pattern):
     """
-    Whether C{channel}'s parser waits for the first line of a request with
-    nothing buffered, so that a whole head may be parsed in one pass.
+    Parse C{pattern} with Python's own regular expression parser, the one
+    C{re.compile} runs (undocumented).
+
+    @param pattern: the expression, as L{bytes}.
+    @return: C{(flags, nodes, maxRepeat)}: the global flags, the parsed
+        nodes, and the number that stands for an open-ended count.
+    @raise re.error: for an expression that does not compile.
     """
-    return (
-        FAST_HEADS
-        and channel._HTTPChannel__first_line
-        and channel.line_mode
-        and not channel._buffer
-        and not channel._busyReceiving
-        and not channel._handlingRequest
-    )
-
-
-def dispatchWholeHead(channel, method, target, version):
-    """
-    Complete a request whose head C{channel} got in one piece, as Twisted's
-    parser would at the end of its head: the request line is kept where
-    C{allContentReceived} reads it, and bytes that come while the request is
-    dispatched wait in the line buffer, parsed afterwards.
-    """
-    channel._command, channel._path, channel._version = method, target, version
-    channel._busyReceiving = True
-    try:
-        channel.allHeadersReceived()
-        channel.allContentReceived()
-    finally:
-        channel._busyReceiving = False
-    if channel._buffer:
-        http.HTTPChannel.dataReceived(channel, b"")
-
-
-def requestLine(channel):
-    """
-    The request line of the request whose head C{channel} has just parsed
-    (its body still to come).
-
-    @return: C{(method, target, version)}.
-    """
-    return channel._command, channel._path, channel._version
-
-
-# twisted.web's transfer decoders, for backend response bodies.
-
-ChunkedDecoder = http._ChunkedTransferDecoder
-IdentityDecoder = http._IdentityTransferDecoder
-MalformedChunkedData = http._MalformedChunkedDataError
+    parser = re._parser
+    tree = parser.parse(pattern)
+    return tree.state.flags, tree, parser.MAXREPEAT
 
 
 # Autobahn's debug logs.

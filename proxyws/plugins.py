@@ -44,7 +44,7 @@ from zope.interface import implementer
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
-from .errors import ConfigError, PluginFailed, PluginOptionError, PluginTimeout
+from .errors import ConfigError, ConfigProblems, PluginFailed, PluginOptionError, PluginTimeout
 from .interfaces import (
     IAuthenticator,
     IBackendSelector,
@@ -62,9 +62,9 @@ from .pluginvalues import (
     PluginRequest,
     PluginResponse,
     Response,
-    shown,
     writeResponse,
 )
+from .reader import shown
 
 # What plugin authors import from here.
 __all__ = [
@@ -504,8 +504,7 @@ def buildPlugins(config, reactor=None, available=None):
     @param available: name -> entry point (or factory) to use instead of
         the installed plugins.
     @return: a L{PluginSet}.
-    @raise ConfigError: the first problem, with every problem in its
-        C{problems} attribute.
+    @raise ConfigProblems: with every problem.
     """
     from .filters import RoutePlugins
 
@@ -526,9 +525,7 @@ def buildPlugins(config, reactor=None, available=None):
         if reference is not None:
             builder.build(reference, POLICY_INTERFACES)
     if builder.problems:
-        error = builder.problems[0]
-        error.problems = builder.problems
-        raise error
+        raise ConfigProblems(builder.problems)
     return PluginSet(routes, tuple(p for p in builder.built.values() if p is not None))
 
 

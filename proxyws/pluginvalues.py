@@ -11,21 +11,6 @@ import re
 import attr
 from twisted.web.http import RESPONSES, datetimeToString
 
-# Longest repr of a value shown in a message before it is cut.
-_SHOWN = 100
-
-
-def shown(value):
-    """
-    The C{repr} of a value for a message, cut after L{_SHOWN} characters.
-    """
-    text = repr(value)
-    if len(text) <= _SHOWN:
-        return text
-    size = len(value) if hasattr(value, "__len__") else len(text)
-    return "{}\u2026 ({} characters)".format(text[:_SHOWN], size)
-
-
 # ---------------------------------------------------------------------------
 # What plugins return.
 # ---------------------------------------------------------------------------

@@ -8,7 +8,14 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from .errors import BadRequest, MisdirectedRequest, NotFound, ServiceUnavailable, errorPage
+from .errors import (
+    BadRequest,
+    ContentTooLarge,
+    MisdirectedRequest,
+    NotFound,
+    ServiceUnavailable,
+    errorPage,
+)
 from .routing import hostOfHeader, urlHost
 
 
@@ -94,6 +101,15 @@ class ReverseProxyResource(Resource):
         if route.redirect is not None and request.scheme == b"http":
             redirectToHTTPS(request, route.redirect)
             return NOT_DONE_YET
+        if route.maxBodySize:
+            request.bodyLimit = route.maxBodySize
+            declared = request.declaredLength
+            if declared is not None and declared > route.maxBodySize:
+                # Answered at once, without reading the body: the
+                # connection closes after the answer.
+                request.refuse(ContentTooLarge(
+                    "the request body is larger than {} bytes".format(route.maxBodySize)))
+                return NOT_DONE_YET
         # Taken before the gate: a body that arrives while a password is
         # checked waits in it.
         body = request.takeBody()

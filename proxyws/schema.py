@@ -33,33 +33,74 @@ def _boolean(value):
     return value
 
 
-def _seconds(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("a number of seconds")
-    try:
-        value = float(value)
-    except OverflowError:
-        value = math.inf
-    if not (0 < value <= MAX_SECONDS):
-        raise ValueError("a number of seconds greater than 0 and at most 1e9")
-    return value
+def _seconds(minimum):
+    """
+    The parser of a number of seconds from C{minimum} to L{MAX_SECONDS}.
+    """
+
+    def seconds(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("a number of seconds")
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
+        if not (minimum <= value <= MAX_SECONDS):
+            raise ValueError(
+                "a number of seconds from {:g} to 1e9".format(minimum)
+            )
+        return value
+
+    return seconds
+
+
+def _secondsOrOff(minimum):
+    """
+    The parser of 0 (off) or a number of seconds from C{minimum} to
+    L{MAX_SECONDS}.
+    """
+
+    def secondsOrOff(value):
+        if value == 0 and not isinstance(value, bool):
+            return 0.0
+        try:
+            return _seconds(minimum)(value)
+        except ValueError as e:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise
+            raise ValueError("0 (off) or " + e.args[0]) from None
+
+    return secondsOrOff
 
 
 # Longer than any timeout anyone means (31 years), short of the numbers the
 # reactor cannot schedule.
 MAX_SECONDS = 1e9
 
+# The least number of seconds each kind of setting takes.  nginx and HAProxy
+# take milliseconds without a floor; these floors keep out the values no
+# deployment means (0.001 is a unit mix-up, 1e-300 an attack on the event
+# loop) and name the range in the message:
+# - a timer that repeats for every open connection (the websocket ping) at
+#   least a second: 1e-300 sent one websocket 10,000 pings a second, and
+#   browsers and nginx's examples ping every 20 to 60 s;
+# - a timeout that bounds one wait (connecting, a response head, a silent
+#   backend, a pong, an idle websocket) at least 100 ms: less than a round
+#   trip to any real peer, it would fail healthy ones, and HAProxy's own
+#   examples start at seconds;
+# - a time something is kept for reuse or grace (an idle keep-alive client,
+#   an idle backend connection, requests in flight at shutdown) at least a
+#   second: below that, keep-alive and graceful stop do nothing (nginx's
+#   keepalive_timeout is written in seconds).
+PING_MINIMUM = 1.0
+WAIT_MINIMUM = 0.1
+KEEP_MINIMUM = 1.0
+
 
 def _count(value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError("a whole number, 0 or more")
     return value
-
-
-def _secondsOrOff(value):
-    if value == 0 and not isinstance(value, bool):
-        return 0.0
-    return _seconds(value)
 
 
 def _origins(value):
@@ -160,6 +201,19 @@ def _bufferSize(value):
     return value
 
 
+def _within(least, most, unit):
+    """
+    The parser of a whole number from C{least} to C{most} (of C{unit}).
+    """
+
+    def parse(value):
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+            raise ValueError("a number of {} from {} to {}".format(unit, least, most))
+        return value
+
+    return parse
+
+
 def _port(value):
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError("a port number from 0 to 65535")
@@ -198,15 +252,25 @@ SERVER_KEYS = {
     "trusted_proxies": (_networks, ()),  # X-Forwarded-For believed from these
     "unknown_host": (_unknownHost, 404),  # with [[host]]s and no default
     "log_level": (_logLevel, "info"),  # least severe message written
-    "client_timeout": (_seconds, 75.0),  # idle keep-alive client (nginx 75s)
-    "shutdown_timeout": (_seconds, 30.0),  # in-flight requests on SIGTERM
-    "reload_grace": (_seconds, 60.0),  # websockets of removed routes, after a reload
-    "connect_timeout": (_seconds, 60.0),  # default for routes (nginx 60s)
-    "response_timeout": (_seconds, 60.0),  # wait for backend response head
-    "read_timeout": (_seconds, 60.0),  # backend silent while sending a body
+    "client_timeout": (_seconds(KEEP_MINIMUM), 75.0),  # idle keep-alive client (nginx 75s)
+    "shutdown_timeout": (_seconds(KEEP_MINIMUM), 30.0),  # in-flight requests on SIGTERM
+    "reload_grace": (_seconds(WAIT_MINIMUM), 60.0),  # websockets of removed routes, after a reload
+    "connect_timeout": (_seconds(WAIT_MINIMUM), 60.0),  # default for routes (nginx 60s)
+    "response_timeout": (_seconds(WAIT_MINIMUM), 60.0),  # wait for backend response head
+    "read_timeout": (_seconds(WAIT_MINIMUM), 60.0),  # backend silent while sending a body
     "backend_keepalive": (_count, 32),  # idle connections kept per backend
-    "backend_idle_timeout": (_seconds, 60.0),  # idle backend connection life
+    "backend_idle_timeout": (_seconds(KEEP_MINIMUM), 60.0),  # idle backend connection life
     "backend_max_connections": (_count, 0),  # per backend; 0 = no limit
+    # What a client may send (nginx client_header_timeout,
+    # client_body_timeout, large_client_header_buffers 4 8k; Apache
+    # LimitRequestFields 100).  A head too slow gets 408, too large 414/431.
+    "head_timeout": (_seconds(WAIT_MINIMUM), 60.0),  # from accept or first byte
+    "body_timeout": (_seconds(WAIT_MINIMUM), 60.0),  # between two reads of a body
+    "max_request_line": (_within(256, 1048576, "bytes"), 8192),
+    "max_header_line": (_within(256, 1048576, "bytes"), 8192),
+    "max_header_size": (_within(256, 16777216, "bytes"), 32768),  # all fields
+    "max_headers": (_within(1, 10000, "fields"), 100),
+    "max_connections_per_client": (_count, 0),  # per client address; 0 = no limit
 }
 
 # Settings of each [[listen]]; None marks a required key.
@@ -217,6 +281,7 @@ LISTEN_KEYS = {
     "redirect_https": (_redirect, None),  # answer everything with a redirect
     "hsts": (_headerText, None),  # Strict-Transport-Security value
     "proxy_protocol": (_boolean, False),  # PROXY protocol v1/v2 first
+    "max_connections": (_count, 0),  # open at once; beyond, accepting waits
 }
 
 TLS_KEYS = {
@@ -275,16 +340,17 @@ ROUTE_KEYS = {
     "backend": (_string, None),
     "host": (_hosts, ()),
     "preserve_host": (_boolean, False),
-    "connect_timeout": (_seconds, None),
-    "response_timeout": (_seconds, None),
-    "read_timeout": (_seconds, None),
+    "connect_timeout": (_seconds(WAIT_MINIMUM), None),
+    "response_timeout": (_seconds(WAIT_MINIMUM), None),
+    "read_timeout": (_seconds(WAIT_MINIMUM), None),
     # websockets
     "max_message_size": (_count, 0),  # bytes; larger messages close 1009
-    "ws_ping_interval": (_secondsOrOff, 0.0),  # proxy pings on each leg; 0 off
-    "ws_ping_timeout": (_seconds, 30.0),  # a pong must come within this
-    "ws_idle_timeout": (_secondsOrOff, 0.0),  # no message either way; 0 off
+    "ws_ping_interval": (_secondsOrOff(PING_MINIMUM), 0.0),  # proxy pings on each leg; 0 off
+    "ws_ping_timeout": (_seconds(WAIT_MINIMUM), 30.0),  # a pong must come within this
+    "ws_idle_timeout": (_secondsOrOff(WAIT_MINIMUM), 0.0),  # no message either way; 0 off
     "allowed_origins": (_origins, ()),  # empty: every Origin
     "compression": (_boolean, True),  # permessage-deflate on both legs
+    "max_body_size": (_count, 0),  # bytes of a request body; larger get 413
     "ws_buffer_size": (_bufferSize, 65536),  # bytes queued per leg before
     # the other leg's reading pauses (and read at once)
     "redirect_https": (_redirect, None),  # plain HTTP requests are redirected
@@ -350,7 +416,7 @@ ADMIN_KEYS = {
     "redis_url": (_redisURL, "redis://127.0.0.1:6379/0"),
     "redis_key_prefix": (_keyPrefix, "proxyws"),  # names of keys and channel
     "host_routing": (_boolean, False),  # API prefixes start with a host name
-    "activity_interval": (_seconds, 5.0),  # last_activity written/merged
+    "activity_interval": (_seconds(WAIT_MINIMUM), 5.0),  # last_activity written/merged
 }
 
 TOP_KEYS = ("server", "listen", "route", "host", "demo", "upstream", "admin")
@@ -473,7 +539,7 @@ UPSTREAM_KEYS = {
     "cookie": (None, None),  # COOKIE_KEYS
     "retries": (_count, None),  # default: members - 1
     "max_fails": (_count, 1),  # failures within fail_timeout; 0: never down
-    "fail_timeout": (_seconds, 10.0),  # the window, and the time down
+    "fail_timeout": (_seconds(WAIT_MINIMUM), 10.0),  # the window, and the time down
     "check": (None, None),  # CHECK_KEYS: active checks
 }
 
@@ -500,8 +566,8 @@ CHECK_KEYS = {
     "type": (_oneOf("http", "tcp"), "http"),
     "path": (_checkPath, None),  # http only; default "/"
     "status": (_statuses, None),  # http only; default 200 to 399
-    "interval": (_seconds, 5.0),
-    "timeout": (_seconds, 2.0),
+    "interval": (_seconds(WAIT_MINIMUM), 5.0),
+    "timeout": (_seconds(WAIT_MINIMUM), 2.0),
     "rise": (_tries, 2),
     "fall": (_tries, 3),
 }
@@ -517,7 +583,7 @@ CHECK_KEYS = {
 
 PLUGIN_SERVER_KEYS = {
     "plugins": (None, ()),  # tables { name = "...", ...options }
-    "plugin_timeout": (_seconds, 10.0),  # seconds a plugin's Deferred may take
+    "plugin_timeout": (_seconds(WAIT_MINIMUM), 10.0),  # a plugin's Deferred, at most
 }
 SERVER_KEYS.update(PLUGIN_SERVER_KEYS)
 HOST_KEYS["plugins"] = (None, ())

@@ -37,7 +37,7 @@ from .changes import (
     routeIdentity,
     summary,
 )
-from .config import loadConfig
+from .config import loadAndCheck, problemsOf
 from .errors import ConfigError
 from .gate import Gate
 from .httpproxy import HTTPRouteHandler
@@ -116,6 +116,7 @@ def buildSite(config, reactor, accessLog, listener=None, pool=None, plugins=None
         config.server.clientTimeout,
         listener=listener,
         trustedProxies=config.server.trustedProxies,
+        server=config.server,
     )
     return site, pool
 
@@ -322,7 +323,9 @@ class ProxyService(Service):
             server.clientTimeout,
             listener=listener,
             trustedProxies=server.trustedProxies,
+            server=server,
         )
+        site.generation = self.generation
         self.sites.append(site)
         if self.site is None:
             self.site = site
@@ -368,7 +371,8 @@ class ProxyService(Service):
         try:
             try:
                 if config is None:
-                    config = loadConfig(self.config.path)
+                    # Every check start-up runs, every problem reported.
+                    config = loadAndCheck(self.config.path)
                 prepared = prepare(config, self._reactor)
                 sockets = self._bindNew(config)
             except ConfigError as e:
@@ -378,7 +382,7 @@ class ProxyService(Service):
             self._reloading = False
 
     def _refused(self, error):
-        problems = tuple(str(p) for p in getattr(error, "problems", None) or [error])
+        problems = tuple(str(p) for p in problemsOf(error))
         for problem in problems:
             _log.error("reload: {problem}", problem=problem)
         _log.error("reload refused: the config in force is unchanged")
@@ -450,8 +454,8 @@ class ProxyService(Service):
         server = config.server
         for site in self.sites:
             site.resource = root
-            site.timeOut = server.clientTimeout
-            site.trustedProxies = server.trustedProxies
+            site.configure(server)
+            site.generation = self.generation
         for key, (port, factory) in list(self._listening.items()):
             listener = listeners.get(key)
             if listener is None:

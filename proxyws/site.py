@@ -2,10 +2,9 @@
 The front end: a twisted.web L{Site} whose requests stream their bodies.
 
 Twisted's own L{Request} reads a whole request body into a file before it is
-rendered.  L{ProxyRequest} instead starts processing as soon as the headers
-of a request with a body are in, and hands the body on piece by piece (see
-L{proxyws.httpproxy.RequestBody}).  Requests without a body are processed as
-usual, when they are complete.
+rendered.  L{ProxyRequest} instead is processed as soon as its head is in
+(L{proxyws.channel.ProxyChannel} reads heads and bodies), and hands its body
+on piece by piece (see L{proxyws.httpproxy.RequestBody}).
 
 L{ProxySite} writes the access log with proxyws's own combined-format
 formatter and knows its open connections and websockets, so that a graceful
@@ -13,101 +12,30 @@ stop can let requests in flight finish, close idle keep-alive connections
 and close websockets with 1001.
 """
 
-import ipaddress
-import re
-
 from twisted.internet.defer import Deferred
-from twisted.web.http import NO_BODY_CODES, HTTPChannel
-from twisted.web.iweb import INonQueuedRequestFactory
+from twisted.python.failure import Failure
+from twisted.web.http import NO_BODY_CODES
 from twisted.web.server import Request, Site
 
-from . import internals
+from .access import realClient
 from .accesslog import formatCombined, requestLine
-from .headers import TOKEN
+from .channel import ProxyChannel
+from .errors import errorPage
+from .framing import DEFAULT_LIMITS, HeadLimits, hasBody
 from .heads import encodeResponseHead, mergeFields
 from .httpproxy import RequestBody
 from .internals import writeNow
-from .timers import Deadline
-from .tls import peerSubject
 
-# A request head without a body that Twisted's parser would take as it is:
-# a token method, a target of printable ASCII, HTTP/1.0 or 1.1, and header
-# lines of a token name and a value with no NUL (no continuation lines).
-_PLAIN_HEAD = re.compile(
-    rb"(" + TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])"
-    rb"((?:\r\n" + TOKEN + rb":[^\x00\r\n]*)*)"
-)
-
-# Bytes of a client's first frames held while its websocket upgrade is
-# pending, before the proxy stops reading (one socket read).
-HELD_LIMIT = 65536
-
-# Header names that announce a request body.
-_BODY_HEADERS = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:")
-
-
-def _within(address, networks):
-    """
-    Whether C{address} (text) is in one of C{networks}.
-    """
-    if not networks:
-        return False
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
-
-
-def headerValue(text):
-    """
-    Text (such as a certificate subject) as a header value, or L{None} when
-    it has none or holds control characters that would break the header.
-    """
-    if text is None:
-        return None
-    value = text.encode("utf-8")
-    if any(byte < 0x20 or byte == 0x7F for byte in value):
-        return None
-    return value
-
-
-def realClient(forwardedFor, peer, trusted):
-    """
-    The client's address behind trusted proxies: the last address of
-    C{X-Forwarded-For} that is not a trusted proxy (nginx's
-    C{real_ip_recursive on}).
-
-    @param forwardedFor: the header's values, or L{None}.
-    @param peer: the address of the connection's peer, a trusted proxy.
-    @param trusted: the trusted networks.
-    @return: the address as text.
-    """
-    addresses = [
-        a.strip().decode("ascii", "replace")
-        for value in forwardedFor or ()
-        for a in value.split(b",")
-        if a.strip()
-    ]
-    client = peer
-    for address in reversed(addresses):
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            break
-        client = address
-        if not _within(address, trusted):
-            break
-    return client
+# What OPTIONS * (a question about the server itself) is answered with.
+_SERVER_METHODS = b"GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
 
 
 class ProxyRequest(Request):
     """
-    A request that is processed when its headers are in, with a body that
+    A request that is processed when its head is in, with a body that
     streams (when it has one).
 
+    @ivar bodyLimit: the largest body its route takes (bytes), or L{None}.
     @ivar _body: the L{RequestBody} handed to the backend, if any.
     @ivar _bodyPending: the request has a body that is still arriving.
     @ivar _finishPending: the response is complete but the request body is
@@ -118,7 +46,10 @@ class ProxyRequest(Request):
     channel = None
     received = None
     remoteUser = None
-    # The first value of the Host header, or None.
+    bodyLimit = None
+    # The length the body declares (Content-Length), or None.
+    declaredLength = None
+    # The host the request is for (its Host value), or None.
     hostHeader = None
     # Called with the reason when the client leaves before the response is
     # complete (notifyFinish without a Deferred, for the proxy's hot path).
@@ -126,31 +57,34 @@ class ProxyRequest(Request):
     _body = None
     _bodyPending = False
     _finishPending = False
+    _expectContinue = False
     # The backend's fields as the client gets them, and the body length,
     # handed over once by respond().
     _relayed = ()
     _responseLength = None
 
-    def gotLength(self, length):
+    def headReceived(self, head):
         """
-        The headers are in: a request with a body is processed now.
+        The head is in: set the request up from it and hand it to the
+        site's resource.
 
-        @param length: the body length, L{None} for chunked, 0 for none.
+        @param head: its L{proxyws.framing.RequestHead}.
         """
-        if length == 0:
+        add = self.requestHeaders.addRawHeader
+        for name, value in head.fields:
+            add(name, value)
+        self.hostHeader = head.host
+        if hasBody(head):
+            self._bodyPending = True
+            self._length = self.declaredLength = head.contentLength
+            self._expectContinue = head.expectContinue
+        self._setRequestLine(head.method, head.uri, head.version)
+        if head.uri == b"*":
+            # OPTIONS * asks about the server itself, not a resource.
+            self.setHeader(b"Allow", _SERVER_METHODS)
+            self.setHeader(b"Content-Length", b"0")
+            self.finish()
             return
-        channel = self.channel
-        expect = self.requestHeaders.getRawHeaders(b"Expect")
-        method, target, version = internals.requestLine(channel)
-        if expect and expect[0].lower() == b"100-continue":
-            # Twisted would send "100 Continue" after this returns, after a
-            # final answer given now (404, 403...): send it first.
-            self.requestHeaders.removeHeader(b"Expect")
-            if version == b"HTTP/1.1":
-                writeNow(channel.transport, encodeResponseHead(version, 100, b"Continue", ()))
-        self._bodyPending = True
-        self._length = length
-        self._setRequestLine(method, target, version)
         self.process()
 
     def parseCookies(self):
@@ -161,12 +95,16 @@ class ProxyRequest(Request):
 
     def takeBody(self):
         """
-        Take the request body to stream it somewhere.
+        Take the request body to stream it somewhere; a client that asked
+        to be told first (C{Expect: 100-continue}) is told now.
 
         @return: a L{RequestBody}, or L{None} when the request has no body.
         """
         if not self._bodyPending:
             return None
+        if self._expectContinue:
+            self._expectContinue = False
+            writeNow(self.channel.transport, encodeResponseHead(b"HTTP/1.1", 100, b"Continue", ()))
         self._body = RequestBody(self.channel.transport, self._length)
         return self._body
 
@@ -177,19 +115,33 @@ class ProxyRequest(Request):
         if self._body is not None:
             self._body.dataReceived(data)
 
-    def requestReceived(self, command, path, version):
+    def bodyComplete(self):
         """
-        The whole request is in: complete the body, or process the request.
+        The whole body is in: tell its taker, and finish a response that
+        waited for it.
         """
-        if not self._bodyPending:
-            self._setRequestLine(command, path, version)
-            self.process()
-            return
         self._bodyPending = False
         if self._body is not None:
             self._body.bodyComplete()
         if self._finishPending:
             Request.finish(self)
+
+    def refuse(self, error):
+        """
+        The body is not framed as it must be, or is over its limit: stop
+        the backend request, answer with C{error}'s status, and close the
+        connection after the answer (the rest of the body is not read).
+
+        @param error: a L{proxyws.errors.ResponseError}.
+        """
+        self._bodyPending = False
+        self.channel.persistent = False
+        whenGone, self.whenGone = self.whenGone, None
+        if whenGone is not None:
+            whenGone(Failure(error))
+        if self._body is not None:
+            self._body.stopProducing()
+        errorPage(self, error)
 
     def _setRequestLine(self, command, path, version):
         channel = self.channel
@@ -207,9 +159,6 @@ class ProxyRequest(Request):
                 channel.site.trustedProxies,
             )
         self.localPort = channel.localPort
-        host = self.requestHeaders.getRawHeaders(b"Host")
-        if host:
-            self.hostHeader = host[0]
         self.method = command
         self.uri = path
         self.clientproto = version
@@ -243,7 +192,14 @@ class ProxyRequest(Request):
         closing the connection (HTTP/1.0).
         """
         code = self.code
+        channel = self.channel
+        if self._bodyPending and self._expectContinue:
+            # Answered before the client was told to send its body: it may
+            # never come, and is not waited for.
+            channel.persistent = False
         fields = mergeFields(self._relayed, list(self.responseHeaders.getAllRawHeaders()))
+        if not channel.persistent and self.clientproto == b"HTTP/1.1":
+            fields.append((b"Connection", b"close"))
         length = self._responseLength
         if length is not None and code not in NO_BODY_CODES:
             fields.append((b"Content-Length", b"%d" % length))
@@ -300,8 +256,12 @@ class ProxyRequest(Request):
 
     def finish(self):
         """
-        Finish the response, once the request body is all in.
+        Finish the response, once the request body is all in; a client told
+        nothing yet about a body it means to send (C{Expect: 100-continue})
+        is not waited for: the connection closes after the response.
         """
+        if self._bodyPending and self._expectContinue:
+            self._bodyPending = False
         if self._bodyPending:
             self._finishPending = True
         else:
@@ -322,217 +282,6 @@ def _discard(data):
     """
 
 
-class ProxyChannel(HTTPChannel):
-    """
-    An HTTP connection from a client, known to its site while it is open.
-
-    @ivar scheme: C{b"https"} or C{b"http"}: how the client reached us.
-    @ivar peerHost: the address of the connection's peer as text (from the
-        PROXY protocol header when the listener takes one).
-    @ivar trusted: whether the peer is a trusted proxy.
-    @ivar localPort: the port the client connected to, as bytes.
-    """
-
-    subjectHeader = None
-    _peer = None
-    _host = None
-    _idle = None
-    # Bytes from the client held while its websocket upgrade is pending.
-    _held = None
-
-    def connectionMade(self):
-        """
-        Note once what every request on this connection asks about it.
-        """
-        HTTPChannel.connectionMade(self)
-        self.scheme = b"https" if HTTPChannel.isSecure(self) else b"http"
-        self.localPort = b"%d" % self.transport.getHost().port
-        self.peerHost = None
-
-    def notePeer(self):
-        """
-        Work out the peer's address, once the first request has come (with
-        the PROXY protocol, the header that names it comes first).
-        """
-        self._peer = self.transport.getPeer()
-        self._host = self.transport.getHost()
-        self.peerHost = self._peer.host
-        self.trusted = _within(self.peerHost, self.site.trustedProxies)
-        listener = self.site.listener
-        name = listener and listener.tls and listener.tls.clientSubjectHeader
-        if name:
-            self.subjectHeader = (name.encode("ascii"), headerValue(peerSubject(self.transport)))
-
-    def dataReceived(self, data):
-        """
-        Bytes from the client.  A whole request head without a body, alone
-        in C{data} and at the start of a request, is parsed in one pass;
-        anything else goes through Twisted's line parser.
-        """
-        if self._held is not None:
-            self._hold(data)
-        elif (
-            data[-4:] == b"\r\n\r\n"
-            and internals.wholeHeadReady(self)
-            and not self.paused
-            and self.persistent
-            and len(data) <= self.totalHeadersSize
-            and self._plainRequest(data[:-4])
-        ):
-            return
-        else:
-            HTTPChannel.dataReceived(self, data)
-
-    def rawDataReceived(self, data):
-        """
-        Bytes after a request head: its body, or (held while a websocket
-        upgrade is pending) the client's first frames.
-        """
-        if self._held is not None:
-            self._hold(data)
-        else:
-            HTTPChannel.rawDataReceived(self, data)
-
-    def holdForUpgrade(self):
-        """
-        The request being handled asks for a websocket: keep what the
-        client sends from now on (its first frames) for the websocket, and
-        stop reading once that is more than a socket read.
-        """
-        self._held = []
-
-    def releaseHeld(self):
-        """
-        The upgrade did not happen (the client gets an HTTP answer): what
-        the client sent meanwhile cannot be read as HTTP, so the connection
-        closes after the answer if anything came.
-        """
-        held, self._held = self._held, None
-        if held:
-            self.persistent = False
-            self.transport.resumeProducing()
-
-    def _hold(self, data):
-        self._held.append(data)
-        if sum(map(len, self._held)) > HELD_LIMIT:
-            self.transport.pauseProducing()
-
-    def upgrade(self, receiver):
-        """
-        The connection becomes a websocket: from now on its bytes and its
-        end go to C{receiver}, and it has no idle timeout.
-
-        @param receiver: has C{dataReceived(data)} and
-            C{connectionLost(reason)}.
-        @return: the bytes the client sent after its upgrade request.
-        """
-        if self._idle is not None:
-            self._idle.cancel()
-        held, self._held = b"".join(self._held or ()), None
-        self.dataReceived = receiver.dataReceived
-        self.connectionLost = receiver.connectionLost
-        # The connection was the transport's producer (as HTTP); the relay
-        # registers its own, and reading goes on.
-        self.transport.unregisterProducer()
-        self.transport.resumeProducing()
-        return held
-
-    def _plainRequest(self, head):
-        """
-        Take a request head that Twisted's parser would take line by line
-        to the same end: the same request object, headers and calls.
-
-        @return: whether it was taken; if not, nothing was done.
-        """
-        match = _PLAIN_HEAD.fullmatch(head)
-        if match is None:
-            return False
-        method, target, version, fields = match.groups()
-        lines = fields.split(b"\r\n")
-        if len(lines) - 1 > self.maxHeaders:
-            return False
-        lowered = fields.lower()
-        if _BODY_HEADERS[0] in lowered or _BODY_HEADERS[1] in lowered:
-            return False
-        self.resetTimeout()
-        if INonQueuedRequestFactory.providedBy(self.requestFactory):
-            request = self.requestFactory(self)
-        else:
-            request = self.requestFactory(self, len(self.requests))
-        self.requests.append(request)
-        add = request.requestHeaders.addRawHeader
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            add(name, value.strip(b" \t"))
-        internals.dispatchWholeHead(self, method, target, version)
-        return True
-
-    def setTimeout(self, period):
-        """
-        Start (or with L{None} stop) the idle timeout, on a L{Deadline}: it
-        stops and starts again with every request, so a request schedules
-        no call of its own (Twisted's C{TimeoutMixin} would make one).
-
-        @return: the previous period.
-        """
-        previous, self.timeOut = self.timeOut, period
-        deadline = self._idle
-        if deadline is None:
-            deadline = self._idle = Deadline(self.site.reactor)
-        if period is None:
-            deadline.stop()
-        else:
-            deadline.start(period, self.timeoutConnection)
-        return previous
-
-    def resetTimeout(self):
-        """
-        Bytes came: the idle timeout, if running, starts over.
-        """
-        if self._idle is not None:
-            self._idle.restart(self.timeOut)
-
-    def isSecure(self):
-        """
-        Whether the connection uses TLS (worked out once per connection).
-        """
-        return self.scheme == b"https"
-
-    def getPeer(self):
-        """
-        The peer's address, asked of the transport once per connection.
-        """
-        return self._peer or self.transport.getPeer()
-
-    def getHost(self):
-        """
-        The local address, asked of the transport (a system call) once per
-        connection.
-        """
-        return self._host or self.transport.getHost()
-
-    def write(self, data):
-        """
-        Write response bytes, at once when the socket takes them.
-        """
-        writeNow(self.transport, data)
-
-    def writeSequence(self, iovec):
-        """
-        Write pieces of a response, at once when the socket takes them.
-        """
-        writeNow(self.transport, b"".join(iovec))
-
-    def connectionLost(self, reason):
-        """
-        Tell the site, then clean up as usual.
-        """
-        self.site.channelClosed(self)
-        HTTPChannel.connectionLost(self, reason)
-        if self._idle is not None:
-            self._idle.cancel()
-
-
 class ProxySite(Site):
     """
     The site every listener serves.
@@ -544,8 +293,13 @@ class ProxySite(Site):
     protocol = ProxyChannel
     noisy = False
 
+    # What a client may send, and how long it may take (from [server]).
+    headLimits = DEFAULT_LIMITS
+    headTimeout = 60.0
+    bodyTimeout = 60.0
+
     def __init__(
-        self, resource, accessLog, reactor, timeout, listener=None, trustedProxies=()
+        self, resource, accessLog, reactor, timeout, listener=None, trustedProxies=(), server=None
     ):
         """
         @param resource: the root resource.
@@ -554,11 +308,15 @@ class ProxySite(Site):
         @param timeout: seconds an idle client connection is kept.
         @param listener: the L{proxyws.config.Listener} served, if any.
         @param trustedProxies: networks whose X-Forwarded-For is believed.
+        @param server: the L{proxyws.values.ServerSettings} whose limits
+            clients are held to, or L{None} for the defaults.
         """
         Site.__init__(self, resource, reactor=reactor, timeout=timeout)
         self.accessLog = accessLog
         self.listener = listener
         self.trustedProxies = trustedProxies
+        if server is not None:
+            self.configure(server)
         # The number of the config in force (a reload adds one), noted on
         # each connection, so that the status can tell those held past a
         # reload.
@@ -566,6 +324,21 @@ class ProxySite(Site):
         self._channels = set()
         self._relays = set()
         self._drained = None
+
+    def configure(self, server):
+        """
+        Take the client limits and timeouts of a config's C{[server]}.
+        """
+        self.timeOut = server.clientTimeout
+        self.trustedProxies = server.trustedProxies
+        self.headTimeout = server.headTimeout
+        self.bodyTimeout = server.bodyTimeout
+        self.headLimits = HeadLimits(
+            requestLine=server.maxRequestLine,
+            fieldLine=server.maxHeaderLine,
+            fieldsSize=server.maxHeaderSize,
+            fieldCount=server.maxHeaders,
+        )
 
     def buildProtocol(self, addr):
         """
@@ -639,6 +412,26 @@ class ProxySite(Site):
                 request.sentLength if size is None else size,
                 referer[0] if referer else None,
                 agent[0] if agent else None,
+            )
+        )
+
+    def refused(self, channel, status, size):
+        """
+        Write the access-log line of a request whose head was refused (its
+        request line is not known for sure: C{"-"}, as Apache writes it).
+        """
+        peer = channel.getPeer()
+        self.accessLog.write(
+            formatCombined(
+                getattr(peer, "host", "-"),
+                None,
+                None,
+                self.reactor.seconds(),
+                b"-",
+                status,
+                size,
+                None,
+                None,
             )
         )
 

@@ -1,11 +1,12 @@
 """
 The twistd surface: C{twistd -n proxyws --config FILE.toml}.
 
-L{Options.postOptions} loads and validates the whole config and binds the
-listening sockets, so that a bad config or a port in use stops start-up with
-one line on standard error and exit status 1, before anything runs.
-L{makeService} only builds the service; it is the one place where the global
-reactor is resolved.
+L{Options.postOptions} loads and validates the whole config (every check of
+L{proxyws.config.loadAndCheck}, the same as C{proxyws check} runs) and binds
+the listening sockets, so that a bad config or a port in use stops start-up
+with one line per problem on standard error and exit status 1, before
+anything runs.  L{makeService} only builds the service; it is the one place
+where the global reactor is resolved.
 """
 
 import signal
@@ -13,8 +14,22 @@ import sys
 
 from twisted.python import usage
 
-from .config import loadConfig
+from .config import loadAndCheck, problemsOf
 from .errors import ConfigError
+
+
+def writeProblems(error, stream):
+    """
+    Write each problem of a config error on its own line,
+    C{proxyws: file: key: message}.
+
+    @param error: a L{ConfigError} (a L{proxyws.config.ConfigProblems}, or
+        a single problem).
+    @param stream: a text file, such as standard error.
+    """
+    for problem in problemsOf(error):
+        stream.write("proxyws: {}\n".format(problem))
+    stream.flush()
 
 
 class Options(usage.Options):
@@ -36,26 +51,17 @@ class Options(usage.Options):
         Load and validate the config, and bind its listening sockets.
 
         @raise usage.UsageError: when C{--config} is missing.
-        @raise SystemExit: with status 1 after printing one line, when the
-            config does not load or a socket cannot be bound.  (A
-            C{UsageError} would make twistd print its whole usage text
-            before the line that matters.)
+        @raise SystemExit: with status 1 after printing one line per
+            problem, when the config does not load or a socket cannot be
+            bound.  (A C{UsageError} would make twistd print its whole usage
+            text before the lines that matter.)
         """
         if not self["config"]:
             raise usage.UsageError("--config FILE.toml is required")
-        from .gate import Gate
-        from .plugins import buildPlugins
         from .sockets import bindListeners, bindWorkers
-        from .tls import BackendTLSPolicy, serverContext
 
         try:
-            config = loadConfig(self["config"])
-            for listener in config.listeners:
-                if listener.tls is not None:
-                    serverContext(config, listener)
-            BackendTLSPolicy(config)
-            Gate.forConfig(config)
-            buildPlugins(config)
+            config = loadAndCheck(self["config"])
             if config.server.workers > 1:
                 self["sockets"], self["workerSockets"] = bindWorkers(
                     config, config.server.workers
@@ -63,8 +69,7 @@ class Options(usage.Options):
             else:
                 self["sockets"] = bindListeners(config)
         except ConfigError as e:
-            sys.stderr.write("proxyws: {}\n".format(e))
-            sys.stderr.flush()
+            writeProblems(e, sys.stderr)
             raise SystemExit(1)
         self["loaded"] = config
 

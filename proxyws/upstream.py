@@ -37,7 +37,7 @@ from collections import OrderedDict
 
 from .affinity import sockjsKey
 from .balancing import hash64, rendezvous, selectorFor
-from .errors import ServiceUnavailable
+from .errors import UpstreamUnavailable
 from .health import ActiveChecker, checkMember
 from .members import Choice, MemberState
 from .values import (
@@ -70,25 +70,6 @@ __all__ = [
 # The most SockJS session keys an upstream remembers the member of, for
 # draining members (Upstream.choose): about 150 bytes each, 10 MB at most.
 SESSION_MEMORY = 65536
-
-
-class UpstreamUnavailable(ServiceUnavailable):
-    """
-    No member of an upstream can take the request: every member is down,
-    draining (for a request without a sticky member) or already tried.
-    The request path answers 503 with C{Retry-After: retryAfter}.
-
-    @ivar upstream: the upstream's name.
-    @ivar retryAfter: whole seconds after which a member may be back (at
-        least 1).
-    """
-
-    def __init__(self, upstream, retryAfter):
-        ServiceUnavailable.__init__(
-            self, "no member of upstream {} is available".format(upstream)
-        )
-        self.upstream = upstream
-        self.retryAfter = retryAfter
 
 
 class Upstream:

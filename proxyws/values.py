@@ -102,6 +102,7 @@ class Listener:
     redirect = attr.ib(default=None)
     hsts = attr.ib(default=None)
     proxyProtocol = attr.ib(default=False)
+    maxConnections = attr.ib(default=0)
 
 
 @attr.s(frozen=True, slots=True)
@@ -183,6 +184,7 @@ class Route:
     allowedOrigins = attr.ib(default=())
     compression = attr.ib(default=True)
     wsBufferSize = attr.ib(default=65536)
+    maxBodySize = attr.ib(default=0)
     vhost = attr.ib(default=None)
     access = attr.ib(default=None)
     redirect = attr.ib(default=None)
@@ -216,6 +218,13 @@ class ServerSettings:
     plugins = attr.ib(default=())
     pluginTimeout = attr.ib(default=10.0)
     reloadGrace = attr.ib(default=60.0)
+    headTimeout = attr.ib(default=60.0)
+    bodyTimeout = attr.ib(default=60.0)
+    maxRequestLine = attr.ib(default=8192)
+    maxHeaderLine = attr.ib(default=8192)
+    maxHeaderSize = attr.ib(default=32768)
+    maxHeaders = attr.ib(default=100)
+    maxConnectionsPerClient = attr.ib(default=0)
 
 
 @attr.s(frozen=True, slots=True)

@@ -35,10 +35,10 @@ from twisted.protocols.basic import NetstringReceiver
 
 from .admin import ReloadResult
 from .changes import listenerChanges, listenerKey, routeChanges, summary
-from .config import loadConfig
+from .config import loadAndCheck, problemsOf
 from .errors import ConfigError
 from .logs import ProxyLogger
-from .service import onSignal, prepare
+from .service import onSignal
 from .sockets import _bind
 from .timers import Deadline
 
@@ -188,13 +188,12 @@ class WorkerSupervisor(Service):
         """
         old = self._config
         try:
-            config = loadConfig(old.path)
-            prepare(config)
+            config = loadAndCheck(old.path)
             for index, listener in enumerate(config.listeners):
                 if listenerKey(listener) not in {listenerKey(l) for l in old.listeners}:
                     _bind(config, "listen[{}]".format(index), listener).close()
         except ConfigError as e:
-            problems = tuple(str(p) for p in getattr(e, "problems", None) or [e])
+            problems = tuple(str(p) for p in problemsOf(e))
             for problem in problems:
                 _log.error("reload: {problem}", problem=problem)
             _log.error("reload refused: the config in force is unchanged")

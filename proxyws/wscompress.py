@@ -14,7 +14,7 @@ values and turns L{BadExtension} into a 502.
 
 import re
 
-from .errors import BadResponse
+from .errors import BadExtension
 
 # The extension this module negotiates.
 NAME = b"permessage-deflate"
@@ -36,13 +36,6 @@ _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _PARAMETER = re.compile(
     rb"[ \t]*(" + _TOKEN + rb")[ \t]*(?:=[ \t]*(" + _TOKEN + rb'|"(?:[^"\\]|\\.)*")[ \t]*)?'
 )
-
-
-class BadExtension(BadResponse):
-    """
-    The backend's C{Sec-WebSocket-Extensions} answer is not a valid
-    acceptance of one of the offers it was made.
-    """
 
 
 class Offer:

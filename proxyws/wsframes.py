@@ -96,17 +96,21 @@ class FrameScanner:
         "_key",
         "_fragmented",
         "_reserved",
+        "_mask",
         "messageBytes",
         "controls",
         "closeEnd",
         "limit",
     )
 
-    def __init__(self, limit=0, compressed=False):
+    def __init__(self, limit=0, compressed=False, masked=None):
         """
         @param limit: the largest message payload allowed, 0 for no limit.
         @param compressed: whether permessage-deflate was negotiated, so
             that the first frame of a data message may carry RSV1.
+        @param masked: L{True} for frames from a client (which must be
+            masked), L{False} for frames from a server (which must not be,
+            RFC 6455 5.1), L{None} to take either.
         """
         self.limit = limit
         self._remaining = 0
@@ -116,6 +120,7 @@ class FrameScanner:
         self._key = None
         self._fragmented = False
         self._reserved = 0x30 if compressed else 0x70
+        self._mask = None if masked is None else (0x80 if masked else 0)
         self.messageBytes = 0
         self.controls = ()
         self.closeEnd = -1
@@ -156,7 +161,11 @@ class FrameScanner:
                         break
                 continue
             clean = not self._head
-            used = self._header(data, position)
+            try:
+                used = self._header(data, position)
+            except BadFrame as e:
+                e.offset = position if clean else -1
+                raise
             if used < 0:
                 break
             if self.limit and self.messageBytes > self.limit and tooBig is None:
@@ -193,6 +202,8 @@ class FrameScanner:
         masked = second & 0x80
         if masked:
             size += 4
+        if self._mask is not None and masked != self._mask:
+            raise BadFrame("a masked frame from a server" if masked else "an unmasked frame from a client")
         if len(head) < size:
             self._head = head
             return -1

@@ -24,7 +24,8 @@ from .heads import (
     parseResponseHead,
     responseFraming,
 )
-from .internals import ChunkedDecoder, MalformedChunkedData
+from .bodies import ChunkedDecoder
+from .errors import BodyError
 
 # The most of a refusal's body the proxy waits for and relays.
 REFUSAL_BODY_LIMIT = 65536
@@ -193,7 +194,7 @@ def refusalBody(head, data, closed):
         decoder = ChunkedDecoder(chunks.append, done.append)
         try:
             decoder.dataReceived(data)
-        except MalformedChunkedData:
+        except BodyError:
             raise BadResponse("invalid chunked body") from None
         body = b"".join(chunks)
         if done or len(body) >= REFUSAL_BODY_LIMIT or closed:

@@ -185,9 +185,11 @@ class Relay:
         limit = route.maxMessageSize
         self.deflateParameters = deflate
         compressed = deflate is not None
-        client = self.client = Leg("client", channel.transport, FrameScanner(limit, compressed))
+        client = self.client = Leg(
+            "client", channel.transport, FrameScanner(limit, compressed, masked=True)
+        )
         backend = self.backend = Leg(
-            "backend", backendSocket.transport, FrameScanner(limit, compressed)
+            "backend", backendSocket.transport, FrameScanner(limit, compressed, masked=False)
         )
         client.peer, backend.peer = backend, client
         # Bytes go straight from each connection to its passage.
@@ -243,8 +245,7 @@ class Relay:
             self._tooBig(leg, data, e.offset)
             return
         except BadFrame as e:
-            self._note(leg, 1002, str(e))
-            self.abort()
+            self._badFrame(leg, data, e)
             return
         other = leg.peer
         if not other.gone:
@@ -408,6 +409,24 @@ class Relay:
         # Nothing more of this message is read.
         leg.closeReceived = True
         self.closeBoth(1009, text, self._why)
+
+    def _badFrame(self, leg, data, error):
+        """
+        C{leg}'s peer sent a frame no peer may send: close both sides with
+        1002 (protocol error), relaying the whole frames before it.
+        """
+        text = "proxyws: {} sent an invalid frame".format(leg.side)
+        self._note(leg, 1002, str(error))
+        other = leg.peer
+        if error.offset >= 0 and not other.closeSent and not other.gone:
+            self._write(other, data[: error.offset])
+            if other.pending:
+                self._flush(other)
+        elif not other.gone:
+            other.transport.abortConnection()
+        # Nothing more of that peer's stream can be read.
+        leg.closeReceived = True
+        self.closeBoth(1002, text, self._why)
 
     def _note(self, leg, code, reason):
         """

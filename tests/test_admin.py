@@ -125,8 +125,7 @@ class ConfigTests(SynchronousTestCase):
              "admin.redis_key_prefix: 'a b' is not 1 to 64 letters, digits or '_.:-'"),
             (("port = 8001", "host_routing = 1"), "admin.host_routing: 1 is not true or false"),
             (("port = 8001", "activity_interval = 0"),
-             "admin.activity_interval: 0 is not a number of seconds greater than 0 and at "
-             "most 1e9"),
+             "admin.activity_interval: 0 is not a number of seconds from 0.1 to 1e9"),
             (("port = 8001", "tokenenv = 1"),
              "admin.tokenenv: unknown key (did you mean 'token_env'?); known keys here are "
              + ADMIN_KNOWN),

@@ -9,6 +9,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from proxyws.schema import LISTEN_KEYS
 from proxyws.config import (
     ROUTE_KEYS, SERVER_KEYS, Backend, Config, Listener, Route, ServerSettings,
     TLSSettings, loadConfig, parseConfig)
@@ -479,7 +480,7 @@ class ErrorTextTests(SynchronousTestCase):
         self.assertConfigError(
             LISTEN + "tsl = {}\n",
             "proxyws.toml: listen[0].tsl: unknown key (did you mean "
-            "'tls'?); known keys here are address, hsts, port, proxy_protocol, redirect_https, tls")
+            "'tls'?); known keys here are " + ", ".join(sorted(LISTEN_KEYS)))
 
     def test_wrongTypes(self):
         """
@@ -497,16 +498,16 @@ class ErrorTextTests(SynchronousTestCase):
              "route[0].preserve_host: 'yes' is not true or false"),
             ("[server]\nconnect_timeout = -1\n" + LISTEN,
              "server.connect_timeout: -1 is not a number of seconds "
-             "greater than 0 and at most 1e9"),
+             "from 0.1 to 1e9"),
             ("[server]\nread_timeout = 0\n" + LISTEN,
              "server.read_timeout: 0 is not a number of seconds "
-             "greater than 0 and at most 1e9"),
+             "from 0.1 to 1e9"),
             ("[server]\nclient_timeout = inf\n" + LISTEN,
              "server.client_timeout: inf is not a number of seconds "
-             "greater than 0 and at most 1e9"),
+             "from 1 to 1e9"),
             ("[server]\nclient_timeout = " + "9" * 40 + "\n" + LISTEN,
              "server.client_timeout: " + "9" * 40 + " is not a number of "
-             "seconds greater than 0 and at most 1e9"),
+             "seconds from 1 to 1e9"),
             ('[server]\nclient_timeout = "5"\n' + LISTEN,
              "server.client_timeout: '5' is not a number of seconds"),
             ("[server]\nbackend_keepalive = -1\n" + LISTEN,
@@ -522,7 +523,7 @@ class ErrorTextTests(SynchronousTestCase):
             (route('path = "/"', 'backend = "http://b/"',
                    "connect_timeout = -1"),
              "route[0].connect_timeout: -1 is not a number of seconds "
-             "greater than 0 and at most 1e9"),
+             "from 0.1 to 1e9"),
             (route('path = "/"', 'backend = "http://b/"', 'host = "a b"'),
              "route[0].host: 'a b' is not a host name such as "
              "'example.com' or '*.example.com', or a list of them"),
@@ -894,3 +895,198 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertEqual(tls, TLSSettings(
             cert=os.path.join(self.directory, "server.crt"),
             key=os.path.join(self.directory, "server.key")))
+
+
+class BoundsTests(SynchronousTestCase):
+    """
+    Values without sane bounds are refused, and no value, however large or
+    deep, makes more than one line of message.
+    """
+
+    def assertConfigError(self, text, expected):
+        """
+        Parsing C{text} raises a L{ConfigError} whose text is C{expected}
+        and which is its only problem.
+        """
+        error = self.assertRaises(ConfigError, parseConfig, text)
+        self.assertEqual(str(error), expected)
+        self.assertEqual([str(p) for p in error.problems], [expected])
+
+    # Every seconds-valued key: (table, key, its least value, whether 0
+    # turns it off).  schema.py says why each floor is what it is.
+    SECONDS = [
+        ("server", "client_timeout", 1, False),
+        ("server", "shutdown_timeout", 1, False),
+        ("server", "connect_timeout", 0.1, False),
+        ("server", "response_timeout", 0.1, False),
+        ("server", "read_timeout", 0.1, False),
+        ("server", "backend_idle_timeout", 1, False),
+        ("server", "reload_grace", 0.1, False),
+        ("server", "head_timeout", 0.1, False),
+        ("server", "body_timeout", 0.1, False),
+        ("server", "plugin_timeout", 0.1, False),
+        ("route", "connect_timeout", 0.1, False),
+        ("route", "response_timeout", 0.1, False),
+        ("route", "read_timeout", 0.1, False),
+        ("route", "ws_ping_interval", 1, True),
+        ("route", "ws_ping_timeout", 0.1, False),
+        ("route", "ws_idle_timeout", 0.1, True),
+    ]
+
+    def secondsConfig(self, table, key, value):
+        """
+        A config setting C{table.key = value}.
+        """
+        line = "{} = {}".format(key, value)
+        if table == "server":
+            return "[server]\n" + line + "\n" + MINIMAL
+        return route('path = "/"', 'backend = "http://b/"', line)
+
+    def test_everySecondsKeyListed(self):
+        """
+        The table above lists every key whose value is a number of seconds.
+        """
+        listed = {(table, key) for table, key, _, _ in self.SECONDS}
+        for table, keys in [("server", SERVER_KEYS), ("route", ROUTE_KEYS)]:
+            for key, (parse, _) in keys.items():
+                if parse is not None and parse.__name__ in ("seconds", "secondsOrOff"):
+                    self.assertIn((table, key), listed)
+
+    def test_secondsMinimum(self):
+        """
+        Each seconds key takes its least value and 1e9, and refuses less
+        and more, naming the range (and 0 for the keys it turns off).
+        """
+        for table, key, least, off in self.SECONDS:
+            for good in [least, 1e9] + ([0] if off else []):
+                parseConfig(self.secondsConfig(table, key, good))
+            expected = "{}a number of seconds from {} to 1e9".format(
+                "0 (off) or " if off else "", least)
+            where = "server" if table == "server" else "route[0]"
+            for bad in [least / 2, "1e-300", "1e10"]:
+                self.assertConfigError(
+                    self.secondsConfig(table, key, bad),
+                    "proxyws.toml: {}.{}: {} is not {}".format(
+                        where, key, float(bad), expected))
+
+    def test_tinyPingInterval(self):
+        """
+        C{ws_ping_interval = 1e-300}, which had one websocket sent 10,000
+        pings a second, is refused.
+        """
+        self.assertConfigError(
+            route('path = "/"', 'backend = "http://b/"', "ws_ping_interval = 1e-300"),
+            "proxyws.toml: route[0].ws_ping_interval: 1e-300 is not 0 (off) or a "
+            "number of seconds from 1 to 1e9")
+
+    def test_deeplyNestedTOML(self):
+        """
+        TOML nested past what the parser can follow is one line, not a
+        RecursionError.
+        """
+        for text in ["a = " + "[" * 100000 + "]" * 100000,
+                     "a = " + "[" * 600 + "]" * 600,
+                     "a = " + "{b = " * 600 + "1" + "}" * 600]:
+            self.assertConfigError(
+                text, "proxyws.toml: not valid TOML: arrays or tables nested too deeply")
+
+    def test_hugeInteger(self):
+        """
+        An integer too long for Python to convert is one line.
+        """
+        self.assertConfigError(
+            "a = " + "9" * 5000 + "\n" + MINIMAL,
+            "proxyws.toml: not valid TOML: Exceeds the limit (4300 digits) for "
+            "integer string conversion")
+
+    def test_hugeValueShortened(self):
+        """
+        A 10 MB value is shown as its first hundred characters, an ellipsis
+        and its length.
+        """
+        self.assertConfigError(
+            '[server]\nlog_level = "' + "a" * 10485760 + '"\n' + LISTEN,
+            "proxyws.toml: server.log_level: '" + "a" * 100 + "…' (10485760 "
+            "characters) is not one of 'debug', 'info', 'warn', 'error', 'critical'")
+
+    def test_hugeValuesEverywhere(self):
+        """
+        Every message that echoes a value shortens it: a backend URL, a
+        path, an expression, a host name, a key name.
+        """
+        long = "x" * 5000
+        cases = [
+            route('path = "/"', 'backend = "htp://%s"' % long),
+            route('path = "%s"' % long, 'backend = "http://b/"'),
+            route("match = '(%s'" % long, 'backend = "http://b/"'),
+            route('path = "/"', 'backend = "http://b/"', 'allow = ["%s"]' % long),
+            route('path = "/"', 'backend = "http://b/"', 'auth = 5%s' % ("0" * 4000)),
+            '"%s" = 1\n' % long + MINIMAL,
+            LISTEN + '[[host]]\nnames = ["%s.a"]\n[[host]]\nnames = ["%s.a"]\n' % (long, long),
+        ]
+        for text in cases:
+            error = self.assertRaises(ConfigError, parseConfig, text)
+            for problem in error.problems:
+                self.assertLess(len(str(problem)), 700, str(problem)[:200])
+                self.assertIn("…", str(problem))
+
+    def test_keyNamesInOneLine(self):
+        """
+        A key that needs quotes is shown quoted, so that a newline in it
+        stays in one line.
+        """
+        self.assertConfigError(
+            '"a\\nb" = 1\n' + MINIMAL,
+            "proxyws.toml: 'a\\nb': unknown key; known keys here are admin, demo, host, "
+            "listen, route, server, upstream")
+
+    def test_catastrophicBacktracking(self):
+        """
+        A C{match} that can backtrack catastrophically is refused, naming
+        the expression, the construct and the fix; the possessive form is
+        accepted.
+        """
+        self.assertConfigError(
+            route("match = '^/re/(a+)+$'", 'backend = "http://b/$1"'),
+            "proxyws.toml: route[0].match: '^/re/(a+)+$' can take time exponential "
+            "in the path's length: '(a+)+' can match the same text in more than one "
+            "way; make the inner repeat possessive (a++ rather than a+) or put it "
+            "in an atomic group (?>...)")
+        [only] = parseConfig(
+            route("match = '^/re/(a++)+$'", 'backend = "http://b/$1"')).routes
+        self.assertEqual(only.match.pattern, b"^/re/(a++)+$")
+
+    def test_uncheckableExpression(self):
+        """
+        An expression too large to check is refused, saying why.
+        """
+        self.assertConfigError(
+            route("match = '%s'" % ("x" * 20001,), 'backend = "http://b/"'),
+            "proxyws.toml: route[0].match: '" + "x" * 100 + "…' (20001 characters) "
+            "cannot be checked for catastrophic backtracking: it has more than "
+            "20000 character matchers")
+
+
+class HostFilesTests(SynchronousTestCase):
+    """
+    A C{[[host]]}'s certificate and key must be readable at load, whether
+    or not a listener uses TLS.
+    """
+
+    def test_hostCertificateMissing(self):
+        """
+        A host certificate that does not exist is refused at load, with no
+        TLS listener, like every other missing file; so is its key.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "proxyws.toml")
+        with open(path, "w") as f:
+            f.write(MINIMAL + '[[host]]\nnames = "a.example"\n'
+                    'tls = { cert = "/x/y.crt", key = "/x/y.key" }\n')
+        error = self.assertRaises(ConfigError, loadConfig, path)
+        self.assertEqual(
+            [str(p) for p in error.problems],
+            [path + ": host[0].tls.cert: cannot read '/x/y.crt': no such file",
+             path + ": host[0].tls.key: cannot read '/x/y.key': no such file"])
+        self.assertEqual(str(error), str(error.problems[0]))

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from proxyws.bodies import ChunkedDecoder, LengthDecoder, decoderFor
 from proxyws.errors import ResponseError
+from proxyws.errors import BodyError, HeadError
 from proxyws.framing import (
     CHUNKED,
     DEFAULT_LIMITS,
@@ -17,8 +18,6 @@ from proxyws.framing import (
     LENGTH,
     NO_BODY,
     SINGLE_FIELDS,
-    BodyError,
-    HeadError,
     HeadLimits,
     HeadReader,
     parseRequestHead,

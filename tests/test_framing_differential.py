@@ -35,12 +35,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 
 from proxyws.bodies import ChunkedDecoder
+from proxyws.errors import BodyError, HeadError
 from proxyws.framing import (
     CHUNKED,
     LEADING_EMPTY_LINES,
     LENGTH,
-    BodyError,
-    HeadError,
     HeadReader,
     parseRequestHead,
 )

@@ -35,7 +35,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from proxyws.framing import HeadError, HeadReader, parseRequestHead
+from proxyws.errors import HeadError
+from proxyws.framing import HeadReader, parseRequestHead
 
 from .helpers import rss, startProxy
 from .wsbackends import EchoBackend, reactor

@@ -533,7 +533,7 @@ class RealCheckTests(TestCase):
             ),
         )
         config = parseConfig(
-            text.format(more='check = { path = "/ok", interval = 0.05, fall = 2, rise = 1 }')
+            text.format(more='check = { path = "/ok", interval = 0.1, fall = 2, rise = 1 }')
         )
         registry = Upstreams.fromConfig(config, self.reactor, None)
         registry.start()

@@ -1310,7 +1310,9 @@ class BackendAnswerTests(ProxyTestCase):
     def test_continueBeforeEarlyAnswer(self):
         """
         A request with C{Expect: 100-continue} that is answered at once (no
-        route) gets "100 Continue" before the answer, never after it.
+        route) gets the answer without "100 Continue" (its body is not
+        wanted), and the connection closes after it, without waiting for a
+        body the client may never send.
         """
         self.buildProxy()
         channel, client = self.connectClient()
@@ -1318,10 +1320,28 @@ class BackendAnswerTests(ProxyTestCase):
             b"POST /nowhere HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
             b"Expect: 100-continue\r\n\r\n"
         )
-        channel.dataReceived(b"hello")
         data = client.value()
-        self.assertTrue(data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\n"), data)
-        self.assertEqual(data.count(b"100 Continue"), 1)
+        self.assertTrue(data.startswith(b"HTTP/1.1 404 Not Found\r\n"), data)
+        self.assertIn(b"\r\nConnection: close\r\n", data)
+        self.assertNotIn(b"100 Continue", data)
+        self.assertFalse(client.connected)
+
+    def test_continueWhenBodyWanted(self):
+        """
+        A request with C{Expect: 100-continue} routed to a backend gets
+        "100 Continue" once, before its body is read.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        self.assertEqual(client.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        channel.dataReceived(b"hello")
+        protocol, backend = self.acceptBackend()
+        self.assertTrue(backend.value().endswith(b"\r\n\r\nhello"), backend.value())
+        self.assertEqual(client.value().count(b"100 Continue"), 1)
 
     def test_pausedConnectionResumedForNextRequest(self):
         """
@@ -1340,10 +1360,9 @@ class BackendAnswerTests(ProxyTestCase):
 
 class HeadParsingTests(ProxyTestCase):
     """
-    A request head that arrives whole is parsed in one pass
-    (L{proxyws.site.ProxyChannel._plainRequest}); one that arrives in pieces
-    goes through Twisted's line parser.  Both must come to the same: the
-    same request to the backend, the same answer to the client.
+    A request head is read by one parser (L{proxyws.framing}), whole or in
+    pieces, to the same end: the same request to the backend, the same
+    answer to the client.
     """
 
     HEADS = [
@@ -1418,27 +1437,24 @@ class HeadParsingTests(ProxyTestCase):
                 pieces = [head[:cut], head[cut:]]
                 self.assertEqual(self.exchange(pieces), whole, (head[:80], cut))
 
-    def test_plainHeadTakenWhole(self):
+    def test_fieldsAsReceived(self):
         """
-        A plain head is parsed without Twisted's line parser; the backend
-        gets the request.
+        The backend gets the client's fields in their order, repeated ones
+        kept apart, values without the whitespace around them.
         """
         self.buildProxy()
         channel, client = self.connectClient()
-        lines = []
-        self.patch(channel, "lineReceived", lines.append)
         channel.dataReceived(self.HEADS[1])
-        self.assertEqual(lines, [])
         protocol, backend = self.acceptBackend()
         self.assertTrue(backend.value().startswith(b"GET /base/x HTTP/1.1\r\n"))
         self.assertIn(b"X-One: 1\r\nX-One: 2\r\n", backend.value())
         self.assertIn(b"X-Pad: spaced\r\n", backend.value())
 
-    def test_bytesDuringDispatchWait(self):
+    def test_bytesDuringDispatch(self):
         """
-        Bytes that come while a whole head is dispatched (a re-entrant
-        C{dataReceived}) wait and are parsed after it, as Twisted's parser
-        has them wait: both requests reach the backend, in order.
+        Bytes that come while a request is dispatched (a re-entrant
+        C{dataReceived}, as a pipelining client causes) wait and are read
+        after it is answered: both requests reach the backend, in order.
         """
         for pieces in (
             [b"GET /app/1 HTTP/1.1\r\nHost: h\r\n\r\n"],
@@ -1446,15 +1462,15 @@ class HeadParsingTests(ProxyTestCase):
         ):
             self.buildProxy()
             channel, client = self.connectClient()
-            dispatch = channel.allContentReceived
+            render = self.site.resource.render
             later = [b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n"]
 
-            def reentrant():
+            def reentrant(request):
                 if later:
                     channel.dataReceived(later.pop())
-                dispatch()
+                return render(request)
 
-            channel.allContentReceived = reentrant
+            self.site.resource.render = reentrant
             before = len(self.reactor.tcpClients)
             for piece in pieces:
                 channel.dataReceived(piece)

@@ -7,26 +7,12 @@ without the private one.
 import subprocess
 import sys
 
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxyws import internals
-from proxyws.accesslog import MemoryAccessLog
-from proxyws.config import parseConfig
-from proxyws.service import buildSite
 
 from .helpers import ROOT, subprocessEnvironment
-
-CONFIG = """
-[[listen]]
-address = "127.0.0.1"
-port = 0
-
-[[route]]
-path = "/"
-backend = "http://127.0.0.1:9/"
-"""
-
 
 class PrivateNameTests(SynchronousTestCase):
     """
@@ -65,7 +51,6 @@ class PrivateNameTests(SynchronousTestCase):
 
         self.assertTrue(internals.hasName(Owner, "_assigned"))
         self.assertFalse(internals.hasName(Owner, "_gone"))
-        self.assertTrue(internals.FAST_HEADS)
         self.assertTrue(internals._DIRECT_WRITES)
 
 
@@ -84,24 +69,6 @@ class FallbackTests(SynchronousTestCase):
         transport = StringTransport()
         internals.writeNow(transport, b"bytes")
         self.assertEqual(transport.value(), b"bytes")
-
-    def test_headsWithoutParserState(self):
-        """
-        Without C{HTTPChannel}'s parser state, a request head goes through
-        Twisted's parser and is answered the same.
-        """
-        answers = []
-        for fast in (True, False):
-            self.patch(internals, "FAST_HEADS", fast)
-            config = parseConfig(CONFIG, "/tmp/x.toml")
-            site, _ = buildSite(config, MemoryReactorClock(), MemoryAccessLog())
-            site.resource.stopping = True
-            channel = site.buildProtocol(None)
-            transport = StringTransport()
-            channel.makeConnection(transport)
-            channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-            answers.append(transport.value().split(b"\r\n")[0])
-        self.assertEqual(answers, [b"HTTP/1.1 503 Service Unavailable"] * 2)
 
 
 class AutobahnPatchTests(SynchronousTestCase):

@@ -61,8 +61,10 @@ class ReloadSignalTests(SynchronousTestCase):
                 f.write(text("/").replace("[[route]]", extra.format(demo) + "[[route]]", 1))
             proxy.process.send_signal(signal.SIGHUP)
             # Each process that serves logs the change once it applied it.
-            waitFor(lambda: proxy.output().count("reload: routes +1 -0 ~0") >= applied)
-            deadline = time.monotonic() + WAIT
+            waitFor(
+                lambda: proxy.output().count("reload: routes +1 -0 ~0") >= applied, WAIT * 3
+            )
+            deadline = time.monotonic() + WAIT * 3
             # Every worker has it once each of a few requests sees it.
             while time.monotonic() < deadline:
                 if all(status(port, "/extra/headers") == 200 for _ in range(20)):

@@ -23,7 +23,7 @@ from proxyws.sockets import bindListeners
 
 from . import certs
 from .helpers import freePort, rawRequest, startBackend
-from .wsbackends import EchoBackend, connectAutobahn, waitUntil
+from .wsbackends import EchoBackend, connectAutobahn
 
 CA = certs.makeAuthority("proxyws reload CA")
 

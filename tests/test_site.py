@@ -7,7 +7,8 @@ import ipaddress
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxyws.site import headerValue, realClient
+from proxyws.access import realClient
+from proxyws.headers import headerValue
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 

@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from proxyws.schema import LISTEN_KEYS
+
 from .helpers import freePort, subprocessEnvironment, twistdCommand
 
 # Seconds any single wait in these tests may take before the test fails.
@@ -463,7 +465,7 @@ class BadConfigTests(SynchronousTestCase):
         self.assertRejected(
             '[[listen]]\nadress = "127.0.0.1"\nport = 0\n',
             "{path}: listen[0].adress: unknown key (did you mean 'address'?); "
-            "known keys here are address, hsts, port, proxy_protocol, redirect_https, tls",
+            "known keys here are " + ", ".join(sorted(LISTEN_KEYS)),
         )
 
     def test_wrongType(self):

@@ -352,7 +352,7 @@ class ConfigErrorTests(SynchronousTestCase):
             (named("retries = -1"), "upstream[0].retries: -1 is not a whole number, 0 or more"),
             (named("max_fails = 1.5"), "upstream[0].max_fails: 1.5 is not a whole number, 0 or more"),
             (named("fail_timeout = 0"),
-             "upstream[0].fail_timeout: 0 is not a number of seconds greater than 0 and at most 1e9"),
+             "upstream[0].fail_timeout: 0 is not a number of seconds from 0.1 to 1e9"),
         ])
 
     def test_cookie(self):
@@ -399,7 +399,7 @@ class ConfigErrorTests(SynchronousTestCase):
             (named("check = { status = [] }"),
              "upstream[0].check.status: [] is not an HTTP status from 100 to 599, or a list of them"),
             (named("check = { interval = 0 }"),
-             "upstream[0].check.interval: 0 is not a number of seconds greater than 0 and at most 1e9"),
+             "upstream[0].check.interval: 0 is not a number of seconds from 0.1 to 1e9"),
             (named("check = { rise = 0 }"),
              "upstream[0].check.rise: 0 is not a whole number from 1 to 100"),
             (named("check = { fall = 101 }"),

@@ -252,3 +252,15 @@ class FrameRuleTests(SynchronousTestCase):
             + frame(CONTINUATION, b"b")
         )
         self.assertEqual(FrameScanner(compressed=True).feed(stream), len(stream))
+
+    def test_masking(self):
+        """
+        Frames from a client must be masked and frames from a server must
+        not be (RFC 6455 5.1); without a side, either passes.
+        """
+        masked, plain = frame(TEXT, b"x", key=KEY), frame(TEXT, b"x")
+        self.assertEqual(FrameScanner(masked=True).feed(masked), len(masked))
+        self.assertEqual(FrameScanner(masked=False).feed(plain), len(plain))
+        self.assertRaises(BadFrame, FrameScanner(masked=True).feed, plain)
+        self.assertRaises(BadFrame, FrameScanner(masked=False).feed, masked)
+        self.assertEqual(FrameScanner().feed(masked + plain), len(masked + plain))
