@@ -450,7 +450,8 @@ class MessagePassage:
         self._leg = leg
         self._direction = "in" if leg.side == "client" else "out"
         self._limit = limit
-        self._scanner = FrameScanner(limit, parameters is not None)
+        # The relay's own rules: a client's frames masked, a server's not.
+        self._scanner = FrameScanner(limit, parameters is not None, masked=leg.side == "client")
         self._frames = _Frames()
         self._bits, self._takeover = parameters or (15, False)
         self._inflater = self._deflater = None

@@ -708,14 +708,27 @@ class LimitTests(MessageTestCase):
         self.pump()
         self.assertClosedWith(client, 1007, b"invalid compressed message")
 
-    def test_badFrame(self):
+    def test_badFrames(self):
         """
-        A frame no peer may send (a control frame with a long payload)
-        drops both connections, as the frame relay does.
+        A frame no peer may send (a control frame with a long payload, an
+        unmasked frame from the client, a masked one from the backend)
+        drops both connections, as the frame relay does, and nothing of it
+        passes.
         """
-        client, backend = self.openRaw(self.route(Passing()))
-        head = bytes((0x89, 0x80 | 126)) + struct.pack("!H", 200) + os.urandom(4)
-        self.clientConnection.clientIO.write(head + b"x" * 200)
-        self.pump()
-        self.assertTrue(self.clientConnection.serverIO.aborted)
+        longPing = bytes((0x89, 0x80 | 126)) + struct.pack("!H", 200) + os.urandom(4) + b"x" * 200
+        for side, frame in [
+            ("client", longPing),
+            ("client", wsmessages.dataFrame(0x81, b"unmasked")),
+            ("backend", wsmessages.dataFrame(0x81, b"masked", os.urandom(4))),
+        ]:
+            client, backend = self.openRaw(self.route(Passing()))
+            received = []
+            backend.receiver = received.append
+            if side == "client":
+                self.clientConnection.clientIO.write(frame)
+            else:
+                self.backendConnection.serverIO.write(frame)
+            self.pump()
+            self.assertTrue(self.clientConnection.serverIO.aborted, frame)
+            self.assertEqual((client.received, received), (b"", []), frame)
 
