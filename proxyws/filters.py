@@ -220,6 +220,13 @@ class FilteredRouteHandler:
         self._chain = chain
         self.route = handler.route
 
+    def __getattr__(self, name):
+        """
+        What else is asked of a handler (its C{inFlight} count, its
+        C{messages}) is the wrapped handler's.
+        """
+        return getattr(self._handler, name)
+
     def proxy(self, request, target, body):
         """
         Run the chain, then relay C{request} (see L{IRouteHandler.proxy}).

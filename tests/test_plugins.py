@@ -162,11 +162,15 @@ class InterfaceTests(SynchronousTestCase):
 
     def test_filteredRouteHandler(self):
         """
-        L{FilteredRouteHandler} provides L{IRouteHandler}.
+        L{FilteredRouteHandler} provides L{IRouteHandler}, and has what the
+        handler it wraps has (the status reads C{inFlight}).
         """
         route = config('[[route]]\npath = "/"\nbackend = "http://b/"\n').routes[0]
         inner = HTTPRouteHandler(MemoryReactorClock(), None, route)
-        self.assertTrue(verifyObject(IRouteHandler, FilteredRouteHandler(inner, None)))
+        wrapper = FilteredRouteHandler(inner, None)
+        self.assertTrue(verifyObject(IRouteHandler, wrapper))
+        inner.inFlight = 3
+        self.assertEqual((wrapper.inFlight, wrapper.responseFilter), (3, None))
 
     def test_guardedSelector(self):
         """
