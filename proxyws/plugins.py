@@ -59,9 +59,11 @@ from .pluginvalues import (
     PASS,
     Close,
     Identity,
+    Message,
     PluginRequest,
     PluginResponse,
     Response,
+    WebSocketConnection,
     writeResponse,
 )
 from .reader import shown
@@ -71,6 +73,7 @@ __all__ = [
     "Close",
     "DROP",
     "Identity",
+    "Message",
     "PASS",
     "PluginOptionError",
     "PluginOptions",
@@ -78,6 +81,7 @@ __all__ = [
     "PluginRequest",
     "PluginResponse",
     "Response",
+    "WebSocketConnection",
     "buildPlugins",
     "installedPlugins",
     "writeResponse",

@@ -1,12 +1,14 @@
 """
-The values plugins deal in: what they see of requests and responses
-(L{PluginRequest}, L{PluginResponse}) and what they answer (L{Response},
-L{Identity}, L{Close}, L{DROP}).  Plugin authors import them from
-L{proxyws.plugins}.
+The values plugins deal in: what they see of requests, responses and
+websockets (L{PluginRequest}, L{PluginResponse}, L{WebSocketConnection},
+L{Message}) and what they answer (L{Response}, L{Identity}, L{Close},
+L{DROP}).  Plugin authors import them from L{proxyws.plugins} (the websocket
+ones from L{proxyws.wsmessages} too).
 """
 
 import json
 import re
+import uuid
 
 import attr
 from twisted.web.http import RESPONSES, datetimeToString
@@ -385,3 +387,79 @@ class PluginResponse:
 
 def _lower(name):
     return (name.encode("ascii") if isinstance(name, str) else name).lower()
+
+
+# ---------------------------------------------------------------------------
+# What websocket filters see (proxyws.wsmessages).
+# ---------------------------------------------------------------------------
+
+
+class Message:
+    """
+    One whole websocket message, as websocket filters see it.
+
+    @ivar direction: C{"in"} (client to backend) or C{"out"} (backend to
+        client).
+    @ivar binary: whether it is a binary message (else text).
+    @ivar payload: its payload, unmasked and inflated (L{bytes}).
+    @ivar compressed: whether the sender compressed it.
+    """
+
+    __slots__ = ("direction", "binary", "payload", "compressed")
+
+    def __init__(self, direction, binary, payload, compressed=False):
+        self.direction = direction
+        self.binary = binary
+        self.payload = payload
+        self.compressed = compressed
+
+    @property
+    def text(self):
+        """
+        The payload decoded as UTF-8.
+
+        @raise UnicodeDecodeError: when it is not UTF-8.
+        """
+        return self.payload.decode("utf-8")
+
+    def replace(self, payload, binary=None):
+        """
+        A message to send instead of this one, in its direction.
+
+        @param payload: L{str} (a text message) or L{bytes}.
+        @param binary: the type for L{bytes}: this message's by default.
+        @return: a new L{Message}.
+        """
+        if isinstance(payload, str):
+            return Message(self.direction, False, payload.encode("utf-8"), self.compressed)
+        return Message(
+            self.direction, self.binary if binary is None else binary, payload, self.compressed
+        )
+
+    def __repr__(self):
+        return "<Message {} {} {!r}>".format(
+            self.direction, "binary" if self.binary else "text", self.payload[:40]
+        )
+
+
+class WebSocketConnection:
+    """
+    A websocket as its filters see it.
+
+    @ivar id: a random identifier (32 hex digits).
+    @ivar request: the L{proxyws.plugins.PluginRequest} of the upgrade.
+    @ivar subprotocol: the subprotocol the backend chose, or L{None}.
+    @ivar route: the L{proxyws.values.Route}.
+    @ivar clock: the reactor, as an C{IReactorTime}.
+    @ivar state: a L{dict} for the filters' state of this connection.
+    """
+
+    __slots__ = ("id", "request", "subprotocol", "route", "clock", "state")
+
+    def __init__(self, request, subprotocol, route, clock):
+        self.id = uuid.uuid4().hex
+        self.request = request
+        self.subprotocol = subprotocol
+        self.route = route
+        self.clock = clock
+        self.state = {}

@@ -33,14 +33,13 @@ before it.
 """
 
 import os
-import uuid
 import zlib
 from collections import deque
 
 from twisted.internet.defer import CancelledError, Deferred
 
 from .errors import BadFrame, MessageTooBig, PluginFailed, PluginTimeout
-from .pluginvalues import DROP, Close
+from .pluginvalues import DROP, Close, Message, WebSocketConnection
 from .wsframes import BINARY, CLOSE, CONTINUATION, FrameScanner, parseClose, unmask
 
 # The largest message (in payload bytes, compressed or inflated) a route
@@ -58,76 +57,8 @@ _TIMED_OUT = Close(1011, "proxyws: websocket filter timed out")
 # The queue entry of a close frame, behind the messages before it.
 _CLOSE = "close"
 
-
-class Message:
-    """
-    One whole websocket message, as websocket filters see it.
-
-    @ivar direction: C{"in"} (client to backend) or C{"out"} (backend to
-        client).
-    @ivar binary: whether it is a binary message (else text).
-    @ivar payload: its payload, unmasked and inflated (L{bytes}).
-    @ivar compressed: whether the sender compressed it.
-    """
-
-    __slots__ = ("direction", "binary", "payload", "compressed")
-
-    def __init__(self, direction, binary, payload, compressed=False):
-        self.direction = direction
-        self.binary = binary
-        self.payload = payload
-        self.compressed = compressed
-
-    @property
-    def text(self):
-        """
-        The payload decoded as UTF-8.
-
-        @raise UnicodeDecodeError: when it is not UTF-8.
-        """
-        return self.payload.decode("utf-8")
-
-    def replace(self, payload, binary=None):
-        """
-        A message to send instead of this one, in its direction.
-
-        @param payload: L{str} (a text message) or L{bytes}.
-        @param binary: the type for L{bytes}: this message's by default.
-        @return: a new L{Message}.
-        """
-        if isinstance(payload, str):
-            return Message(self.direction, False, payload.encode("utf-8"), self.compressed)
-        return Message(
-            self.direction, self.binary if binary is None else binary, payload, self.compressed
-        )
-
-    def __repr__(self):
-        return "<Message {} {} {!r}>".format(
-            self.direction, "binary" if self.binary else "text", self.payload[:40]
-        )
-
-
-class WebSocketConnection:
-    """
-    A websocket as its filters see it.
-
-    @ivar id: a random identifier (32 hex digits).
-    @ivar request: the L{proxyws.plugins.PluginRequest} of the upgrade.
-    @ivar subprotocol: the subprotocol the backend chose, or L{None}.
-    @ivar route: the L{proxyws.values.Route}.
-    @ivar clock: the reactor, as an C{IReactorTime}.
-    @ivar state: a L{dict} for the filters' state of this connection.
-    """
-
-    __slots__ = ("id", "request", "subprotocol", "route", "clock", "state")
-
-    def __init__(self, request, subprotocol, route, clock):
-        self.id = uuid.uuid4().hex
-        self.request = request
-        self.subprotocol = subprotocol
-        self.route = route
-        self.clock = clock
-        self.state = {}
+# What websocket filters see (proxyws.pluginvalues), named here too.
+__all__ = ["Message", "MessagePassage", "MessageSession", "WebSocketConnection", "WebSocketFilters"]
 
 
 def dataFrame(first, payload, maskKey=None):
