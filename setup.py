@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     python_requires=">=3.11",
-    packages=["proxyws", "twisted.plugins"],
+    packages=["proxyws", "proxyws.bundled", "twisted.plugins"],
     package_data={"twisted.plugins": ["proxyws_plugin.py"]},
     # Each dependency is bounded at its next major version (Twisted,
     # Autobahn, pyOpenSSL, service-identity and attrs number theirs by year):
@@ -38,6 +38,7 @@ setup(
         "libpass>=1.9,<2",
         "prometheus-client>=0.20,<1",
         "txredisapi>=1.4.10,<2",
+        "PyJWT>=2.8,<3",
     ],
     extras_require={
         "test": [
@@ -51,6 +52,16 @@ setup(
         # The proxyws command (proxyws check, proxyws --version); the server
         # runs under twistd.
         "console_scripts": ["proxyws = proxyws.cli:main"],
+        # proxyws's own plugins, found as every other plugin is: through the
+        # "proxyws.plugins" entry points (proxyws/plugins.py).
+        "proxyws.plugins": [
+            "headers = proxyws.bundled.headers:headersPlugin",
+            "cors = proxyws.bundled.cors:corsPlugin",
+            "ws-limit = proxyws.bundled.wslimit:limitPlugin",
+            "ws-audit = proxyws.bundled.wsaudit:auditPlugin",
+            "jwt = proxyws.bundled.jwtauth:jwtPlugin",
+            "htpasswd = proxyws.gate:htpasswdPlugin",
+        ],
     },
     classifiers=[
         "Framework :: Twisted",

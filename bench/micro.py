@@ -33,6 +33,15 @@ with the single backend in the same tree, C{--rounds} times each, and
 prints both::
 
     python3 bench/micro.py --upstream round_robin --beside
+
+With C{--noop}, the routes have a plugin that does nothing: a request
+filter that lets every request pass (HTTP), or a websocket filter that lets
+every message pass (C{--ws}: messages are then reassembled and go through
+the filter, instead of relayed as frames).  C{--plugins} runs this tree
+with and without it, alternated, and prints both (the cost of a no-op
+filter, and that a route without plugins pays nothing)::
+
+    python3 bench/micro.py --plugins [--ws] [--rounds 10]
 """
 
 import argparse
@@ -57,11 +66,58 @@ port = 8080
 [[route]]
 path = "/ws/"
 backend = "ws://127.0.0.1:9001/"
+{plugins}
 
 [[route]]
 path = "/"
 backend = "http://127.0.0.1:9000/"
+{plugins}
 """
+
+# The no-op plugin of --noop, as a route names it.
+NOOP = 'plugins = [{ name = "noop" }]'
+
+
+def noopPlugins(config, reactor):
+    """
+    The plugins of C{config}, with C{noop} installed: a provider of a
+    request filter and a websocket filter that let everything pass.
+    """
+    from zope.interface import implementer
+
+    from proxyws.interfaces import IRequestFilter, IWebSocketFilter
+    from proxyws.plugins import buildPlugins
+
+    @implementer(IRequestFilter, IWebSocketFilter)
+    class Noop:
+        def filterRequest(self, request):
+            return None
+
+        def opened(self, connection):
+            return None
+
+        def message(self, connection, message):
+            return None
+
+        def closed(self, connection, code, reason):
+            return None
+
+    return buildPlugins(config, reactor, {"noop": lambda options: Noop()})
+
+
+def build(reactor, noop):
+    """
+    The site of L{CONFIG}, with the no-op plugin on its routes or not.
+    """
+    from proxyws.accesslog import AccessLog
+    from proxyws.config import parseConfig
+    from proxyws.service import buildSite
+
+    text = CONFIG.format(log=os.devnull, plugins=NOOP if noop else "")
+    config = parseConfig(text, "micro.toml")
+    # A tree from before plugins builds its sites without them.
+    extra = {"plugins": noopPlugins(config, reactor)} if noop else {}
+    return buildSite(config, reactor, AccessLog.open(os.devnull), **extra)[0]
 
 UPGRADE = (
     b"GET /ws/echo HTTP/1.1\r\n"
@@ -97,7 +153,7 @@ RESPONSE = (
 )
 
 
-def measure(seconds):
+def measure(seconds, noop=False):
     """
     Relay requests for about C{seconds}.
 
@@ -106,13 +162,8 @@ def measure(seconds):
     from twisted.internet.address import IPv4Address
     from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-    from proxyws.accesslog import AccessLog
-    from proxyws.config import parseConfig
-    from proxyws.service import buildSite
-
     reactor = MemoryReactorClock()
-    config = parseConfig(CONFIG.format(log=os.devnull), "micro.toml")
-    site, pool = buildSite(config, reactor, AccessLog.open(os.devnull))
+    site = build(reactor, noop)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     client = StringTransport(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
@@ -247,7 +298,7 @@ def measureUpstream(seconds, mode):
     return used / done * 1e6
 
 
-def measureWebSocket(seconds):
+def measureWebSocket(seconds, noop=False):
     """
     Relay websocket messages both ways for about C{seconds}.
 
@@ -259,13 +310,8 @@ def measureWebSocket(seconds):
     from twisted.internet.address import IPv4Address
     from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-    from proxyws.accesslog import AccessLog
-    from proxyws.config import parseConfig
-    from proxyws.service import buildSite
-
     reactor = MemoryReactorClock()
-    config = parseConfig(CONFIG.format(log=os.devnull), "micro.toml")
-    site, pool = buildSite(config, reactor, AccessLog.open(os.devnull))
+    site = build(reactor, noop)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     client = StringTransport(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
@@ -354,9 +400,15 @@ def main():
     parser.add_argument(
         "--beside", action="store_true", help="alternate --upstream with the single backend"
     )
+    parser.add_argument("--noop", action="store_true", help="a no-op plugin on the routes")
+    parser.add_argument("--plugins", action="store_true", help="alternate without and with --noop")
     options = parser.parse_args()
+    ws = ["--ws"] if options.ws else []
     if options.compare:
         compare(options.compare, options.rounds, options.seconds, options.ws, options.upstream)
+    elif options.plugins:
+        runs = [("none", HERE, ws), ("noop", HERE, ws + ["--noop"])]
+        alternate(runs, options.rounds, options.seconds)
     elif options.beside:
         if not options.upstream:
             raise SystemExit("--beside goes with --upstream MODE")
@@ -365,9 +417,9 @@ def main():
     elif options.upstream:
         print("{:.1f} us per request".format(measureUpstream(options.seconds, options.upstream)))
     elif options.ws:
-        print("{:.2f} us per message".format(measureWebSocket(options.seconds)))
+        print("{:.2f} us per message".format(measureWebSocket(options.seconds, options.noop)))
     else:
-        print("{:.1f} us per request".format(measure(options.seconds)))
+        print("{:.1f} us per request".format(measure(options.seconds, options.noop)))
 
 
 if __name__ == "__main__":

@@ -239,4 +239,10 @@ def selectorFor(settings, rng=None):
     @param rng: a L{random.Random}; a new one by default.
     @return: an L{IBackendSelector}.
     """
+    if settings.policyPlugin is not None:
+        # A plugin's policy: its factory makes the selector
+        # (proxyws.plugins; checked when the config was loaded).
+        from .plugins import selectorFor as pluginSelector
+
+        return pluginSelector(settings.policyPlugin)
     return POLICIES[settings.policy](settings, rng or random.Random())

@@ -25,6 +25,7 @@ import attr
 
 from .errors import ConfigError, ConfigProblems
 from .reader import Reader, fileOrder, oneLine, shown
+from .pluginconfig import parsePlugins
 from .routeconfig import _backend, parseAccess, parseRoute
 from .schema import (
     ACCESS_KEYS,
@@ -185,7 +186,13 @@ def _hostItself(reader, index, table, base):
     if values["tls"] is not None:
         tls = _tls(reader, values["tls"], keyPath + ".tls", base, keys=HOST_TLS_KEYS)
     parsed = _HostParse(index=index, access=parseAccess(reader, values, keyPath, base))
-    host = Host(index=index, names=values["names"], default=values["default"], tls=tls)
+    host = Host(
+        index=index,
+        names=values["names"],
+        default=values["default"],
+        tls=tls,
+        plugins=parsePlugins(reader, values["plugins"], keyPath + ".plugins"),
+    )
     return host, parsed
 
 
@@ -231,6 +238,8 @@ def _server(reader, document, base):
     if not ok:
         values = {key: default for key, (_, default) in SERVER_KEYS.items()}
     server = ServerSettings(**{_camel(k): v for k, v in values.items()})
+    ok, plugins = reader.attempt(parsePlugins, reader, server.plugins, "server.plugins")
+    server = attr.evolve(server, plugins=plugins if ok else ())
     if server.accessLog != "-":
         server = attr.evolve(server, accessLog=os.path.join(base, server.accessLog))
     return server
@@ -610,7 +619,22 @@ def _loadedChecks(config):
         if access is not None and access.htpasswd and access.htpasswd not in htpasswds:
             htpasswds.add(access.htpasswd)
             attempt(Gate.forConfig, alone)
+    problems.extend(_pluginProblems(config))
     return problems
+
+
+def _pluginProblems(config):
+    """
+    The problems of the config's plugins: names not installed, options
+    their factories refuse (L{proxyws.plugins.buildPlugins}).
+    """
+    from .plugins import buildPlugins
+
+    try:
+        buildPlugins(config)
+    except ConfigError as e:
+        return [oneLine(problem) for problem in problemsOf(e)]
+    return []
 
 
 def _reason(error):

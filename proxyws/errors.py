@@ -362,6 +362,60 @@ class BadExtension(BadResponse):
     """
 
 
+# Plugins (proxyws.plugins): a plugin's failure fails what it was called
+# for, and nothing else.
+
+
+class PluginFailed(ResponseError):
+    """
+    A plugin raised, returned what its interface does not allow, or its
+    L{Deferred} failed.  The failure was logged (once, with the plugin's name
+    and the traceback); the request gets 500, a websocket is closed with
+    1011.
+
+    @ivar plugin: the plugin's name.
+    """
+
+    status = 500
+    phrase = b"Internal Server Error"
+
+    def __init__(self, plugin, detail="the request could not be handled (plugin error)"):
+        ResponseError.__init__(self, detail)
+        self.plugin = plugin
+
+
+class PluginTimeout(PluginFailed):
+    """
+    A plugin's L{Deferred} did not fire in time: the request gets 504, a
+    websocket is closed with 1011.
+    """
+
+    status = 504
+    phrase = b"Gateway Timeout"
+
+    def __init__(self, plugin):
+        PluginFailed.__init__(self, plugin, "a plugin of this route did not answer in time")
+
+
+class PluginOptionError(ProxyError, ValueError):
+    """
+    A plugin's factory was given an option it cannot use.  proxyws turns it
+    into a L{ConfigError} naming the file and the whole key path, such as
+    C{proxyws.toml: route[0].plugins[1].set.X-Frame-Options: 3 is not a
+    header value}.
+
+    @ivar key: the option's key path inside the plugin's table, such as
+        C{"set.X-Frame-Options"}, or L{None} for the table as a whole.
+    @ivar message: what is wrong (naming the bad value with C{!r}), what was
+        expected, and the fix.
+    """
+
+    def __init__(self, key, message):
+        self.key = key
+        self.message = message
+        super().__init__("{}: {}".format(key, message) if key else message)
+
+
 def errorPage(request, error):
     """
     Answer C{request} with the status of a L{ResponseError} and a short

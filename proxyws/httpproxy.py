@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from . import headers as rules
 from .affinity import withoutCookie
-from .errors import BadGateway, GatewayTimeout, errorPage
+from .errors import BadGateway, GatewayTimeout, PluginFailed, errorPage
 from .heads import encodeRequestHead, encodeResponseHead
 from .interfaces import IRouteHandler
 from .logs import ProxyLogger
@@ -389,6 +389,15 @@ class _Exchange:
         fields = relayedFields(request, self._route, head.fields, self._backend)
         if self._addedFields is not None:
             fields += self._addedFields
+        if self.handler.responseFilter is not None:
+            # The route's response filters (plugins) see the head first.
+            try:
+                fields = self.handler.responseFilter(request, head.code, head.phrase, fields)
+            except PluginFailed as e:
+                self._fail(e, None)
+                # The body that follows in this read goes nowhere.
+                self.request = _Discarded
+                return
         # Send the head now unless the whole body follows in this call: a
         # stream (server-sent events, xhr-streaming) must reach the client
         # before its first event, and an answer without a body before the
@@ -522,6 +531,20 @@ class _Exchange:
         self.request.whenGone = None
 
 
+class _Discarded:
+    """
+    Where the body of a response a plugin failed on goes (nowhere).
+    """
+
+    whenGone = None
+
+    @staticmethod
+    def write(data):
+        """
+        Drop C{data}.
+        """
+
+
 def frontOrigin(request):
     """
     The scheme and host of the proxy as the client named it.
@@ -592,7 +615,11 @@ class HTTPRouteHandler:
     Relays the plain HTTP requests of one route to its backend.
 
     @ivar route: the L{proxyws.values.Route}.
+    @ivar responseFilter: the route's L{proxyws.filters.ResponseFilters},
+        or L{None} (plugins).
     """
+
+    responseFilter = None
 
     def __init__(self, reactor, pool, route):
         """

@@ -312,3 +312,166 @@ class IRouteStore(Interface):
         @raise proxyws.errors.RouteStoreError: (through the Deferred) when
             the change cannot be stored; nothing changed.
         """
+
+
+# ---------------------------------------------------------------------------
+# Plugins (proxyws.plugins): what installed packages provide through the
+# "proxyws.plugins" entry-point group.  Each entry point names a factory that
+# takes its options table (a proxyws.plugins.PluginOptions) and returns a
+# provider of one or more of these interfaces (and of IBackendSelector, for
+# an upstream's policy).  Every call runs on the reactor thread; the time it
+# takes is measured, and a call over proxyws.plugins.SLOW_CALL seconds is
+# logged.  A call that raises fails what it was called for (500, or 1011 for
+# a websocket), is logged once with the plugin's name and the traceback,
+# and nothing else.  Where a Deferred may be returned, it is waited for at
+# most [server] plugin_timeout seconds (then 504, or 1011), and what it
+# fires with counts as if it had been returned.
+# ---------------------------------------------------------------------------
+
+
+class IRequestFilter(Interface):
+    """
+    Sees each request of its routes before it is proxied, websocket
+    upgrades included, after the route's address rules and C{auth} and the
+    plugins listed before it; may change it, answer it itself, or let it
+    pass.
+    """
+
+    def filterRequest(request):
+        """
+        Look at C{request}, and change it or answer it.
+
+        @param request: a L{proxyws.plugins.PluginRequest}: C{method},
+            C{uri}, C{headers} (the client's, a
+            L{twisted.web.http_headers.Headers} to change in place: the
+            backend gets them, less the hop-by-hop ones, with
+            C{X-Forwarded-*}), C{target} (the backend request target, path
+            and query, which the filter may set to another C{/...} target on
+            the same backend), C{clientAddress}, C{route}, C{tlsSubject},
+            C{identity} (from an authenticator before it), C{webSocket} and
+            C{state} (a L{dict} shared with the route's other plugins for
+            this request).
+        @return: L{None} to let the request go on (with whatever changes
+            were made); a L{proxyws.plugins.Response} to answer it instead
+            (a 403, a redirect, a JSON error: the backend never sees it); or
+            a L{Deferred} firing with one of those (the request body waits
+            meanwhile).
+        @raise Exception: anything: the client gets 500.
+        """
+
+
+class IResponseFilter(Interface):
+    """
+    Sees the status and header fields of each response a backend gives to
+    its routes' plain HTTP requests before they go to the client, and may
+    change the fields.  Bodies stream untouched.  Response filters run in
+    the reverse order of the route's plugins list (the first listed sees
+    the response last, as layers around the backend).
+    """
+
+    def filterResponse(request, response):
+        """
+        Look at C{response}, and change its fields in place.
+
+        @param request: the L{proxyws.plugins.PluginRequest} the request
+            filters saw (its C{state} included).
+        @param response: a L{proxyws.plugins.PluginResponse}: C{code},
+            C{phrase} and C{headers}, the fields the client gets in their
+            order, with C{getRawHeaders}, C{setRawHeaders},
+            C{addRawHeader}, C{removeHeader} and C{hasHeader} as Twisted's
+            L{Headers} has them.  Framing fields (C{Content-Length},
+            C{Transfer-Encoding}, C{Connection}) set here are dropped: the
+            proxy frames the body it relays.
+        @return: L{None}.  Not a L{Deferred}: the body follows the head at
+            once, so a response filter must decide at once (a L{Deferred}
+            is a plugin error).
+        @raise Exception: anything: the client gets 500 instead of the
+            response, and the backend connection is closed.
+        """
+
+
+class IWebSocketFilter(Interface):
+    """
+    Sees each websocket of its routes: the opening, each whole message in
+    each direction, and the close.  Messages are whole: unmasked,
+    reassembled from their frames and inflated when compressed.  A route
+    with a websocket filter relays messages, not frames: each message a
+    filter lets through is written to the other side as a frame of the
+    proxy's own (compressed again when the sender compressed it); a route
+    without one relays frames as they are.  Control frames (pings, pongs)
+    pass at once; a close frame passes after the messages before it.
+
+    One provider serves every websocket of its routes: per-connection
+    state goes in C{connection.state}.
+    """
+
+    def opened(connection):
+        """
+        A websocket opened: both handshakes are done, no message has been
+        relayed yet.
+
+        @param connection: a L{proxyws.wsmessages.WebSocketConnection}:
+            C{request} (the L{proxyws.plugins.PluginRequest} of the
+            upgrade), C{subprotocol} (the one the backend chose, or
+            L{None}), C{route}, C{id}, C{clock} and C{state}.
+        @return: L{None}; or a L{proxyws.plugins.Close} to close both legs
+            at once; or a L{Deferred} firing with one of those (messages
+            wait meanwhile).
+        @raise Exception: anything: both legs are closed with 1011.
+        """
+
+    def message(connection, message):
+        """
+        A whole message, on its way from one side to the other.  Messages
+        of one direction reach the filter in order, one at a time (the next
+        waits for a L{Deferred} to fire).
+
+        @param connection: the L{proxyws.wsmessages.WebSocketConnection}.
+        @param message: a L{proxyws.wsmessages.Message}: C{direction}
+            (C{"in"}, client to backend, or C{"out"}), C{binary},
+            C{payload} (L{bytes}) and C{text} (the payload decoded as
+            UTF-8).
+        @return: L{None} to pass it; another
+            L{proxyws.wsmessages.Message} (C{message.replace(payload)}) to
+            send that instead; L{proxyws.plugins.DROP} to drop it; a
+            L{proxyws.plugins.Close} to close both legs with its code and
+            reason; or a L{Deferred} firing with one of those.
+        @raise Exception: anything: both legs are closed with 1011.
+        """
+
+    def closed(connection, code, reason):
+        """
+        The websocket is over: both connections are closed.
+
+        @param connection: the L{proxyws.wsmessages.WebSocketConnection}.
+        @param code: the code of the first close frame either side (or the
+            proxy) sent, or 1006 when a connection ended without one.
+        @param reason: that close frame's reason (L{str}), or C{""}.
+        @return: ignored (a L{Deferred}'s failure is logged).
+        """
+
+
+class IAuthenticator(Interface):
+    """
+    Decides who the client of a request is.  The route's C{auth = {
+    htpasswd = ... }} is one (L{proxyws.gate.HtpasswdAuthenticator}); a
+    plugin in a route's C{plugins} list that provides this interface
+    authenticates the requests that reach it there (after the plugins listed
+    before it, so that a CORS preflight can be answered before it).
+    """
+
+    def authenticate(request):
+        """
+        Authenticate C{request}, or refuse it.
+
+        @param request: a L{proxyws.plugins.PluginRequest}; the
+            authenticator may change its headers (set a header naming the
+            user for the backend, remove the credentials).
+        @return: a L{proxyws.plugins.Identity} to let the request go on (its
+            C{user} goes to the access log's C{%u}, and later plugins see
+            it as C{request.identity}); a L{proxyws.plugins.Response} to
+            refuse it (a 401 with a C{WWW-Authenticate} challenge, a 403);
+            or a L{Deferred} firing with one of those (a password check in
+            a thread, a call to an identity service).
+        @raise Exception: anything: the client gets 500.
+        """

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import attr
 
 from .patterns import backtrackingRepeat
+from .pluginconfig import parsePlugins
 from .reader import shown
 from .routing import GROUP_REFERENCE, compileTemplate, reverseMapping, urlHost
 from .schema import AUTH_KEYS, BACKEND_TLS_KEYS, ROUTE_KEYS, SCHEMES
@@ -234,6 +235,7 @@ def parseRoute(reader, index, table, server, keyPath=None, host=None, base=""):
         access=parseAccess(reader, values, keyPath, base, host),
         redirect=values["redirect_https"],
         upstream=upstream,
+        plugins=parsePlugins(reader, values["plugins"], keyPath + ".plugins"),
     )
 
 

@@ -571,3 +571,29 @@ CHECK_KEYS = {
     "rise": (_tries, 2),
     "fall": (_tries, 3),
 }
+
+
+# ---------------------------------------------------------------------------
+# Plugins (proxyws.plugins): a "plugins" list of tables on [server], each
+# [[host]] and each [[route]] (each table a plugin's name and its options,
+# checked by proxyws.config and then by the plugin's own factory), and how
+# long a plugin's Deferred may take.  An upstream's policy may be a plugin's:
+# policy = { plugin = "name", ...options }.
+# ---------------------------------------------------------------------------
+
+PLUGIN_SERVER_KEYS = {
+    "plugins": (None, ()),  # tables { name = "...", ...options }
+    "plugin_timeout": (_seconds(WAIT_MINIMUM), 10.0),  # a plugin's Deferred, at most
+}
+SERVER_KEYS.update(PLUGIN_SERVER_KEYS)
+HOST_KEYS["plugins"] = (None, ())
+ROUTE_KEYS["plugins"] = (None, ())
+
+
+def _policy(value):
+    if isinstance(value, dict):
+        return value  # a plugin's policy, read by proxyws.config
+    return _oneOf(*POLICIES)(value)
+
+
+UPSTREAM_KEYS["policy"] = (_policy, "round_robin")

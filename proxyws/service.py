@@ -42,6 +42,7 @@ from .errors import ConfigError
 from .gate import Gate
 from .internals import quietAutobahnDebugLogs
 from .logs import ProxyLogger, setLevel
+from .plugins import buildPlugins
 from .pool import BackendPool
 from .resource import ReverseProxyResource
 from .routing import Router
@@ -55,7 +56,9 @@ from .upstreamproxy import httpHandler, webSocketHandler
 _log = ProxyLogger()
 
 
-def buildRoot(config, reactor, pool=None, backendPolicy=None, gate=None, upstreams=None):
+def buildRoot(
+    config, reactor, pool=None, backendPolicy=None, gate=None, upstreams=None, plugins=None
+):
     """
     Build the root resource every listener serves, and the backend pool.
 
@@ -67,6 +70,7 @@ def buildRoot(config, reactor, pool=None, backendPolicy=None, gate=None, upstrea
         members from (the service's, updated to C{config}), or L{None} to
         build one from the config (not started).  It is the root's
         C{upstreams}.
+    @param plugins: the config's L{proxyws.plugins.PluginSet}, when built.
     @return: C{(root, pool)}.
     """
     server = config.server
@@ -91,6 +95,10 @@ def buildRoot(config, reactor, pool=None, backendPolicy=None, gate=None, upstrea
         route.index: webSocketHandler(reactor, route, backendPolicy, upstreams)
         for route in config.routes
     }
+    # Plugins: only the handlers of the routes that have some change.
+    if plugins is None:
+        plugins = buildPlugins(config, reactor)
+    plugins.install(handlers, webSockets)
     root = ReverseProxyResource(
         Router(config.routes, config.hosts),
         handlers,
@@ -102,15 +110,16 @@ def buildRoot(config, reactor, pool=None, backendPolicy=None, gate=None, upstrea
     return root, pool
 
 
-def buildSite(config, reactor, accessLog, listener=None, pool=None):
+def buildSite(config, reactor, accessLog, listener=None, pool=None, plugins=None):
     """
     Build a site serving C{config}, and its backend pool.
 
     @param listener: the L{proxyws.config.Listener} the site serves.
     @param pool: see L{buildRoot}.
+    @param plugins: see L{buildRoot}.
     @return: C{(site, pool)}.
     """
-    root, pool = buildRoot(config, reactor, pool)
+    root, pool = buildRoot(config, reactor, pool, plugins=plugins)
     site = ProxySite(
         root,
         accessLog,
@@ -167,17 +176,18 @@ def prepare(config, reactor=None):
     """
     Build what serving C{config} needs beyond parsing it, checking it as
     start-up does: the TLS contexts of its listeners, the backend TLS
-    settings, the htpasswd files.
+    settings, the htpasswd files, the plugins.
 
-    @return: C{(contexts, backendPolicy, gate)}; C{contexts} maps each TLS
-        listener's key to its context factory.
+    @return: C{(contexts, backendPolicy, gate, plugins)}; C{contexts} maps
+        each TLS listener's key to its context factory.
     @raise ConfigError: for the first problem found.
     """
     contexts = {}
     for listener in config.listeners:
         if listener.tls is not None:
             contexts[listenerKey(listener)] = serverContext(config, listener)
-    return contexts, BackendTLSPolicy(config), Gate.forConfig(config, reactor)
+    policy, gate = BackendTLSPolicy(config), Gate.forConfig(config, reactor)
+    return contexts, policy, gate, buildPlugins(config, reactor)
 
 
 class ListenerFactory(Factory):
@@ -279,7 +289,7 @@ class ProxyService(Service):
         if self._accessLog is None:
             self._accessLog = AccessLog.open(self.config.server.accessLog)
             onSignal(signal.SIGUSR1, reactor, self.reopenLogs)
-        contexts, policy, gate = prepare(self.config, reactor)
+        contexts, policy, gate, plugins = prepare(self.config, reactor)
         self._certificates = certificateFiles(self.config)
         server = self.config.server
         self.pool = BackendPool(
@@ -291,7 +301,9 @@ class ProxyService(Service):
         )
         self.upstreams = Upstreams.fromConfig(self.config, reactor, policy)
         self.upstreams.start()
-        root, _ = buildRoot(self.config, reactor, self.pool, policy, gate, self.upstreams)
+        root, _ = buildRoot(
+            self.config, reactor, self.pool, policy, gate, upstreams=self.upstreams, plugins=plugins
+        )
         for listener, sock in self._sockets:
             if listener is self.config.demo:
                 from .demo import demoSite
@@ -416,7 +428,7 @@ class ProxyService(Service):
 
     def _apply(self, config, prepared, sockets):
         old = self.config
-        contexts, policy, gate = prepared
+        contexts, policy, gate, plugins = prepared
         certificates = certificateFiles(config)
         changes = {
             "routes": routeChanges(old, config),
@@ -438,7 +450,9 @@ class ProxyService(Service):
         )
         # Members whose URL and TLS settings stay keep their state.
         self.upstreams.update(config, policy)
-        root, _ = buildRoot(config, self._reactor, self.pool, policy, gate, self.upstreams)
+        root, _ = buildRoot(
+            config, self._reactor, self.pool, policy, gate, upstreams=self.upstreams, plugins=plugins
+        )
         self._updateListeners(config, root, contexts)
         for listener, sock in sockets:
             self._listen(listener, sock, self._factory(listener, root, contexts))

@@ -139,7 +139,12 @@ class Upstream:
             member.retire()
         self.settings, self.name, self.members = settings, settings.name, tuple(members)
         self.retries = settings.retries
-        self.needsRequest = settings.policy == "hash" or settings.affinity != "none"
+        # A plugin's policy (proxyws.plugins) is given every request.
+        self.needsRequest = (
+            settings.policy == "hash"
+            or settings.affinity != "none"
+            or settings.policyPlugin is not None
+        )
         self._selector = selectorFor(settings, self._random)
         self._byName = {member.name.encode("ascii"): member for member in members}
         self.cookieName = settings.cookie.name.encode("ascii") if settings.cookie else None

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import attr
 
+from .pluginconfig import policyPlugin
 from .reader import Broken
 from .routeconfig import _backend, _backendTLS
 from .routing import GROUP_REFERENCE, compileTemplate
@@ -81,11 +82,13 @@ def _upstream(reader, index, table):
         cookie = _cookie(reader, values["cookie"] or {}, keyPath + ".cookie")
     if values["check"] is not None:
         check = _check(reader, values["check"], keyPath + ".check")
+    policy, plugin = policyPlugin(reader, values["policy"], keyPath + ".policy")
     return UpstreamSettings(
         index=index,
         name=values["name"],
         members=members,
-        policy=values["policy"],
+        policy=policy,
+        policyPlugin=plugin,
         hashKey=HashKey(*values["hash"]) if values["hash"] else HashKey(),
         affinity=values["affinity"],
         cookie=cookie,

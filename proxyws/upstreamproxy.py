@@ -37,7 +37,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from .affinity import NOCACHE, selectionRequest
-from .errors import UpstreamUnavailable, errorPage
+from .errors import PluginFailed, UpstreamUnavailable, errorPage
 from .httpproxy import HTTPRouteHandler, _Exchange, connectError
 from .interfaces import IRouteHandler
 from .logs import ProxyLogger
@@ -152,7 +152,7 @@ class Attempt:
         self._tried |= {self.member}
         try:
             choice = self.upstream.choose(self._view, exclude=self._tried)
-        except UpstreamUnavailable:
+        except (UpstreamUnavailable, PluginFailed):
             return False
         self._retries -= 1
         self.end()
@@ -219,12 +219,15 @@ class Attempt:
 
 def unavailable(request, body, error):
     """
-    Answer a request that no member can take: 503 with C{Retry-After}.
+    Answer a request that no member can take (503 with C{Retry-After}), or
+    whose member the upstream's plugin policy failed to choose (500, the
+    failure logged already).
     """
     _log.info(
-        "{method} {uri}: 503: {detail}",
+        "{method} {uri}: {status}: {detail}",
         method=request.method.decode("latin-1"),
         uri=request.uri.decode("latin-1"),
+        status=error.status,
         detail=error.detail,
     )
     if body is not None:
@@ -240,7 +243,11 @@ class UpstreamHTTPHandler:
 
     @ivar route: the L{proxyws.values.Route}.
     @ivar inFlight: how many of its requests are being relayed.
+    @ivar responseFilter: the route's response filters (plugins), or
+        L{None}.
     """
+
+    responseFilter = None
 
     def __init__(self, reactor, pool, route, upstreams):
         """
@@ -265,7 +272,7 @@ class UpstreamHTTPHandler:
         """
         try:
             attempt = Attempt.first(self._upstreams, self.route, request)
-        except UpstreamUnavailable as e:
+        except (UpstreamUnavailable, PluginFailed) as e:
             unavailable(request, body, e)
             return NOT_DONE_YET
         exchange = _UpstreamExchange(
@@ -347,7 +354,7 @@ class UpstreamWebSocketHandler(WebSocketRouteHandler):
         """
         try:
             attempt = Attempt.first(self._upstreams, self.route, request)
-        except UpstreamUnavailable as e:
+        except (UpstreamUnavailable, PluginFailed) as e:
             unavailable(request, None, e)
             return None
         return _UpstreamUpgrade(self, request, target, attempt)

@@ -4,6 +4,7 @@ Nothing else in proxyws sees the raw TOML.
 """
 
 import hashlib
+import os
 
 import attr
 
@@ -83,6 +84,8 @@ class Host:
     names = attr.ib()
     default = attr.ib()
     tls = attr.ib()
+    # Plugins: its proxyws.plugins.PluginReferences.
+    plugins = attr.ib(default=())
 
 
 @attr.s(frozen=True, slots=True)
@@ -186,6 +189,9 @@ class Route:
     access = attr.ib(default=None)
     redirect = attr.ib(default=None)
     upstream = attr.ib(default=None)
+    # Plugins: its own proxyws.plugins.PluginReferences (those of [server]
+    # and of its host apply too).
+    plugins = attr.ib(default=())
 
 
 @attr.s(frozen=True, slots=True)
@@ -207,6 +213,10 @@ class ServerSettings:
     trustedProxies = attr.ib(default=())
     unknownHost = attr.ib(default=404)
     logLevel = attr.ib(default="info")
+    # Plugins: the proxyws.plugins.PluginReferences of [server] plugins,
+    # and the seconds a plugin's Deferred may take.
+    plugins = attr.ib(default=())
+    pluginTimeout = attr.ib(default=10.0)
     reloadGrace = attr.ib(default=60.0)
     headTimeout = attr.ib(default=60.0)
     bodyTimeout = attr.ib(default=60.0)
@@ -405,6 +415,9 @@ class UpstreamSettings:
     maxFails = attr.ib(default=1)
     failTimeout = attr.ib(default=10.0)
     check = attr.ib(default=None)
+    # Plugins: with policy = { plugin = ... }, policy is "plugin:NAME" and
+    # this its proxyws.plugins.PluginReference.
+    policyPlugin = attr.ib(default=None)
 
 
 def derivedName(url):
@@ -417,3 +430,44 @@ def derivedName(url):
     @rtype: L{str}
     """
     return "m-" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:10]
+
+
+# ---------------------------------------------------------------------------
+# Plugins (proxyws.plugins).
+# ---------------------------------------------------------------------------
+
+
+@attr.s(frozen=True, slots=True)
+class PluginReference:
+    """
+    A plugin named in the config: a table of a C{plugins} list, or an
+    upstream's C{policy} table.
+
+    @ivar name: the entry point's name.
+    @ivar options: the rest of the table (a L{dict}).
+    @ivar keyPath: where it is, such as C{"route[0].plugins[1]"}.
+    @ivar filename: the config file that names it.
+    @ivar nameKey: the key of the name in its table: C{"name"} in a
+        C{plugins} list, C{"plugin"} in a C{policy}.
+    """
+
+    name = attr.ib()
+    options = attr.ib(hash=False, repr=False)
+    keyPath = attr.ib()
+    filename = attr.ib(default="proxyws.toml", eq=False, hash=False)
+    nameKey = attr.ib(default="name", eq=False, hash=False)
+
+    @property
+    def directory(self):
+        """
+        The config file's folder, which relative paths in the options are
+        relative to.
+        """
+        return os.path.dirname(os.path.abspath(self.filename))
+
+    @property
+    def nameKeyPath(self):
+        """
+        The key path of its name, such as C{"route[0].plugins[1].name"}.
+        """
+        return "{}.{}".format(self.keyPath, self.nameKey)

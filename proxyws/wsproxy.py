@@ -166,7 +166,11 @@ class WebSocketRouteHandler:
     @ivar route: the L{proxyws.values.Route}.
     @ivar serverFactory: the Autobahn factory of the client-side handshakes.
     @ivar clientFactory: the Autobahn factory of the backend-side handshakes.
+    @ivar messages: the route's L{proxyws.wsmessages.WebSocketFilters}
+        (plugins), or L{None}: frames relay as they are.
     """
+
+    messages = None
 
     def __init__(self, reactor, route, tlsPolicy=None):
         """
@@ -521,6 +525,9 @@ class Upgrade:
         relay = Relay(self._route, self._reactor, request.channel.site, request)
         relay.backendURL = self.backendURL()
         self._relayOpening(relay)
+        if self._handler.messages is not None:
+            # The route's websocket filters see whole messages.
+            relay.messages = self._handler.messages.session(relay, request, self._answer[0])
         socket, self._socket = self._socket, None
         self._connecting = None
         relay.start(request.channel, socket, socket.handshake.takeEarlyBytes(), self._deflate)

@@ -17,7 +17,8 @@ writes, so a slow reader on one side pauses reading on the other.
 Whole messages: a feature that must see message contents (a websocket
 filter) gives a direction another passage (L{Relay.passage}), one that
 assembles, inflates and re-frames messages; nothing else in the relay
-changes.
+changes.  A route's websocket filters do so (L{proxyws.wsmessages}): the
+relay's C{messages} is then the websocket's message session.
 """
 
 import os
@@ -143,6 +144,9 @@ class Relay:
     @ivar backend: the backend's L{Leg}.
     @ivar whenFinished: callables (without arguments) called once both
         connections are gone.
+    @ivar messages: the websocket's L{proxyws.wsmessages.MessageSession}
+        when its route has websocket filters, else L{None}: frames relay
+        as they are.
     """
 
     whenFinished = ()
@@ -150,6 +154,7 @@ class Relay:
     generation = 0
     # The client address counted against its limit of connections, if any.
     counted = None
+    messages = None
 
     def __init__(self, route, reactor, site, request, why=None):
         """
@@ -194,8 +199,9 @@ class Relay:
         )
         client.peer, backend.peer = backend, client
         # Bytes go straight from each connection to its passage.
-        clientEarly = channel.upgrade(_Receiver(self.passage(client), partial(self.lost, client)))
-        backendSocket.relayTo(_Receiver(self.passage(backend), partial(self.lost, backend)))
+        clientPassage, backendPassage = self.passage(client), self.passage(backend)
+        clientEarly = channel.upgrade(_Receiver(clientPassage, partial(self.lost, client)))
+        backendSocket.relayTo(_Receiver(backendPassage, partial(self.lost, backend)))
         for leg in (client, backend):
             _setBufferSize(leg.transport, route.wsBufferSize)
         client.transport.registerProducer(_Producer(backend.transport), True)
@@ -208,9 +214,9 @@ class Relay:
             self._idle = Deadline(self._reactor)
             self._idle.start(route.wsIdleTimeout, self._idleTimedOut)
         if clientEarly:
-            self.forward(client, clientEarly)
+            clientPassage(clientEarly)
         if backendEarly and not backend.gone:
-            self.forward(backend, backendEarly)
+            backendPassage(backendEarly)
 
     # Frames.
 
@@ -228,6 +234,8 @@ class Relay:
 
         @return: a callable taking the bytes.
         """
+        if self.messages is not None:
+            return self.messages.passage(leg)
         return partial(self.forward, leg)
 
     def forward(self, leg, data):
@@ -365,6 +373,27 @@ class Relay:
             if not leg.gone and not leg.closeSent:
                 self._sendClose(leg, code, reason.encode("utf-8"))
 
+    def refuse(self, leg, code, text):
+        """
+        A passage refuses what C{leg}'s peer sent (a message too big once
+        inflated): nothing more is read from it, and both peers get a close
+        frame with C{code}.  The passage writes whole frames only, so the
+        other peer is at a frame boundary.
+
+        @param text: the close reason (text).
+        """
+        self._note(leg, code, text)
+        leg.closeReceived = True
+        self.closeBoth(code, text, self._why)
+
+    def broken(self, leg, text):
+        """
+        A passage found a frame no peer may send from C{leg}'s peer: drop
+        both connections, as for the frames L{forward} refuses.
+        """
+        self._note(leg, 1002, text)
+        self.abort()
+
     def _tooBig(self, leg, data, offset):
         """
         C{leg}'s peer sent a message over the route's C{max_message_size}:
@@ -477,6 +506,8 @@ class Relay:
         self._ticker = self._idle = self._retirement = None
         request = self.request
         site = self._site
+        if self.messages is not None:
+            self.messages.finished()
         # The line first: the site may finish a graceful stop (and close
         # the log) when it hears the last websocket is closed.
         site.log(request, status=101, size=self.client.sent)

@@ -924,6 +924,7 @@ class BoundsTests(SynchronousTestCase):
         ("server", "reload_grace", 0.1, False),
         ("server", "head_timeout", 0.1, False),
         ("server", "body_timeout", 0.1, False),
+        ("server", "plugin_timeout", 0.1, False),
         ("route", "connect_timeout", 0.1, False),
         ("route", "response_timeout", 0.1, False),
         ("route", "read_timeout", 0.1, False),
