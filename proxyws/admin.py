@@ -271,6 +271,7 @@ class AdminService(Service):
     The admin listener: listens while running.
 
     @ivar port: the listening port, once started.
+    @ivar resource: its L{AdminResource}.
     """
 
     port = None
@@ -285,6 +286,7 @@ class AdminService(Service):
             port in use stops start-up), or L{None} to bind at start.
         """
         self._site = site
+        self.resource = site.resource
         self._address = address
         self._port = port
         self._reactor = reactor

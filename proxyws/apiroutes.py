@@ -223,6 +223,18 @@ class APIRouteTable:
     def __len__(self):
         return len(self._routes)
 
+    def configure(self, server):
+        """
+        Take the timeouts of new server settings (a reload): the routes in
+        the table are made again with them.
+
+        @param server: L{proxyws.values.ServerSettings}.
+        """
+        self._server = server
+        for prefix, route in list(self._routes.items()):
+            fresh = attr.evolve(route, route=_serverRoute(route.backend, server))
+            self._routes[prefix] = self._byKey[self._key(prefix)] = fresh
+
     def makeRoute(self, prefix, data):
         """
         Check a route given through the API and make it, without adding it.

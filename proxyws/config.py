@@ -620,6 +620,35 @@ def _loadedChecks(config):
             htpasswds.add(access.htpasswd)
             attempt(Gate.forConfig, alone)
     problems.extend(_pluginProblems(config))
+    problems.extend(_adminProblems(config))
+    return problems
+
+
+def _adminProblems(config):
+    """
+    The problems of the C{[admin]} table beyond its keys: a route file that
+    is not one, and workers (the API's routes and the metrics live in one
+    process).
+    """
+    admin = config.admin
+    if admin is None:
+        return []
+    problems = []
+    if config.server.workers > 1:
+        problems.append(ConfigError(
+            config.path, "admin",
+            "the admin listener needs workers = 1 (its metrics and the routes added "
+            "through its API live in one process); remove [admin] or set "
+            "server.workers = 1, and run more instances on a shared Redis route store"))
+    if admin.routeStore == "file":
+        from .apiroutes import APIRouteTable
+        from .errors import RouteStoreError
+        from .routestore import readFileDocument
+
+        try:
+            readFileDocument(admin.routeStoreFile, APIRouteTable(admin.hostRouting))
+        except RouteStoreError as e:
+            problems.append(ConfigError(config.path, "admin.route_store_file", str(e)))
     return problems
 
 

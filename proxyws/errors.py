@@ -58,14 +58,19 @@ class ResponseError(ProxyError):
     @ivar detail: a short plain-text explanation, safe to show to clients.
     @ivar fields: C{(name, value)} header fields the answer carries besides
         the error page's own (such as C{Retry-After}).
+    @ivar kind: for a failure of the backend, its kind as the metrics count
+        it (a key of L{proxyws.metrics.BACKEND_ERROR_KINDS}), else L{None}.
     """
 
     status = 500
     phrase = b"Internal Server Error"
     fields = ()
+    kind = None
 
-    def __init__(self, detail):
+    def __init__(self, detail, kind=None):
         self.detail = detail
+        if kind is not None:
+            self.kind = kind
         super().__init__(detail)
 
 

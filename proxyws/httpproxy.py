@@ -35,12 +35,13 @@ from .resend import (
 )
 from .routing import urlHost
 
-# What the client is told when a connection failed before the answer.
+# What the client is told when a connection failed before the answer, and
+# the kind of backend error the metrics count.
 _REQUEST_FAILURES = {
-    TLS: "the TLS handshake with the backend failed",
-    STALE: "the backend closed the connection without a response",
-    CLOSED: "the backend closed the connection without a response",
-    INVALID: "the backend sent an invalid response",
+    TLS: ("the TLS handshake with the backend failed", "tls"),
+    STALE: ("the backend closed the connection without a response", "broken"),
+    CLOSED: ("the backend closed the connection without a response", "broken"),
+    INVALID: ("the backend sent an invalid response", "protocol"),
 }
 
 # Request headers the proxy does not pass on besides the hop-by-hop ones: it
@@ -57,9 +58,10 @@ _READ_TIMEOUT = "read timeout: the backend stopped sending the response"
 
 # Failures of a connection attempt, and what the client is told.
 _CONNECT_FAILURES = [
-    (netError.TimeoutError, GatewayTimeout, "connect timeout: the backend did not accept the connection in time"),
-    (netError.ConnectionRefusedError, BadGateway, "connection refused by the backend"),
-    (netError.DNSLookupError, BadGateway, "the backend host name could not be resolved"),
+    (netError.TimeoutError, GatewayTimeout, "connect_timeout",
+     "connect timeout: the backend did not accept the connection in time"),
+    (netError.ConnectionRefusedError, BadGateway, "connect", "connection refused by the backend"),
+    (netError.DNSLookupError, BadGateway, "connect", "the backend host name could not be resolved"),
 ]
 
 _log = ProxyLogger()
@@ -83,10 +85,24 @@ def connectError(reason):
     The L{proxyws.errors.ResponseError} for a failed backend connection
     attempt.
     """
-    for failureType, errorType, text in _CONNECT_FAILURES:
+    for failureType, errorType, kind, text in _CONNECT_FAILURES:
         if reason.check(failureType):
-            return errorType(text)
-    return BadGateway("cannot connect to the backend: {}".format(reason.getErrorMessage()))
+            return errorType(text, kind)
+    return BadGateway(
+        "cannot connect to the backend: {}".format(reason.getErrorMessage()), "connect"
+    )
+
+
+def countBackendError(request, kind):
+    """
+    Count a backend error on the metrics of C{request}'s route, when there
+    are metrics.
+
+    @param kind: a key of L{proxyws.metrics.BACKEND_ERROR_KINDS}.
+    """
+    metrics = getattr(request, "routeMetrics", None)
+    if metrics is not None:
+        metrics.backendError(kind)
 
 
 @implementer(IBodyProducer)
@@ -351,7 +367,7 @@ class _Exchange:
             return
         timedOut = self._timeoutError is not None
         kind = failureKind(error, responded, connection.reused, timedOut)
-        answer = self._timeoutError if timedOut else BadGateway(_REQUEST_FAILURES[kind])
+        answer = self._timeoutError if timedOut else BadGateway(*_REQUEST_FAILURES[kind])
         self._backendFailed(kind, answer, error)
 
     def interim(self, head):
@@ -444,6 +460,8 @@ class _Exchange:
             reason=self._timeoutError.detail if self._timeoutError else str(error),
         )
         self._done()
+        timedOut = self._timeoutError
+        countBackendError(request, timedOut.kind if timedOut is not None else "broken")
         # The head is sent: the client can only learn of it by the
         # connection closing before the end of the body.
         request.channel.transport.abortConnection()
@@ -492,7 +510,8 @@ class _Exchange:
 
     def _timedOut(self, message):
         self._timer = None
-        error = self._timeoutError = GatewayTimeout(message)
+        kind = "read_timeout" if self.request.startedWriting else "response_timeout"
+        error = self._timeoutError = GatewayTimeout(message, kind)
         if self._connection is not None:
             self._connection.transport.abortConnection()
         if not self.request.startedWriting:
@@ -518,6 +537,8 @@ class _Exchange:
         )
         if self._timeoutError is not None:
             error = self._timeoutError
+        if error.kind is not None:
+            countBackendError(request, error.kind)
         if not request.startedWriting and request.channel is not None:
             errorPage(request, error)
 

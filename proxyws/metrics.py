@@ -76,8 +76,11 @@ def routeLabel(route):
 
 class WebSocketCounter:
     """
-    The counts of one open websocket, which its relay adds to directly
-    (C{counter.messagesIn += 1; counter.bytesIn += n}); read at scrape time.
+    The counts of one open websocket, read at scrape time: added to directly
+    (C{counter.messagesIn += 1; counter.bytesIn += n}), or read from a
+    source, a callable returning C{(messagesIn, bytesIn, messagesOut,
+    bytesOut)} (the frame relay's scanners count as they read frame
+    headers, so that relaying pays nothing more).
 
     @ivar messagesIn: messages from the client to the backend.
     @ivar bytesIn: their payload bytes.
@@ -85,11 +88,20 @@ class WebSocketCounter:
     @ivar bytesOut: their payload bytes.
     """
 
-    __slots__ = ("messagesIn", "bytesIn", "messagesOut", "bytesOut", "_route")
+    __slots__ = ("messagesIn", "bytesIn", "messagesOut", "bytesOut", "_route", "_source")
 
-    def __init__(self, route):
+    def __init__(self, route, source=None):
         self.messagesIn = self.bytesIn = self.messagesOut = self.bytesOut = 0
         self._route = route
+        self._source = source
+
+    def counts(self):
+        """
+        @return: C{(messagesIn, bytesIn, messagesOut, bytesOut)} so far.
+        """
+        if self._source is not None:
+            return self._source()
+        return (self.messagesIn, self.bytesIn, self.messagesOut, self.bytesOut)
 
     def closed(self, seconds):
         """
@@ -98,6 +110,8 @@ class WebSocketCounter:
         """
         route, self._route = self._route, None
         if route is not None:
+            self.messagesIn, self.bytesIn, self.messagesOut, self.bytesOut = self.counts()
+            self._source = None
             route._closeWebSocket(self, seconds)
 
 
@@ -137,16 +151,18 @@ class RouteMetrics:
         self.durationCounts[bisect_left(REQUEST_BUCKETS, seconds)] += 1
         self.durationSum += seconds
 
-    def webSocketOpened(self):
+    def webSocketOpened(self, source=None):
         """
         A websocket on this route was opened (counted as a request with
         status 101).
 
+        @param source: where its counts are read (see L{WebSocketCounter}),
+            or L{None} to add to the counter.
         @return: its L{WebSocketCounter}; call its C{closed} when it ends.
         """
         codes = self.codes
         codes[101] = codes.get(101, 0) + 1
-        counter = WebSocketCounter(self)
+        counter = WebSocketCounter(self, source)
         self.open.add(counter)
         return counter
 
@@ -190,10 +206,8 @@ class RouteMetrics:
         """
         totals = list(self.closedTotals)
         for counter in self.open:
-            totals[0] += counter.messagesIn
-            totals[1] += counter.bytesIn
-            totals[2] += counter.messagesOut
-            totals[3] += counter.bytesOut
+            for n, count in enumerate(counter.counts()):
+                totals[n] += count
         return totals
 
 

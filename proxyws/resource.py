@@ -52,7 +52,14 @@ class ReverseProxyResource(Resource):
     upstreams = None
 
     def __init__(
-        self, router, httpHandlers, webSocketHandlers=None, gate=None, unknownHost=404
+        self,
+        router,
+        httpHandlers,
+        webSocketHandlers=None,
+        gate=None,
+        unknownHost=404,
+        apiHandlers=None,
+        routeMetrics=None,
     ):
         """
         @param router: an L{proxyws.interfaces.IRouter}.
@@ -64,12 +71,21 @@ class ReverseProxyResource(Resource):
         @param gate: an L{proxyws.interfaces.IGate}, or L{None}.
         @param unknownHost: the status for a request for no host's name
             when there are virtual hosts and none is the default (404/421).
+        @param apiHandlers: a callable giving the C{(http, webSocket)}
+            handlers of a route added through the API (an
+            L{proxyws.apirouting.APIHandlers}), when the router has such
+            routes.
+        @param routeMetrics: route index (L{None} for the API's routes) ->
+            the L{proxyws.metrics.RouteMetrics} each request of the route
+            counts on (C{request.routeMetrics}); empty without metrics.
         """
         Resource.__init__(self)
         self._router = router
         self._http = httpHandlers
         self._webSockets = webSocketHandlers or {}
         self._gate = gate
+        self._api = apiHandlers
+        self._metrics = routeMetrics or {}
         self._unknownHost = MisdirectedRequest if unknownHost == 421 else NotFound
 
     def render(self, request):
@@ -145,6 +161,13 @@ class ReverseProxyResource(Resource):
         # path, a match route's groups) to choose a member.
         request.routeMatch = found
         index = found.route.index
+        if self._metrics:
+            request.routeMetrics = self._metrics.get(index)
+        if index is None:
+            http, webSocket = self._api(found.api)
+            if isWebSocketUpgrade(request):
+                return webSocket.proxy(request, found.target, body)
+            return http.proxy(request, found.target, body)
         if index in self._webSockets and isWebSocketUpgrade(request):
             return self._webSockets[index].proxy(request, found.target, body)
         return self._http[index].proxy(request, found.target, body)

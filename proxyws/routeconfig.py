@@ -190,6 +190,7 @@ def parseRoute(reader, index, table, server, keyPath=None, host=None, base=""):
     from .upstreamconfig import routeUpstream
 
     upstream = routeUpstream(reader, values, keyPath, base)
+    _checkName(reader, values["name"], keyPath)
     if (values["path"] is None) == (values["match"] is None):
         raise reader.error(keyPath, "needs exactly one of 'path' and 'match'")
     prefix = pattern = template = None
@@ -236,7 +237,22 @@ def parseRoute(reader, index, table, server, keyPath=None, host=None, base=""):
         redirect=values["redirect_https"],
         upstream=upstream,
         plugins=parsePlugins(reader, values["plugins"], keyPath + ".plugins"),
+        name=values["name"],
     )
+
+
+def _checkName(reader, name, keyPath):
+    """
+    A route's name is its own: two routes with one name would share their
+    metrics.
+    """
+    if name is None:
+        return
+    names = reader.__dict__.setdefault("routeNames", {})
+    if name in names:
+        raise reader.error(
+            keyPath + ".name", "{!r} is already the name of {}".format(name, names[name]))
+    names[name] = keyPath
 
 
 def _backendTLS(reader, table, keyPath, base):

@@ -267,15 +267,18 @@ class RouteMatch:
     @ivar path: the normalized request path the route matched.
     @ivar match: the L{re.Match} of a C{match} route (its groups choose
         members of an upstream with C{hash = "match:N"}), or L{None}.
+    @ivar api: the L{proxyws.apiroutes.APIRoute} when the route is one
+        added through the API, else L{None}.
     """
 
-    __slots__ = ("route", "target", "path", "match")
+    __slots__ = ("route", "target", "path", "match", "api")
 
-    def __init__(self, route, target, path=None, match=None):
+    def __init__(self, route, target, path=None, match=None, api=None):
         self.route = route
         self.target = target
         self.path = path
         self.match = match
+        self.api = api
 
 
 @implementer(IRouter)

@@ -27,6 +27,21 @@ def _string(value):
     return value
 
 
+# A route's name, its label in the metrics: "none" and "api" are the labels
+# of requests no route took and of the API's routes.
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+_RESERVED_NAMES = ("none", "api")
+
+
+def _routeName(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or value in _RESERVED_NAMES:
+        raise ValueError(
+            "a name of up to 64 letters, digits, '_', '.' and '-' that starts with a "
+            "letter, other than 'none' and 'api'"
+        )
+    return value
+
+
 def _boolean(value):
     if not isinstance(value, bool):
         raise ValueError("true or false")
@@ -335,6 +350,7 @@ HOST_KEYS = {
 # Settings of each [[route]]: exactly one of path and match; the timeouts
 # default to the [server] values of the same names.
 ROUTE_KEYS = {
+    "name": (_routeName, None),  # the route's label in the metrics and status
     "path": (_string, None),
     "match": (_string, None),
     "backend": (_string, None),

@@ -18,8 +18,9 @@ seconds.
 
 import signal
 
+import attr
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.protocols.haproxy import proxyEndpoint
@@ -27,7 +28,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from . import __version__
 from .accesslog import AccessLog
-from .admin import ReloadResult
+from .admin import ReloadResult, adminService
+from .apirouting import APIHandlers, APIRouter
 from .changes import (
     certificateChanges,
     certificateFiles,
@@ -42,9 +44,11 @@ from .errors import ConfigError
 from .gate import Gate
 from .internals import quietAutobahnDebugLogs
 from .logs import ProxyLogger, setLevel
+from .metrics import API_ROUTE, Metrics, routeLabel
 from .plugins import buildPlugins
 from .pool import BackendPool
 from .resource import ReverseProxyResource
+from .routestore import makeRouteStore
 from .routing import Router
 from .site import ProxySite
 from .sockets import _bind
@@ -57,7 +61,15 @@ _log = ProxyLogger()
 
 
 def buildRoot(
-    config, reactor, pool=None, backendPolicy=None, gate=None, upstreams=None, plugins=None
+    config,
+    reactor,
+    pool=None,
+    backendPolicy=None,
+    gate=None,
+    upstreams=None,
+    plugins=None,
+    metrics=None,
+    apiRoutes=None,
 ):
     """
     Build the root resource every listener serves, and the backend pool.
@@ -71,6 +83,9 @@ def buildRoot(
         build one from the config (not started).  It is the root's
         C{upstreams}.
     @param plugins: the config's L{proxyws.plugins.PluginSet}, when built.
+    @param metrics: the server's L{proxyws.metrics.Metrics}, or L{None}.
+    @param apiRoutes: the L{proxyws.apiroutes.APIRouteTable} of the routes
+        added through the admin API, or L{None}.
     @return: C{(root, pool)}.
     """
     server = config.server
@@ -99,12 +114,27 @@ def buildRoot(
     if plugins is None:
         plugins = buildPlugins(config, reactor)
     plugins.install(handlers, webSockets)
+    router = Router(config.routes, config.hosts)
+    apiHandlers = None
+    if apiRoutes is not None:
+        router = APIRouter(router, apiRoutes)
+        apiHandlers = APIHandlers(
+            apiRoutes,
+            lambda route: httpHandler(reactor, pool, route, upstreams),
+            lambda route: webSocketHandler(reactor, route, backendPolicy, upstreams),
+        )
+    routeMetrics = {}
+    if metrics is not None:
+        routeMetrics = {route.index: metrics.forRoute(routeLabel(route)) for route in config.routes}
+        routeMetrics[None] = metrics.forRoute(API_ROUTE)
     root = ReverseProxyResource(
-        Router(config.routes, config.hosts),
+        router,
         handlers,
         webSockets,
         gate=gate,
         unknownHost=server.unknownHost,
+        apiHandlers=apiHandlers,
+        routeMetrics=routeMetrics,
     )
     root.upstreams = upstreams
     return root, pool
@@ -244,10 +274,18 @@ class ProxyService(Service):
     @ivar upstreams: the L{Upstreams} registry (members' states and active
         checks), kept across reloads (each updates it); it stops after the
         last request.
+    @ivar metrics: the L{Metrics} served by the admin listener, or L{None}
+        without C{[admin]}; kept across reloads.
+    @ivar store: the L{proxyws.interfaces.IRouteStore} of the routes added
+        through the admin API, or L{None} without C{[admin]}.
+    @ivar admin: the L{proxyws.admin.AdminService}, or L{None}.
     """
 
     site = None
     upstreams = None
+    metrics = None
+    store = None
+    admin = None
     state = "serving"
     # Bind the listeners a reload adds with SO_REUSEPORT (in a worker).
     reusePort = False
@@ -301,17 +339,71 @@ class ProxyService(Service):
         )
         self.upstreams = Upstreams.fromConfig(self.config, reactor, policy)
         self.upstreams.start()
-        root, _ = buildRoot(
-            self.config, reactor, self.pool, policy, gate, upstreams=self.upstreams, plugins=plugins
-        )
+        adminSocket = self._startAdmin()
+        root = self._root(self.config, policy, gate, plugins)
         for listener, sock in self._sockets:
             if listener is self.config.demo:
                 from .demo import demoSite
 
                 self._listen(listener, sock, demoSite(reactor))
-            else:
+            elif listener is not self.config.admin:
                 self._listen(listener, sock, self._factory(listener, root, contexts))
         self._sockets = []
+        if adminSocket is not None:
+            self.admin = adminService(
+                self.config.admin, self, reactor, self.metrics, self.store, adminSocket)
+            self.admin.startService()
+
+    def _startAdmin(self):
+        """
+        With C{[admin]}: make the metrics and start the route store.
+
+        @return: the admin listener's socket, or L{None}.
+        """
+        admin = self.config.admin
+        if admin is None:
+            return None
+        self.metrics = Metrics(
+            upstreamMembers=self._memberGauges,
+            apiRouteCount=lambda: len(self.store.table),
+        )
+        self.store = makeRouteStore(admin, self._reactor, server=self.config.server)
+        started = self.store.start()
+        if started is not None:
+            started.addErrback(lambda f: _log.failure("the route store did not start", f))
+        for listener, sock in self._sockets:
+            if listener is admin:
+                return sock
+        return None
+
+    def _memberGauges(self):
+        """
+        The rows of the upstream members' gauges, each member labelled by
+        its URL as the config gives it.
+        """
+        return [
+            (upstream.name, member.settings.url, member.up, member.connections)
+            for upstream in self.upstreams
+            for member in upstream.members
+        ]
+
+    def _root(self, config, policy, gate, plugins):
+        """
+        The root resource serving C{config}, with the service's pool,
+        upstreams, metrics and API routes.
+        """
+        root, _ = buildRoot(
+            config,
+            self._reactor,
+            self.pool,
+            policy,
+            gate,
+            upstreams=self.upstreams,
+            plugins=plugins,
+            metrics=self.metrics,
+            apiRoutes=self.store.table if self.store is not None else None,
+        )
+        return root
 
     def _listen(self, listener, sock, factory):
         # The endpoint takes the descriptor over (and closes it).
@@ -346,6 +438,8 @@ class ProxyService(Service):
             server=server,
         )
         site.generation = self.generation
+        site.metrics = self.metrics
+        site.apiRoutes = self.store.table if self.store is not None else None
         self.sites.append(site)
         if self.site is None:
             self.site = site
@@ -393,13 +487,38 @@ class ProxyService(Service):
                 if config is None:
                     # Every check start-up runs, every problem reported.
                     config = loadAndCheck(self.config.path)
+                self._checkAdmin(config)
                 prepared = prepare(config, self._reactor)
                 sockets = self._bindNew(config)
             except ConfigError as e:
-                return succeed(self._refused(e))
-            return succeed(self._apply(config, prepared, sockets))
+                result = self._refused(e)
+            else:
+                result = self._apply(config, prepared, sockets)
         finally:
             self._reloading = False
+        if self.metrics is not None:
+            self.metrics.reloadDone(result.succeeded)
+        return succeed(result)
+
+    def _checkAdmin(self, config):
+        """
+        Refuse a reload that changes the admin listener or its route store,
+        which keep their settings until a restart; its token may change.
+
+        @raise ConfigError: when the C{[admin]} table changes otherwise.
+        """
+        old, new = self.config.admin, config.admin
+        if old is None and new is None:
+            return
+        if old is None or new is None or attr.evolve(old, token=None, tokenEnv=None) != attr.evolve(
+            new, token=None, tokenEnv=None
+        ):
+            raise ConfigError(
+                config.path,
+                "admin",
+                "the admin listener and its route store change only on a restart (its "
+                "token_env may change on a reload); restore the [admin] table or restart proxyws",
+            )
 
     def _refused(self, error):
         problems = tuple(str(p) for p in problemsOf(error))
@@ -450,9 +569,13 @@ class ProxyService(Service):
         )
         # Members whose URL and TLS settings stay keep their state.
         self.upstreams.update(config, policy)
-        root, _ = buildRoot(
-            config, self._reactor, self.pool, policy, gate, upstreams=self.upstreams, plugins=plugins
-        )
+        if self.store is not None:
+            self.store.table.configure(server)
+            self.admin.resource.token = config.admin.token
+        if self.metrics is not None:
+            # The series of removed routes end (once their websockets do).
+            self.metrics.retain([routeLabel(route) for route in config.routes])
+        root = self._root(config, policy, gate, plugins)
         self._updateListeners(config, root, contexts)
         for listener, sock in sockets:
             self._listen(listener, sock, self._factory(listener, root, contexts))
@@ -583,7 +706,14 @@ class ProxyService(Service):
             _log.info("proxyws stopped")
             finished.callback(None)
 
-        DeferredList([stopped, drained]).addCallback(done)
+        def stopAdmin(_):
+            # Last: /healthz says "stopping" while requests drain.
+            if self.admin is None:
+                return None
+            return DeferredList(
+                [maybeDeferred(self.admin.stopService), maybeDeferred(self.store.stop)])
+
+        DeferredList([stopped, drained]).addCallback(stopAdmin).addCallback(done)
         return finished
 
     def _deadline(self):
@@ -597,6 +727,8 @@ def _routeStatus(route, connections, websockets):
     A route as C{/status} shows it.
     """
     entry = {"route": "route[{}]".format(route.index)}
+    if route.name:
+        entry["name"] = route.name
     if route.prefix is not None:
         entry["path"] = route.prefix.decode("utf-8", "replace")
     else:

@@ -12,6 +12,8 @@ stop can let requests in flight finish, close idle keep-alive connections
 and close websockets with 1001.
 """
 
+from functools import partial
+
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.http import NO_BODY_CODES
@@ -25,6 +27,7 @@ from .framing import DEFAULT_LIMITS, HeadLimits, hasBody
 from .heads import encodeResponseHead, mergeFields
 from .httpproxy import RequestBody
 from .internals import writeNow
+from .metrics import NO_ROUTE
 
 # What OPTIONS * (a question about the server itself) is answered with.
 _SERVER_METHODS = b"GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
@@ -54,6 +57,10 @@ class ProxyRequest(Request):
     # Called with the reason when the client leaves before the response is
     # complete (notifyFinish without a Deferred, for the proxy's hot path).
     whenGone = None
+    # The RouteMatch the resource found, and the RouteMetrics the request
+    # counts on (None without metrics).
+    routeMatch = None
+    routeMetrics = None
     _body = None
     _bodyPending = False
     _finishPending = False
@@ -303,6 +310,10 @@ class ProxySite(Site):
     headTimeout = 60.0
     bodyTimeout = 60.0
     perClientLimit = 0
+    # The server's proxyws.metrics.Metrics, and the table of the routes
+    # added through the API (their last activity), when there are.
+    metrics = None
+    apiRoutes = None
 
     def __init__(
         self, resource, accessLog, reactor, timeout, listener=None, trustedProxies=(), server=None
@@ -433,6 +444,9 @@ class ProxySite(Site):
         self._relays.add(relay)
         relay.generation = channel.generation
         relay.counted, channel.counted = getattr(channel, "counted", None), None
+        match = relay.request.routeMatch
+        if match is not None and match.api is not None and self.apiRoutes is not None:
+            relay.activity = partial(self._touch, match.api.prefix)
         if self._drained is not None:
             relay.goAway()
 
@@ -444,6 +458,9 @@ class ProxySite(Site):
         self._uncount(relay)
         self._checkLimit()
         self._checkDrained()
+
+    def _touch(self, prefix):
+        self.apiRoutes.touch(prefix, self.reactor.seconds())
 
     def _checkDrained(self):
         if self._drained is not None and not self._channels and not self._relays:
@@ -458,6 +475,9 @@ class ProxySite(Site):
             websocket logs 101 when it closes).
         @param size: the bytes sent to log instead of the body's length.
         """
+        code = request.code if status is None else status
+        if status != 101:
+            self._requestDone(request, code)
         headers = request.requestHeaders
         referer = headers.getRawHeaders(b"Referer")
         agent = headers.getRawHeaders(b"User-Agent")
@@ -468,12 +488,28 @@ class ProxySite(Site):
                 request.remoteUser,
                 request.received,
                 requestLine(request.method, request.uri, request.clientproto),
-                request.code if status is None else status,
+                code,
                 request.sentLength if size is None else size,
                 referer[0] if referer else None,
                 agent[0] if agent else None,
             )
         )
+
+    def _requestDone(self, request, code):
+        """
+        Count a finished HTTP request (a websocket is counted when it
+        opens and closes): on its route's metrics, and as activity of the
+        API route it took.
+        """
+        metrics = self.metrics
+        if metrics is not None:
+            routeMetrics = request.routeMetrics or metrics.forRoute(NO_ROUTE)
+            received = request.received
+            routeMetrics.requestDone(
+                code, self.reactor.seconds() - received if received is not None else 0.0)
+        match = request.routeMatch
+        if match is not None and match.api is not None and self.apiRoutes is not None:
+            self.apiRoutes.requestDone(match.api.prefix, code, self.reactor.seconds())
 
     def refused(self, channel, status, size):
         """
@@ -481,6 +517,8 @@ class ProxySite(Site):
         request line is not known for sure: C{"-"}, as Apache writes it).
         """
         peer = channel.getPeer()
+        if self.metrics is not None:
+            self.metrics.forRoute(NO_ROUTE).requestDone(status, 0.0)
         self.accessLog.write(
             formatCombined(
                 getattr(peer, "host", "-"),

@@ -14,12 +14,15 @@ def bindListeners(config):
     Bind and listen on every socket the config asks for.
 
     @param config: a L{proxyws.config.Config}.
-    @return: a L{list} of C{(listener, socket)}, with the demo backend's
-        socket last when the config has one (its listener is the
-        L{proxyws.config.DemoSettings}).
+    @return: a L{list} of C{(listener, socket)}, with the admin listener's
+        (whose listener is the L{proxyws.values.AdminSettings}) and the demo
+        backend's (the L{proxyws.config.DemoSettings}) last when the config
+        has them.
     @raise ConfigError: when an address cannot be bound.
     """
     wanted = [("listen[{}]".format(i), l) for i, l in enumerate(config.listeners)]
+    if config.admin is not None:
+        wanted.append(("admin", config.admin))
     if config.demo is not None:
         wanted.append(("demo", config.demo))
     bound = []

@@ -192,6 +192,8 @@ class Route:
     # Plugins: its own proxyws.plugins.PluginReferences (those of [server]
     # and of its host apply too).
     plugins = attr.ib(default=())
+    # The name given to it (its label in the metrics), or None.
+    name = attr.ib(default=None)
 
 
 @attr.s(frozen=True, slots=True)

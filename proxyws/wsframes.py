@@ -86,6 +86,9 @@ class FrameScanner:
         C{(opcode, unmasked payload)}.
     @ivar closeEnd: where the close frame completed by the last L{feed}
         ends in the bytes fed, or -1; nothing after a close frame is read.
+    @ivar messages: data messages begun so far (for the metrics).
+    @ivar payload: payload bytes of data frames so far (compressed as they
+        travel, when compressed).
     """
 
     __slots__ = (
@@ -101,6 +104,8 @@ class FrameScanner:
         "controls",
         "closeEnd",
         "limit",
+        "messages",
+        "payload",
     )
 
     def __init__(self, limit=0, compressed=False, masked=None):
@@ -124,6 +129,7 @@ class FrameScanner:
         self.messageBytes = 0
         self.controls = ()
         self.closeEnd = -1
+        self.messages = self.payload = 0
 
     def atBoundary(self):
         """
@@ -230,8 +236,10 @@ class FrameScanner:
                 raise BadFrame("invalid data frame")
             else:
                 self.messageBytes = 0
+                self.messages += 1
             self._fragmented = not fin
             self.messageBytes += length
+            self.payload += length
         self._remaining = length
         return used
 

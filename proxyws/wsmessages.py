@@ -383,6 +383,8 @@ class MessagePassage:
         self._limit = limit
         # The relay's own rules: a client's frames masked, a server's not.
         self._scanner = FrameScanner(limit, parameters is not None, masked=leg.side == "client")
+        # The metrics count what the peer sent, before any filter.
+        leg.counting = self._scanner
         self._frames = _Frames()
         self._bits, self._takeover = parameters or (15, False)
         self._inflater = self._deflater = None

@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from . import wscompress
 from .errors import BadGateway, BadRequest, BadResponse, Forbidden, GatewayTimeout, errorPage
-from .httpproxy import backendRequestHeaders, connectError, relayedFields
+from .httpproxy import backendRequestHeaders, connectError, countBackendError, relayedFields
 from .interfaces import IRouteHandler
 from .logs import ProxyLogger
 from .pool import backendEndpoint
@@ -323,7 +323,7 @@ class Upgrade:
 
     def _timedOut(self):
         self._fail(
-            GatewayTimeout("the backend did not answer the websocket handshake in time"),
+            GatewayTimeout("the backend did not answer the websocket handshake in time", "response_timeout"),
             "handshake timeout",
         )
 
@@ -443,10 +443,10 @@ class Upgrade:
         relay (or the connection closed before it came).
         """
         if isinstance(reason, BadResponse):
-            self._fail(BadGateway("the backend answered the websocket handshake with garbage"), str(reason))
+            self._fail(BadGateway("the backend answered the websocket handshake with garbage", "protocol"), str(reason))
         else:
             self._fail(
-                BadGateway("the backend closed the connection during the websocket handshake"),
+                BadGateway("the backend closed the connection during the websocket handshake", "broken"),
                 reason or "connection closed",
             )
 
@@ -458,6 +458,8 @@ class Upgrade:
         if self._socket is not None:
             self._socket.transport.abortConnection()
         request = self.request
+        if error.kind is not None:
+            countBackendError(request, error.kind)
         _log.info(
             "websocket {uri}: {status} from {url}: {detail}",
             uri=request.uri.decode("latin-1"),

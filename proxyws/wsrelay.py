@@ -67,6 +67,8 @@ class Leg:
     @ivar waiting: what this leg's peer must answer in time: C{"pong"},
         C{"close"} or L{None}.
     @ivar sent: bytes written to this leg's peer.
+    @ivar counting: the L{FrameScanner} whose counts of messages and bytes
+        the metrics read: L{scanner}, or a message passage's own.
     """
 
     __slots__ = (
@@ -81,6 +83,7 @@ class Leg:
         "waiting",
         "deadline",
         "sent",
+        "counting",
     )
 
     def __init__(self, side, transport, scanner):
@@ -95,6 +98,7 @@ class Leg:
         self.waiting = None
         self.deadline = None
         self.sent = 0
+        self.counting = scanner
 
     def mask(self):
         """
@@ -147,6 +151,11 @@ class Relay:
     @ivar messages: the websocket's L{proxyws.wsmessages.MessageSession}
         when its route has websocket filters, else L{None}: frames relay
         as they are.
+    @ivar activity: a callable (without arguments) called when frames
+        arrive from either peer (a route added through the API records its
+        last activity), or L{None}.
+    @ivar counter: the websocket's L{proxyws.metrics.WebSocketCounter} when
+        there are metrics, else L{None}.
     """
 
     whenFinished = ()
@@ -155,6 +164,8 @@ class Relay:
     # The client address counted against its limit of connections, if any.
     counted = None
     messages = None
+    activity = None
+    counter = None
 
     def __init__(self, route, reactor, site, request, why=None):
         """
@@ -207,6 +218,10 @@ class Relay:
         client.transport.registerProducer(_Producer(backend.transport), True)
         backend.transport.registerProducer(_Producer(client.transport), True)
         self._site.webSocketOpened(self, channel)
+        self._openedAt = self._reactor.seconds()
+        metrics = getattr(self.request, "routeMetrics", None)
+        if metrics is not None:
+            self.counter = metrics.webSocketOpened(self.counts)
         if route.wsPingInterval:
             self._ticker = Deadline(self._reactor)
             self._ticker.start(route.wsPingInterval, self._ping)
@@ -273,6 +288,8 @@ class Relay:
                     other.sent += len(data)
         if boundary >= 0 and self._idle is not None:
             self._idle.restart(self._route.wsIdleTimeout)
+        if self.activity is not None:
+            self.activity()
         if scanner.controls:
             for opcode, payload in scanner.controls:
                 if opcode == CLOSE:
@@ -280,6 +297,15 @@ class Relay:
                 elif opcode == PONG and leg.waiting == "pong":
                     leg.waiting = None
                     leg.deadline.stop()
+
+    def counts(self):
+        """
+        @return: C{(messagesIn, bytesIn, messagesOut, bytesOut)} so far:
+            data messages and their payload bytes from the client (in) and
+            from the backend (out), as the metrics read them.
+        """
+        fromClient, fromBackend = self.client.counting, self.backend.counting
+        return (fromClient.messages, fromClient.payload, fromBackend.messages, fromBackend.payload)
 
     def _write(self, leg, data):
         if data:
@@ -490,6 +516,8 @@ class Relay:
         if leg.closeReceived or other.closeSent:
             return  # the other peer has its close frame, or is answering one
         code, text = LOST[leg.side]
+        if leg.side == "backend" and self.counter is not None:
+            self.request.routeMetrics.backendError("broken")
         text = self._lostText or text
         if self._why is None:
             self._why = "{} lost: connection closed".format(leg.side)
@@ -508,6 +536,8 @@ class Relay:
         site = self._site
         if self.messages is not None:
             self.messages.finished()
+        if self.counter is not None:
+            self.counter.closed(self._reactor.seconds() - self._openedAt)
         # The line first: the site may finish a graceful stop (and close
         # the log) when it hears the last websocket is closed.
         site.log(request, status=101, size=self.client.sent)
