@@ -46,6 +46,8 @@ setup(
             "websockets>=13,<18",
             "h11>=0.14,<1",
             "hypothesis>=6.100,<7",
+            # tests/test_supervisord.py runs proxyws under a real supervisord.
+            "supervisor>=4.2,<5",
         ],
     },
     entry_points={
