@@ -270,6 +270,8 @@ SERVER_KEYS = {
     "client_timeout": (_seconds(KEEP_MINIMUM), 75.0),  # idle keep-alive client (nginx 75s)
     "shutdown_timeout": (_seconds(KEEP_MINIMUM), 30.0),  # in-flight requests on SIGTERM
     "reload_grace": (_seconds(WAIT_MINIMUM), 60.0),  # websockets of removed routes, after a reload
+    # A websocket open longer is closed with 1001 on both legs; 0 = no limit.
+    "max_websocket_lifetime": (_secondsOrOff(KEEP_MINIMUM), 0.0),
     "connect_timeout": (_seconds(WAIT_MINIMUM), 60.0),  # default for routes (nginx 60s)
     "response_timeout": (_seconds(WAIT_MINIMUM), 60.0),  # wait for backend response head
     "read_timeout": (_seconds(WAIT_MINIMUM), 60.0),  # backend silent while sending a body

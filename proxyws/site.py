@@ -314,6 +314,9 @@ class ProxySite(Site):
     # added through the API (their last activity), when there are.
     metrics = None
     apiRoutes = None
+    # Seconds each websocket opened from now on may stay open, or 0: the
+    # [server] max_websocket_lifetime in force when it opened.
+    webSocketLifetime = 0.0
 
     def __init__(
         self, resource, accessLog, reactor, timeout, listener=None, trustedProxies=(), server=None
@@ -358,6 +361,7 @@ class ProxySite(Site):
             fieldsSize=server.maxHeaderSize,
             fieldCount=server.maxHeaders,
         )
+        self.webSocketLifetime = server.maxWebsocketLifetime
 
     # The listening port, when it has a limit of open connections
     # (C{[[listen]] max_connections}): it stops accepting at the limit.
@@ -447,6 +451,8 @@ class ProxySite(Site):
         match = relay.request.routeMatch
         if match is not None and match.api is not None and self.apiRoutes is not None:
             relay.activity = partial(self._touch, match.api.prefix)
+        if self.webSocketLifetime:
+            relay.limitLifetime(self.webSocketLifetime)
         if self._drained is not None:
             relay.goAway()
 

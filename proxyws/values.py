@@ -227,6 +227,9 @@ class ServerSettings:
     maxHeaderSize = attr.ib(default=32768)
     maxHeaders = attr.ib(default=100)
     maxConnectionsPerClient = attr.ib(default=0)
+    # Seconds a websocket may stay open ([server] max_websocket_lifetime),
+    # or 0 for no limit.
+    maxWebsocketLifetime = attr.ib(default=0.0)
 
 
 @attr.s(frozen=True, slots=True)

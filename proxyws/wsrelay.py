@@ -41,6 +41,10 @@ LOST = {
 # A graceful stop closes every websocket with this, on both legs.
 SHUTDOWN = (1001, "proxyws: server shutting down")
 
+# A websocket open longer than [server] max_websocket_lifetime is closed
+# with this, on both legs.
+LIFETIME = (1001, "proxyws: max_websocket_lifetime reached")
+
 # Seconds a peer is given to answer a close frame (its own partner's, or
 # the proxy's) before its connection is closed anyway.
 CLOSE_TIMEOUT = 5.0
@@ -528,10 +532,10 @@ class Relay:
         self._sendClose(other, code, text.encode("utf-8"))
 
     def _finished(self):
-        for deadline in (self._ticker, self._idle, self._retirement):
+        for deadline in (self._ticker, self._idle, self._retirement, self._lifetime):
             if deadline is not None:
                 deadline.cancel()
-        self._ticker = self._idle = self._retirement = None
+        self._ticker = self._idle = self._retirement = self._lifetime = None
         request = self.request
         site = self._site
         if self.messages is not None:
@@ -575,6 +579,23 @@ class Relay:
         self.closeBoth(1001, "proxyws: route removed by a reload", "route removed by a reload")
 
     _retirement = None
+
+    # The longest a websocket may stay open.
+
+    _lifetime = None
+
+    def limitLifetime(self, seconds):
+        """
+        Close both legs with 1001 once the websocket has been open for
+        C{seconds} (C{[server] max_websocket_lifetime}), whatever flows.
+        """
+        self._lifetime = Deadline(self._reactor)
+        self._lifetime.start(seconds, self._lifetimeOver, seconds)
+
+    def _lifetimeOver(self, seconds):
+        code, text = LIFETIME
+        why = "open longer than max_websocket_lifetime ({:g} s)".format(seconds)
+        self.closeBoth(code, text, why)
 
     def goAway(self):
         """

@@ -922,6 +922,7 @@ class BoundsTests(SynchronousTestCase):
         ("server", "read_timeout", 0.1, False),
         ("server", "backend_idle_timeout", 1, False),
         ("server", "reload_grace", 0.1, False),
+        ("server", "max_websocket_lifetime", 1, True),
         ("server", "head_timeout", 0.1, False),
         ("server", "body_timeout", 0.1, False),
         ("server", "plugin_timeout", 0.1, False),
