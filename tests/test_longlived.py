@@ -21,7 +21,7 @@ from proxyws.sockets import bindListeners
 from proxyws.wsrelay import CLOSE_TIMEOUT
 
 from .helpers import proxyConfig, startProxy
-from .test_wsproxy import FRONT, RelayTestCase, backendFactory, clientFactory
+from .test_wsproxy import FRONT, RawPeer, RelayTestCase, backendFactory, clientFactory
 from .wsbackends import (
     CLOSE,
     EchoBackend,
@@ -305,6 +305,27 @@ class ShutdownDeadlineTests(ServiceClockTestCase):
             self.setUp()
             seen.append((peers, timeout, self.stopWith(peers, timeout)))
         self.assertEqual(seen, self.STOPS)
+
+    def test_handshakeInFlight(self):
+        """
+        A websocket whose backend never answers the upgrade (its
+        C{response_timeout}, 10 s, is later): the deadline closes the client's
+        connection and the backend's, and the stop is over.
+        """
+        self.buildProxy("shutdown_timeout = 1")
+        client = RawPeer(upgradeRequest(b"/chat", b"127.0.0.1:8080"))
+        self.connectClient(client)
+        self.pump()
+        backend = RawPeer()
+        self.acceptBackend(backend)
+        self.pump()
+        stopped = self.service.stopService()
+        self.advance(0.5)
+        self.assertNoResult(stopped)
+        self.advance(0.5)
+        self.successResultOf(stopped)
+        self.assertTrue(client.lost and backend.lost)
+        self.assertEqual(len(self.log.lines), 1)
 
     def test_deadlineLogged(self):
         """
