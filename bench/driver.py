@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
@@ -95,7 +96,7 @@ PROXYWS_VARIANTS = [
 ]
 
 # The measurements, in the order they run (names for --only).
-TESTS = ("smallget", "smallup", "post64k", "download", "httplat", "wsmsgs", "wslat", "wsbig", "wshs", "wsidle")
+TESTS = ("smallget", "smallup", "metrics", "post64k", "download", "httplat", "wsmsgs", "wslat", "wsbig", "wshs", "wsidle")
 
 # The table: key in the results, label, unit, which way is better, and the
 # spec's target for the proxyws/nginx ratio ("ge" 0.15: proxyws >= 0.15 x
@@ -108,6 +109,10 @@ ROWS = [
     ("smallup.proxy_cpu_us", "  proxy CPU per request", "us/req", "low", None),
     ("smallup.single_rps", "  same rounds, single backend", "req/s", "high", None),
     ("smallup.single_proxy_cpu_us", "  same rounds, proxy CPU per request", "us/req", "low", None),
+    ("metrics.rps", "small GET, [admin] metrics on", "req/s", "high", None),
+    ("metrics.proxy_cpu_us", "  proxy CPU per request", "us/req", "low", None),
+    ("metrics.off_rps", "  same rounds, metrics off", "req/s", "high", None),
+    ("metrics.off_proxy_cpu_us", "  same rounds, proxy CPU per request", "us/req", "low", None),
     ("post64k.rps", "64 KiB POST (wrk -c32)", "req/s", "high", None),
     ("download.best_mibps", "100 MiB HTTP download, best of 3", "MiB/s", "high", ("ge", 0.55)),
     ("httplat.p50_us", "HTTP latency p50, 1 conn", "us", "low", None),
@@ -463,10 +468,11 @@ def tomlValue(value):
     return json.dumps(str(value))
 
 
-def proxywsConfig(prefix, name, port, httpPort, wsPort, extra, upPorts=()):
+def proxywsConfig(prefix, name, port, httpPort, wsPort, extra, upPorts=(), adminPort=None):
     """
     proxyws in front of the same backends, the access log to a file;
-    C{/up/} to an upstream of the HTTP backend on C{upPorts} (round robin).
+    C{/up/} to an upstream of the HTTP backend on C{upPorts} (round robin);
+    with C{adminPort}, an C{[admin]} listener there (metrics on).
     """
     server = {"access_log": "%s/%s-access.log" % (prefix, name), "shutdown_timeout": 2}
     server.update(extra)
@@ -496,6 +502,8 @@ def proxywsConfig(prefix, name, port, httpPort, wsPort, extra, upPorts=()):
         'backend = "http://127.0.0.1:%d/"' % httpPort,
         "",
     ]
+    if adminPort is not None:
+        lines += ["[admin]", 'address = "127.0.0.1"', "port = %d" % adminPort, ""]
     return "\n".join(lines)
 
 
@@ -552,6 +560,10 @@ class Bench:
         self.backendProcs = {}
         self.idle = None
         self.noisy = []
+        # Each proxyws variant's twin with an [admin] listener (metrics on),
+        # by the variant's name: not a column, measured beside it.
+        self.twins = {}
+        self.turns = {}
 
     # -- starting --
 
@@ -584,6 +596,12 @@ class Bench:
         self.targets.append(self._startNginx(freePort()))
         for name, extra in PROXYWS_VARIANTS + self.options.variant:
             self.targets.append(self._startProxyws(name, extra, freePort()))
+            # [admin] runs with one worker only (a config with both is refused).
+            single = extra.get("workers", 1) == 1
+            if single and (not self.options.only or "metrics" in self.options.only):
+                self.twins[name] = self._startProxyws(
+                    name + "-metrics", extra, freePort(), adminPort=freePort()
+                )
 
     def _startBackend(self, name):
         argv, log, port = self.backends[name]
@@ -649,14 +667,16 @@ class Bench:
 
         return Target("nginx", "nginx", port, port, start(), start)
 
-    def _startProxyws(self, name, extra, port):
+    def _startProxyws(self, name, extra, port, adminPort=None):
         # "cpus" is where the variant runs (taskset's list, e.g. "0-1" for
         # two workers on both cores); the other keys go to [server].
         extra = dict(extra)
         cpus = extra.pop("cpus", PROXY_CPU)
         conf = self._write(
             name + ".toml",
-            proxywsConfig(self.tmp, name, port, self.httpPort, self.wsPort, extra, self.upPorts),
+            proxywsConfig(
+                self.tmp, name, port, self.httpPort, self.wsPort, extra, self.upPorts, adminPort
+            ),
         )
         twistd = os.path.join(self.venv, "bin", "twistd")
 
@@ -671,7 +691,9 @@ class Bench:
             waitForPort(port, proc)
             return proc
 
-        return Target(name, "proxyws", port, port, start(), start)
+        target = Target(name, "proxyws", port, port, start(), start)
+        target.adminPort = adminPort
+        return target
 
     def expectedSeconds(self):
         """
@@ -680,6 +702,8 @@ class Bench:
         timed = 5 * len(self.targets) * (self.mode["seconds"] + self.mode["warmup"] + 1)
         # The rows taken in rounds warm up once a round.
         timed += 2 * (ROUNDS - 1) * len(self.targets) * (self.mode["warmup"] + 1)
+        # The metrics row: two wrk runs a round for each twin.
+        timed += 2 * ROUNDS * len(self.twins) * (self.mode["warmup"] + 2)
         return timed + 60 + self.idleCount() / 100
 
     def idleCount(self):
@@ -760,14 +784,34 @@ class Bench:
         """
         up = self.wrk(target, UP_PATH, seconds=seconds)
         single = self.wrk(target, SMALL_PATH, seconds=seconds)
-        errors = dict(up.get("errors") or {})
-        for kind, count in (single.get("errors") or {}).items():
-            errors[kind] = errors.get(kind, 0) + count
-        result = {"errors": errors}
-        for prefix, source in (("", up), ("single_", single)):
-            for field in ("rps", "proxy_cpu_us", "load_cpu_us"):
-                if source.get(field) is not None:
-                    result[prefix + field] = source[field]
+        return pairResult([("", up), ("single_", single)])
+
+    def metricsPair(self, target, seconds):
+        """
+        The small GET through the twin of a proxyws C{target} that has an
+        C{[admin]} listener (metrics on), and through C{target} (metrics
+        off), for C{seconds} each; which goes first alternates from round
+        to round.
+
+        @return: the twin's C{rps} and C{proxy_cpu_us}, C{target}'s as
+            C{off_rps} and C{off_proxy_cpu_us}, the errors of both, and
+            C{counted}: the requests the twin's C{/metrics} counted so far
+            (so that a twin without metrics cannot pass unnoticed); L{None}
+            for the targets that are not proxyws.
+        """
+        twin = self.twins.get(target.name)
+        if twin is None:
+            return None
+        turn = self.turns[target.name] = self.turns.get(target.name, -1) + 1
+        order = [("", twin), ("off_", target)]
+        if turn % 2:
+            order.reverse()
+        measured = [(prefix, self.wrk(t, SMALL_PATH, seconds=seconds)) for prefix, t in order]
+        self.checkAlive(twin, "metrics")
+        result = pairResult(measured)
+        result["counted"] = countedRequests(twin.adminPort)
+        if not result["counted"]:
+            self.problem(twin, "metrics", "its /metrics counted no request")
         return result
 
     def problem(self, target, test, text):
@@ -950,6 +994,7 @@ class Bench:
         perRound = max(1, seconds // ROUNDS)
         self.measure("smallget", lambda t: self.wrk(t, SMALL_PATH, seconds=perRound), ROUNDS)
         self.measure("smallup", lambda t: self.upstreamPair(t, perRound), ROUNDS)
+        self.measure("metrics", lambda t: self.metricsPair(t, perRound), ROUNDS)
         self.measure("post64k", lambda t: self.wrk(t, POST_PATH, "post64k.lua"))
         self.measure(
             "download",
@@ -1056,7 +1101,7 @@ class Bench:
                     self.problem(target, key, "%d wrong answers" % errors)
                 if problems:
                     self.problem(target, key, "; ".join(problems[:3]))
-        for target in self.targets:
+        for target in self.targets + list(self.twins.values()):
             if target.proc is None:
                 continue
             bad = scanLog(target.proc.logFile, target.kind)
@@ -1086,6 +1131,42 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
         else:
             print("temporary files kept in", self.tmp)
+
+
+def pairResult(measured):
+    """
+    One result from two wrk runs of the same round: each's C{rps},
+    C{proxy_cpu_us} and C{load_cpu_us} under its prefix, and their errors
+    summed.
+
+    @param measured: C{(prefix, wrk result)} pairs.
+    """
+    result = {"errors": {}}
+    for prefix, source in measured:
+        for kind, count in (source.get("errors") or {}).items():
+            result["errors"][kind] = result["errors"].get(kind, 0) + count
+        for field in ("rps", "proxy_cpu_us", "load_cpu_us"):
+            if source.get(field) is not None:
+                result[prefix + field] = source[field]
+    return result
+
+
+def countedRequests(adminPort):
+    """
+    @return: the requests a proxyws's C{GET /metrics} has counted
+        (C{proxyws_requests_total}, every route and code), or L{None} when
+        it does not answer.
+    """
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % adminPort, timeout=10) as f:
+            text = f.read().decode()
+    except OSError:
+        return None
+    return int(sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("proxyws_requests_total{")
+    ))
 
 
 def parseWrk(text):
