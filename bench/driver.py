@@ -113,6 +113,7 @@ ROWS = [
     ("metrics.proxy_cpu_us", "  proxy CPU per request", "us/req", "low", None),
     ("metrics.off_rps", "  same rounds, metrics off", "req/s", "high", None),
     ("metrics.off_proxy_cpu_us", "  same rounds, proxy CPU per request", "us/req", "low", None),
+    ("metrics.added_cpu_us", "  CPU on - off, median of rounds", "us/req", "low", None),
     ("post64k.rps", "64 KiB POST (wrk -c32)", "req/s", "high", None),
     ("download.best_mibps", "100 MiB HTTP download, best of 3", "MiB/s", "high", ("ge", 0.55)),
     ("httplat.p50_us", "HTTP latency p50, 1 conn", "us", "low", None),
@@ -794,7 +795,8 @@ class Bench:
         to round.
 
         @return: the twin's C{rps} and C{proxy_cpu_us}, C{target}'s as
-            C{off_rps} and C{off_proxy_cpu_us}, the errors of both, and
+            C{off_rps} and C{off_proxy_cpu_us}, the difference of the two
+            CPU figures (C{added_cpu_us}), the errors of both, and
             C{counted}: the requests the twin's C{/metrics} counted so far
             (so that a twin without metrics cannot pass unnoticed); L{None}
             for the targets that are not proxyws.
@@ -809,6 +811,8 @@ class Bench:
         measured = [(prefix, self.wrk(t, SMALL_PATH, seconds=seconds)) for prefix, t in order]
         self.checkAlive(twin, "metrics")
         result = pairResult(measured)
+        if "proxy_cpu_us" in result and "off_proxy_cpu_us" in result:
+            result["added_cpu_us"] = result["proxy_cpu_us"] - result["off_proxy_cpu_us"]
         result["counted"] = countedRequests(twin.adminPort)
         if not result["counted"]:
             self.problem(twin, "metrics", "its /metrics counted no request")
