@@ -59,12 +59,6 @@ from .upstreamproxy import httpHandler, webSocketHandler
 
 _log = ProxyLogger()
 
-# Seconds a stop waits, once the shutdown deadline has closed every
-# connection, for what that does not end at once (the admin listener, a
-# route store's connection to a server that stopped reading) before it ends
-# anyway: shutdown_timeout bounds the whole stop.
-STOP_MARGIN = 1.0
-
 
 def buildRoot(
     config,
@@ -701,11 +695,10 @@ class ProxyService(Service):
         stopped = DeferredList([port.stopListening() for port in self.ports])
         drained = DeferredList([site.drain() for site in self.sites])
         deadline = Deadline(self._reactor)
+        deadline.start(self.config.server.shutdownTimeout, self._deadline)
         finished = self._stopped = Deferred()
 
-        def done(_=None):
-            if finished.called:
-                return  # ended by the deadline already
+        def done(_):
             deadline.cancel()
             self.pool.closeIdle()
             self.upstreams.stop()
@@ -720,15 +713,13 @@ class ProxyService(Service):
             return DeferredList(
                 [maybeDeferred(self.admin.stopService), maybeDeferred(self.store.stop)])
 
-        deadline.start(self.config.server.shutdownTimeout, self._deadline, deadline, done)
         DeferredList([stopped, drained]).addCallback(stopAdmin).addCallback(done)
         return finished
 
-    def _deadline(self, deadline, done):
+    def _deadline(self):
         _log.warn("shutdown deadline reached: closing the remaining connections")
         for site in self.sites:
             site.abortAll()
-        deadline.start(STOP_MARGIN, done)
 
 
 def _routeStatus(route, connections, websockets):

@@ -9,14 +9,14 @@ sockets.
 """
 
 import attr
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from proxyws.accesslog import MemoryAccessLog
 from proxyws.config import parseConfig
 from proxyws.errors import ConfigError
-from proxyws.service import STOP_MARGIN, ProxyService, buildSite
+from proxyws.service import ProxyService, buildSite
 from proxyws.sockets import bindListeners
 from proxyws.wsrelay import CLOSE_TIMEOUT
 
@@ -337,49 +337,6 @@ class ShutdownDeadlineTests(ServiceClockTestCase):
         self.stopWith("deaf", 1)
         formats = [e.get("log_format") for e in events]
         self.assertIn("shutdown deadline reached: closing the remaining connections", formats)
-
-
-class StuckStop:
-    """
-    An admin listener or route store whose stop never ends.
-
-    @ivar stopping: whether its stop was asked for.
-    """
-
-    stopping = False
-
-    def stopService(self):
-        """
-        @return: a L{Deferred} that never fires.
-        """
-        self.stopping = True
-        return Deferred()
-
-    stop = stopService
-
-
-class StopBoundTests(ServiceClockTestCase):
-    """
-    The stop ends, whatever holds it up, L{STOP_MARGIN} seconds after the
-    shutdown deadline at the latest.
-    """
-
-    def test_stuckAdminStop(self):
-        """
-        An admin listener and route store whose stop never ends (a route
-        store's connection to a server that stopped reading) hold the stop
-        until the deadline, and L{STOP_MARGIN} seconds after it no more.
-        """
-        self.buildProxy("shutdown_timeout = 2")
-        self.service.admin, self.service.store = StuckStop(), StuckStop()
-        stopped = self.service.stopService()
-        self.assertTrue(self.service.admin.stopping and self.service.store.stopping)
-        self.reactor.advance(2)
-        self.reactor.advance(STOP_MARGIN - 0.1)
-        self.assertNoResult(stopped)
-        self.reactor.advance(0.2)
-        self.successResultOf(stopped)
-        self.assertTrue(self.log.closed)
 
 
 class DeafBackendProtocol(RawBackendProtocol):
