@@ -1,0 +1,281 @@
+"""
+What the metrics and the API routes' last activity count, case by case,
+over 127.0.0.1 with real backends: each request once and on the route that
+took it (refused by the route's own rules included), each failed attempt
+at a backend once and of its kind, websockets with compression and with
+websocket filters, removed routes' series, API websockets across a reload,
+and the admin listener and route store at a graceful stop.
+"""
+
+import json
+import os
+
+from autobahn.websocket.compress import PerMessageDeflateOfferAccept
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from proxyws.apiroutes import parseTime
+from proxyws.metrics import Metrics
+
+from .helpers import freePort, startBackend
+from .plugintools import Passing, factoryOf, withPlugins
+from .test_adminwiring import LISTEN, AdminTestCase, PathEcho, adminTable, call, sample
+from .test_loopback_plugins import talk
+from .wsbackends import EchoBackend, SilentProtocol, connectAutobahn, startSocketBackend, waitUntil
+
+
+def sleep(seconds):
+    """
+    @return: a L{Deferred} firing after C{seconds} on the reactor.
+    """
+    from twisted.internet import reactor
+
+    return deferLater(reactor, seconds, lambda: None)
+
+
+def connect(port):
+    """
+    @return: a L{Deferred} firing when a connection to C{port} is made, or
+        failing.
+    """
+    from twisted.internet import reactor
+
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    return connectProtocol(endpoint, Protocol()).addCallback(
+        lambda protocol: protocol.transport.loseConnection())
+
+
+def route(name, path, backend, extra=""):
+    """
+    A C{[[route]]} table named C{name}.
+    """
+    return '[[route]]\nname = "{}"\npath = "{}"\nbackend = "{}"\n{}\n'.format(
+        name, path, backend, extra)
+
+
+class Held(Resource):
+    """
+    Holds every request until C{release} is called.
+
+    @ivar waiting: the requests held.
+    """
+
+    isLeaf = True
+
+    def __init__(self):
+        Resource.__init__(self)
+        self.waiting = []
+
+    def render(self, request):
+        """
+        Hold the request.
+        """
+        self.waiting.append(request)
+        return NOT_DONE_YET
+
+    def release(self):
+        """
+        Answer every held request.
+        """
+        for request in self.waiting:
+            request.setHeader(b"Content-Length", b"4")
+            request.write(b"done")
+            request.finish()
+        self.waiting = []
+
+
+class RouteLabelTests(AdminTestCase):
+    """
+    A request the route's own rules answer counts on that route, as the
+    requests it relays do; only a request no route took counts on
+    C{none}.
+    """
+
+    @inlineCallbacks
+    def test_refusedByTheRoute(self):
+        """
+        Refused by the route's access rules (403), redirected to https by
+        it (301), refused for a body over its limit (413): each counts once,
+        on the route's label.
+        """
+        _, backend = startBackend(self, PathEcho())
+        url = "http://127.0.0.1:{}/".format(backend)
+        port, _ = self.startWithAdmin(
+            LISTEN
+            + route("locked", "/locked/", url, 'deny = ["all"]')
+            + route("secure", "/secure/", url, "redirect_https = true")
+            + route("small", "/small/", url, "max_body_size = 10"))
+        cases = [
+            (b"GET", b"/locked/x", (), "locked", 403),
+            (b"GET", b"/secure/x", (), "secure", 301),
+            (b"POST", b"/small/x", (b"Content-Length: 100",), "small", 413),
+            (b"GET", b"/nowhere", (), "none", 404),
+        ]
+        for method, target, headers, _, code in cases:
+            status, _ = yield call(port, method, target, token=None, headers=headers)
+            self.assertEqual(status, code, target)
+        found = yield self.metrics()
+        for _, target, _, label, code in cases:
+            self.assertEqual(
+                sample(found, "proxyws_requests_total", route=label, code=str(code)), 1, target)
+        self.assertEqual(
+            sum(value for (name, labels), value in found.items()
+                if name == "proxyws_requests_total" and ("route", "none") in labels), 1)
+
+
+class BackendErrorTests(AdminTestCase):
+    """
+    Each backend failure counts once, of its kind, on its route.
+    """
+
+    @inlineCallbacks
+    def test_webSockets(self):
+        """
+        A websocket closed by its client counts no error; one whose backend
+        drops the connection without a close frame counts one C{broken};
+        an upgrade the backend refuses counts once with its status and no
+        error; one the backend never answers counts one
+        C{response_timeout} and one 504.
+        """
+        _, silent = startSocketBackend(self, SilentProtocol)
+        echo = EchoBackend(self)
+        port, _ = self.startWithAdmin(
+            LISTEN
+            + route("silent", "/silent/", "ws://127.0.0.1:{}/".format(silent),
+                    "response_timeout = 0.2")
+            + route("echo", "/", "ws://127.0.0.1:{}/".format(echo.port)))
+        client = yield connectAutobahn(self, port, "/echo")
+        client.sendClose(1000)
+        yield client.closed.wait()
+        client = yield connectAutobahn(self, port, "/echo")
+        client.sendMessage(b"abort")
+        yield client.closed.wait()
+        refused = yield connectAutobahn(self, port, "/refuse/403").addErrback(lambda f: None)
+        self.assertIsNone(refused)
+        failed = yield connectAutobahn(self, port, "/silent/x").addErrback(lambda f: None)
+        self.assertIsNone(failed)
+        yield waitUntil(lambda: not self.service.site.relays())
+        found = yield self.metrics()
+        for label, kind, count in [
+            ("echo", "broken", 1),
+            ("silent", "response_timeout", 1),
+        ]:
+            self.assertEqual(
+                sample(found, "proxyws_backend_errors_total", route=label, kind=kind), count, label)
+        self.assertEqual(
+            sum(value for (name, _), value in found.items()
+                if name == "proxyws_backend_errors_total"), 2)
+        for label, code, count in [("echo", "101", 2), ("echo", "403", 1), ("silent", "504", 1)]:
+            self.assertEqual(
+                sample(found, "proxyws_requests_total", route=label, code=code), count, code)
+
+
+class WebSocketCountTests(AdminTestCase):
+    """
+    Websocket messages and bytes count what each peer sent, the same with
+    compression whether the route has websocket filters or not.
+    """
+
+    @inlineCallbacks
+    def test_compressedWithAndWithoutFilters(self):
+        """
+        Whole, fragmented, compressed and binary messages, through a route
+        that relays frames and one whose filter sees whole messages: both
+        count each message once (a fragmented one too) and the same payload
+        bytes, as they travel (compressed: fewer than the messages' own).
+        """
+        withPlugins(self, passing=factoryOf(Passing()))
+        echo = EchoBackend(self)
+        echo.factory.setProtocolOptions(
+            perMessageCompressionAccept=lambda offers: PerMessageDeflateOfferAccept(offers[0]))
+        url = "ws://127.0.0.1:{}/".format(echo.port)
+        port, _ = self.startWithAdmin(
+            LISTEN + route("filtered", "/filtered/", url, 'plugins = [{ name = "passing" }]')
+            + route("plain", "/plain/", url))
+        long = "words that compress " * 500
+        messages = ["hello", ["frag", "mented ", long], long, b"\x00binary" * 100]
+        size = len("hello") + len("fragmented " + long) + len(long) + 700
+        for path in ("/plain/echo", "/filtered/echo"):
+            answers, _, _ = yield deferToThread(talk, port, messages, path=path)
+            self.assertEqual(len(answers), 4)
+        yield waitUntil(lambda: not self.service.site.relays())
+        found = yield self.metrics()
+        counts = {}
+        for label in ("plain", "filtered"):
+            for direction in ("in", "out"):
+                self.assertEqual(sample(found, "proxyws_websocket_messages_total", route=label,
+                                        direction=direction), 4, (label, direction))
+                counts[label, direction] = sample(
+                    found, "proxyws_websocket_bytes_total", route=label, direction=direction)
+                self.assertLess(counts[label, direction], size / 10, (label, direction))
+        self.assertEqual(counts["plain", "in"], counts["filtered", "in"])
+        self.assertEqual(counts["plain", "out"], counts["filtered", "out"])
+
+
+class StopTests(AdminTestCase):
+    """
+    A graceful stop with the admin listener: it says C{stopping} while
+    requests drain, and it and the route store stop after them.
+    """
+
+    @inlineCallbacks
+    def test_stoppingWhileDraining(self):
+        """
+        While a request through an API route is in flight, C{/healthz}
+        answers 503 C{stopping}; once it is answered, the route store
+        writes its activity and the admin listener closes.
+        """
+        held = Held()
+        _, backend = startBackend(self, held)
+        self.startWithAdmin(LISTEN, 'route_store = "file"\nroute_store_file = "routes.json"\n')
+        admin = self.adminPort
+        port = self.service.ports[0].getHost().port
+        target = json.dumps({"target": "http://127.0.0.1:{}".format(backend)})
+        status, _ = yield call(admin, b"POST", b"/api/routes/user/alice", target.encode())
+        self.assertEqual(status, 201)
+        added = self.service.store.table.lastActivity("/user/alice")
+        answered = call(port, b"GET", b"/user/alice/x", token=None)
+        yield waitUntil(lambda: held.waiting)
+        yield sleep(0.01)
+        stopped = self.service.stopService()
+        status, body = yield call(admin, b"GET", b"/healthz", token=None)
+        self.assertEqual((status, body), (503, b"stopping\n"))
+        self.assertTrue(self.service.admin.running)
+        held.release()
+        status, body = yield answered
+        self.assertEqual((status, body), (200, b"done"))
+        yield stopped
+        self.assertFalse(self.service.admin.running)
+        with open(os.path.join(self.directory, "routes.json")) as f:
+            written = json.load(f)["routes"]["/user/alice"]["last_activity"]
+        self.assertGreater(parseTime(written), added)
+        yield self.assertFailure(connect(admin), ConnectionRefusedError)
+
+    @inlineCallbacks
+    def test_redisDownAtStart(self):
+        """
+        A Redis route store that cannot be reached at start: the proxy
+        serves its config routes, C{/healthz} says degraded, API changes
+        get 503, and the stop completes.
+        """
+        _, backend = startBackend(self, PathEcho())
+        port, admin = self.startWithAdmin(
+            LISTEN + route("app", "/", "http://127.0.0.1:{}/".format(backend)),
+            'route_store = "redis"\nredis_url = "redis://127.0.0.1:{}/0"\n'.format(freePort()))
+        yield waitUntil(lambda: self.service.store._reported is False)
+        status, body = yield call(admin, b"GET", b"/healthz", token=None)
+        self.assertEqual((status, body), (200, b"degraded: serving with the routes last known\n"))
+        target = json.dumps({"target": "http://127.0.0.1:{}".format(backend)})
+        status, _ = yield call(admin, b"POST", b"/api/routes/user/alice", target.encode())
+        self.assertEqual(status, 503)
+        status, body = yield call(port, b"GET", b"/x", token=None)
+        self.assertEqual((status, body), (200, b"/x"))
+        yield self.service.stopService()
+        self.assertFalse(self.service.admin.running)
