@@ -219,6 +219,37 @@ class WebSocketCountTests(AdminTestCase):
         self.assertEqual(counts["plain", "out"], counts["filtered", "out"])
 
 
+class ReloadTests(AdminTestCase):
+    """
+    A reload while routes added through the API exist.
+    """
+
+    @inlineCallbacks
+    def test_apiWebSocketKept(self):
+        """
+        A websocket through an API route stays up across a reload of the
+        config, as its route stays: it is not closed after the grace
+        period, and messages keep flowing.
+        """
+        echo = EchoBackend(self)
+        port, admin = self.startWithAdmin(LISTEN)
+        target = json.dumps({"target": "http://127.0.0.1:{}".format(echo.port)})
+        status, _ = yield call(admin, b"POST", b"/api/routes/user/alice", target.encode())
+        self.assertEqual(status, 201)
+        client = yield connectAutobahn(self, port, "/user/alice/echo")
+        self.write(adminTable(self.adminPort) + LISTEN + "[server]\nreload_grace = 0.1\n")
+        result = yield self.service.reload()
+        self.assertTrue(result.succeeded, result.problems)
+        self.assertEqual(result.changes["closing"], 0)
+        yield sleep(0.3)
+        client.sendMessage(b"still here")
+        message = yield client.nextMessage()
+        self.assertEqual(message, (b"still here", False))
+        self.assertEqual([relay.retiring for relay in self.service.site.relays()], [False])
+        client.sendClose(1000)
+        yield client.closed.wait()
+
+
 class StopTests(AdminTestCase):
     """
     A graceful stop with the admin listener: it says C{stopping} while
