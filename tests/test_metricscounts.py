@@ -221,7 +221,8 @@ class WebSocketCountTests(AdminTestCase):
 
 class ReloadTests(AdminTestCase):
     """
-    A reload while routes added through the API exist.
+    A reload while routes added through the API exist, and the series of
+    the routes it removes.
     """
 
     @inlineCallbacks
@@ -248,6 +249,50 @@ class ReloadTests(AdminTestCase):
         self.assertEqual([relay.retiring for relay in self.service.site.relays()], [False])
         client.sendClose(1000)
         yield client.closed.wait()
+
+    @inlineCallbacks
+    def test_removedRouteSeriesEnd(self):
+        """
+        A route a reload removes keeps its series while its websockets are
+        open, and loses them once they are closed, without another reload.
+        """
+        echo = EchoBackend(self)
+        url = "ws://127.0.0.1:{}/".format(echo.port)
+        port, _ = self.startWithAdmin(LISTEN + route("old", "/old/", url) + route("kept", "/", url))
+        client = yield connectAutobahn(self, port, "/old/echo")
+        self.write(adminTable(self.adminPort) + LISTEN + route("kept", "/", url)
+                   + "[server]\nreload_grace = 60\n")
+        result = yield self.service.reload()
+        self.assertTrue(result.succeeded, result.problems)
+        found = yield self.metrics()
+        self.assertEqual(sample(found, "proxyws_websockets_open", route="old"), 1)
+        client.sendClose(1000)
+        yield client.closed.wait()
+        yield waitUntil(lambda: not self.service.site.relays())
+        found = yield self.metrics()
+        self.assertEqual([labels for labels in found if ("route", "old") in labels[1]], [])
+        self.assertIn(("proxyws_websockets_open", frozenset({("route", "kept")})), found)
+
+
+class SeriesTests(TestCase):
+    """
+    The series of L{Metrics}, without sockets.
+    """
+
+    def test_retiredLabelEndsWhenClosed(self):
+        """
+        A label L{Metrics.retain} does not keep stays while it has open
+        websockets, and its series end once the last one closes.
+        """
+        metrics = Metrics(process=False)
+        metrics.forRoute("kept").requestDone(200, 0.1)
+        counter = metrics.forRoute("gone").webSocketOpened()
+        metrics.retain(["kept"])
+        self.assertIn(b'proxyws_websockets_open{route="gone"} 1.0', metrics.exposition())
+        counter.closed(2.0)
+        exposition = metrics.exposition()
+        self.assertNotIn(b'route="gone"', exposition)
+        self.assertIn(b'proxyws_requests_total{code="200",route="kept"} 1.0', exposition)
 
 
 class StopTests(AdminTestCase):
