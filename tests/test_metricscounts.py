@@ -132,8 +132,54 @@ class RouteLabelTests(AdminTestCase):
 
 class BackendErrorTests(AdminTestCase):
     """
-    Each backend failure counts once, of its kind, on its route.
+    Each failed attempt at a backend counts once, of its kind, on its
+    route: an upstream's member that failed counts although the request
+    went on to another member and succeeded.
     """
+
+    @inlineCallbacks
+    def test_retriedOnAnotherMember(self):
+        """
+        The first member refuses connections: the request and the
+        websocket go on to the second, succeed, and the refusals count as
+        C{connect} errors of the route (once each); the answers count once.
+        """
+        echo = EchoBackend(self)
+        dead = freePort()
+        self.startWithAdmin(
+            LISTEN
+            + '[[upstream]]\nname = "pair"\nmembers = ["http://127.0.0.1:{}/", '
+              '"http://127.0.0.1:{}/"]\nmax_fails = 100\n\n'.format(dead, echo.port)
+            + '[[route]]\nname = "app"\npath = "/"\nupstream = "pair"\n')
+        port = self.service.ports[0].getHost().port
+        client = yield connectAutobahn(self, port, "/echo")
+        client.sendMessage(b"hello")
+        message = yield client.nextMessage()
+        self.assertEqual(message, (b"hello", False))
+        found = yield self.metrics()
+        self.assertEqual(sample(found, "proxyws_backend_errors_total", route="app", kind="connect"), 1)
+        self.assertEqual(sample(found, "proxyws_requests_total", route="app", code="101"), 1)
+        client.sendClose(1000)
+        yield client.closed.wait()
+
+    @inlineCallbacks
+    def test_retriedHTTP(self):
+        """
+        A plain request whose first member refuses its connection counts one
+        C{connect} error and one 200.
+        """
+        _, live = startBackend(self, PathEcho())
+        dead = freePort()
+        port, _ = self.startWithAdmin(
+            LISTEN
+            + '[[upstream]]\nname = "pair"\nmembers = ["http://127.0.0.1:{}/", '
+              '"http://127.0.0.1:{}/"]\nmax_fails = 100\n\n'.format(dead, live)
+            + '[[route]]\nname = "app"\npath = "/"\nupstream = "pair"\n')
+        status, body = yield call(port, b"GET", b"/x", token=None)
+        self.assertEqual((status, body), (200, b"/x"))
+        found = yield self.metrics()
+        self.assertEqual(sample(found, "proxyws_backend_errors_total", route="app", kind="connect"), 1)
+        self.assertEqual(sample(found, "proxyws_requests_total", route="app", code="200"), 1)
 
     @inlineCallbacks
     def test_webSockets(self):
