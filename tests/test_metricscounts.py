@@ -24,11 +24,20 @@ from twisted.web.server import NOT_DONE_YET
 from proxyws.apiroutes import parseTime
 from proxyws.metrics import Metrics
 
-from .helpers import freePort, startBackend
+from . import certs
+from .helpers import freePort, rawRequest, startBackend, startProxy
 from .plugintools import Passing, factoryOf, withPlugins
 from .test_adminwiring import LISTEN, AdminTestCase, PathEcho, adminTable, call, sample
 from .test_loopback_plugins import talk
-from .wsbackends import EchoBackend, SilentProtocol, connectAutobahn, startSocketBackend, waitUntil
+from .test_loopback_tls import STRANGER_CA, TLSTestCase
+from .wsbackends import (
+    EchoBackend,
+    SilentProtocol,
+    connectAutobahn,
+    startSocketBackend,
+    upgradeRequest,
+    waitUntil,
+)
 
 
 def sleep(seconds):
@@ -401,3 +410,33 @@ class StopTests(AdminTestCase):
         self.assertEqual((status, body), (200, b"/x"))
         yield self.service.stopService()
         self.assertFalse(self.service.admin.running)
+
+
+class TLSKindTests(TLSTestCase):
+    """
+    A backend whose TLS certificate fails the check is a C{tls} error, for
+    websockets as for plain requests.
+    """
+
+    @inlineCallbacks
+    def test_webSocketTLSFailure(self):
+        """
+        An https and a wss backend whose certificate comes from a CA nobody
+        trusts: each request gets 502 saying the TLS handshake failed, and
+        counts one C{tls} error.
+        """
+        _, backend = self.httpsBackend(b"backend", certs.makeCertificate(STRANGER_CA, ["127.0.0.1"]))
+        service, port, _ = startProxy(
+            self, '[admin]\nport = {}\n'.format(freePort()) + LISTEN
+            + route("http", "/http/", "https://127.0.0.1:{}/".format(backend))
+            + route("ws", "/ws/", "wss://127.0.0.1:{}/".format(backend)))
+        upgrade = upgradeRequest(b"/ws/x", b"127.0.0.1", [(b"Connection", b"close")])
+        for label, data in [
+            ("http", b"GET /http/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+            ("ws", upgrade),
+        ]:
+            raw = yield rawRequest(port, data)
+            self.assertTrue(raw.startswith(b"HTTP/1.1 502 "), raw)
+            self.assertIn(b"TLS", raw.partition(b"\r\n\r\n")[2], label)
+            errors = service.metrics.forRoute(label).errors
+            self.assertEqual({kind: n for kind, n in errors.items() if n}, {"tls": 1}, label)
