@@ -440,3 +440,74 @@ class TLSKindTests(TLSTestCase):
             self.assertIn(b"TLS", raw.partition(b"\r\n\r\n")[2], label)
             errors = service.metrics.forRoute(label).errors
             self.assertEqual({kind: n for kind, n in errors.items() if n}, {"tls": 1}, label)
+
+
+class WithoutAdminTests(TestCase):
+    """
+    Without C{[admin]} the site records nothing for a request or a
+    websocket, and an API route's websocket records its activity.
+    """
+
+    def site(self, table=None):
+        """
+        A L{ProxySite} on a clock, with C{table} as its API routes.
+        """
+        from twisted.internet.task import Clock
+        from twisted.web.resource import Resource
+
+        from proxyws.accesslog import MemoryAccessLog
+        from proxyws.site import ProxySite
+
+        clock = Clock()
+        clock.advance(1000)
+        site = ProxySite(Resource(), MemoryAccessLog(), clock, 60)
+        site.apiRoutes = table
+        return site
+
+    def request(self, site, match=None):
+        """
+        A request as the resource leaves it, logged by C{site}.
+        """
+        from twisted.web.test.requesthelper import DummyRequest
+
+        request = DummyRequest([b"x"])
+        request.clientHost = "127.0.0.1"
+        request.received = site.reactor.seconds()
+        request.uri = b"/x"
+        request.clientproto = b"HTTP/1.1"
+        request.remoteUser = None
+        request.sentLength = 0
+        request.routeMatch = match
+        request.code = 200
+        return request
+
+    def test_nothingRecorded(self):
+        """
+        A site without metrics or API routes writes the line and records
+        nothing: the metrics code is not reached, and a websocket gets no
+        activity callable (its passages are the relay's own).
+        """
+        site = self.site()
+        site._requestDone = lambda request, code: self.fail("recorded")
+        request = self.request(site)
+        site.log(request)
+        site.log(request, status=499)
+        self.assertEqual(len(site.accessLog.lines), 2)
+        self.assertIsNone(site.webSocketActivity(request))
+
+    def test_apiWebSocketActivity(self):
+        """
+        A websocket on an API route gets a callable that records the route's
+        activity at the clock's time; one on a config route gets none.
+        """
+        from proxyws.apiroutes import APIRouteTable
+        from proxyws.routing import RouteMatch
+
+        table = APIRouteTable()
+        route = table.add("/user/a", {"target": "http://127.0.0.1:1"}, 5.0)
+        site = self.site(table)
+        touch = site.webSocketActivity(self.request(site, RouteMatch(None, b"/", api=route)))
+        site.reactor.advance(2)
+        touch()
+        self.assertEqual(table.lastActivity("/user/a"), 1002.0)
+        self.assertIsNone(site.webSocketActivity(self.request(site, RouteMatch(None, b"/"))))
