@@ -9,6 +9,7 @@ and the admin listener and route store at a graceful stop.
 
 import json
 import os
+import socket
 
 from autobahn.websocket.compress import PerMessageDeflateOfferAccept
 from twisted.internet.defer import inlineCallbacks
@@ -26,7 +27,7 @@ from proxyws.metrics import Metrics
 
 from . import certs
 from .helpers import freePort, rawRequest, startBackend, startProxy
-from .plugintools import Passing, factoryOf, withPlugins
+from .plugintools import Passing, Tagger, factoryOf, withPlugins
 from .test_adminwiring import LISTEN, AdminTestCase, PathEcho, adminTable, call, sample
 from .test_loopback_plugins import talk
 from .test_loopback_tls import STRANGER_CA, TLSTestCase
@@ -59,6 +60,20 @@ def connect(port):
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     return connectProtocol(endpoint, Protocol()).addCallback(
         lambda protocol: protocol.transport.loseConnection())
+
+
+def closedPorts(count):
+    """
+    @return: C{count} different ports that nothing listens on right now.
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def route(name, path, backend, extra=""):
@@ -111,20 +126,23 @@ class RouteLabelTests(AdminTestCase):
     def test_refusedByTheRoute(self):
         """
         Refused by the route's access rules (403), redirected to https by
-        it (301), refused for a body over its limit (413): each counts once,
-        on the route's label.
+        it (301), refused for a body over its limit (413), answered by its
+        plugin (429): each counts once, on the route's label.
         """
+        withPlugins(self, tagger=factoryOf(Tagger("t", answer=429)))
         _, backend = startBackend(self, PathEcho())
         url = "http://127.0.0.1:{}/".format(backend)
         port, _ = self.startWithAdmin(
             LISTEN
             + route("locked", "/locked/", url, 'deny = ["all"]')
             + route("secure", "/secure/", url, "redirect_https = true")
-            + route("small", "/small/", url, "max_body_size = 10"))
+            + route("small", "/small/", url, "max_body_size = 10")
+            + route("plugged", "/plugged/", url, 'plugins = [{ name = "tagger" }]'))
         cases = [
             (b"GET", b"/locked/x", (), "locked", 403),
             (b"GET", b"/secure/x", (), "secure", 301),
             (b"POST", b"/small/x", (b"Content-Length: 100",), "small", 413),
+            (b"GET", b"/plugged/x", (), "plugged", 429),
             (b"GET", b"/nowhere", (), "none", 404),
         ]
         for method, target, headers, _, code in cases:
@@ -189,6 +207,29 @@ class BackendErrorTests(AdminTestCase):
         found = yield self.metrics()
         self.assertEqual(sample(found, "proxyws_backend_errors_total", route="app", kind="connect"), 1)
         self.assertEqual(sample(found, "proxyws_requests_total", route="app", code="200"), 1)
+
+    @inlineCallbacks
+    def test_noMemberUp(self):
+        """
+        Both members refuse the first request (502 after two C{connect}
+        errors, one per member tried) and are then down: the next request
+        gets 503 from the proxy, which is no backend error of its own.
+        """
+        port, _ = self.startWithAdmin(
+            LISTEN
+            + '[[upstream]]\nname = "two"\nmembers = ["http://127.0.0.1:{}/", '
+              '"http://127.0.0.1:{}/"]\n\n'.format(*closedPorts(2))
+            + '[[route]]\nname = "app"\npath = "/"\nupstream = "two"\n')
+        for code in (502, 503):
+            status, _ = yield call(port, b"GET", b"/x", token=None)
+            self.assertEqual(status, code)
+        found = yield self.metrics()
+        self.assertEqual(
+            [(dict(labels)["kind"], value) for (name, labels), value in found.items()
+             if name == "proxyws_backend_errors_total" and value],
+            [("connect", 2)])
+        for code in ("502", "503"):
+            self.assertEqual(sample(found, "proxyws_requests_total", route="app", code=code), 1)
 
     @inlineCallbacks
     def test_webSockets(self):
