@@ -115,6 +115,22 @@ class Held(Resource):
         self.waiting = []
 
 
+class Stalling(Resource):
+    """
+    Starts every response (100 bytes announced, 10 sent) and sends no more.
+    """
+
+    isLeaf = True
+
+    def render(self, request):
+        """
+        Send the first 10 bytes.
+        """
+        request.setHeader(b"Content-Length", b"100")
+        request.write(b"x" * 10)
+        return NOT_DONE_YET
+
+
 class RouteLabelTests(AdminTestCase):
     """
     A request the route's own rules answer counts on that route, as the
@@ -155,6 +171,41 @@ class RouteLabelTests(AdminTestCase):
         self.assertEqual(
             sum(value for (name, labels), value in found.items()
                 if name == "proxyws_requests_total" and ("route", "none") in labels), 1)
+
+
+class LogLineTests(AdminTestCase):
+    """
+    One count per access-log line: requests the client left (499) and
+    responses the backend stopped sending count once, as their lines.
+    """
+
+    @inlineCallbacks
+    def test_oneCountPerLine(self):
+        """
+        A client that leaves before the answer counts one 499; a response
+        cut by C{read_timeout} counts once with the status sent and one
+        C{read_timeout} error; the lines and the counts agree.
+        """
+        _, held = startBackend(self, Held())
+        _, stalling = startBackend(self, Stalling())
+        port, _ = self.startWithAdmin(
+            LISTEN
+            + route("held", "/held/", "http://127.0.0.1:{}/".format(held))
+            + route("stalling", "/stalling/", "http://127.0.0.1:{}/".format(stalling),
+                    "read_timeout = 0.2"))
+        request = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        yield rawRequest(port, request % b"/held/x", closeAfter=0.2)
+        raw = yield rawRequest(port, request % b"/stalling/x")
+        self.assertTrue(raw.startswith(b"HTTP/1.1 200 "), raw)
+        yield waitUntil(lambda: len(self.log.lines) == 2)
+        found = yield self.metrics()
+        self.assertEqual(sample(found, "proxyws_requests_total", route="held", code="499"), 1)
+        self.assertEqual(sample(found, "proxyws_requests_total", route="stalling", code="200"), 1)
+        self.assertEqual(
+            sample(found, "proxyws_backend_errors_total", route="stalling", kind="read_timeout"), 1)
+        self.assertEqual(
+            sum(value for (name, _), value in found.items() if name == "proxyws_requests_total"),
+            len(self.log.lines))
 
 
 class BackendErrorTests(AdminTestCase):
