@@ -175,8 +175,9 @@ class RouteLabelTests(AdminTestCase):
 
 class LogLineTests(AdminTestCase):
     """
-    One count per access-log line: requests the client left (499) and
-    responses the backend stopped sending count once, as their lines.
+    One count per access-log line: requests the client left (499),
+    responses the backend stopped sending and refused heads count once, as
+    their lines.
     """
 
     @inlineCallbacks
@@ -184,7 +185,8 @@ class LogLineTests(AdminTestCase):
         """
         A client that leaves before the answer counts one 499; a response
         cut by C{read_timeout} counts once with the status sent and one
-        C{read_timeout} error; the lines and the counts agree.
+        C{read_timeout} error; a head refused before any route is known
+        counts one 400 on C{none}; the lines and the counts agree.
         """
         _, held = startBackend(self, Held())
         _, stalling = startBackend(self, Stalling())
@@ -197,8 +199,11 @@ class LogLineTests(AdminTestCase):
         yield rawRequest(port, request % b"/held/x", closeAfter=0.2)
         raw = yield rawRequest(port, request % b"/stalling/x")
         self.assertTrue(raw.startswith(b"HTTP/1.1 200 "), raw)
-        yield waitUntil(lambda: len(self.log.lines) == 2)
+        raw = yield rawRequest(port, b"NOT HTTP\r\n\r\n")
+        self.assertTrue(raw.startswith(b"HTTP/1.1 400 "), raw)
+        yield waitUntil(lambda: len(self.log.lines) == 3)
         found = yield self.metrics()
+        self.assertEqual(sample(found, "proxyws_requests_total", route="none", code="400"), 1)
         self.assertEqual(sample(found, "proxyws_requests_total", route="held", code="499"), 1)
         self.assertEqual(sample(found, "proxyws_requests_total", route="stalling", code="200"), 1)
         self.assertEqual(
