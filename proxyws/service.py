@@ -624,6 +624,8 @@ class ProxyService(Service):
         count = 0
         for site in self.sites:
             for relay in site.relays():
+                if relay.route.index is None:
+                    continue  # an API route's: the API's table outlives reloads
                 if routeIdentity(old, relay.route) not in kept and not relay.retiring:
                     relay.retire(config.server.reloadGrace)
                     count += 1
