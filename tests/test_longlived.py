@@ -64,6 +64,22 @@ def deaf(peer):
     peer.dataReceived = lambda data: None
 
 
+def openOnSite(testCase):
+    """
+    Open one more websocket through the site a L{RelayTestCase} built.
+
+    @return: C{(client, backend)}: the two open L{RecordingPeer}s.
+    """
+    client = clientFactory(testCase.reactor).buildProtocol(FRONT)
+    testCase.connectClient(client)
+    testCase.pump()
+    backend = backendFactory(testCase.reactor).buildProtocol(FRONT)
+    testCase.acceptBackend(backend)
+    testCase.pump()
+    testCase.assertTrue(client.opened and backend.opened)
+    return client, backend
+
+
 class LifetimeTestCase(RelayTestCase):
     """
     The relay tests' proxy, on a config with C{[server]} keys of the test's
@@ -84,14 +100,7 @@ class LifetimeTestCase(RelayTestCase):
 
         @return: C{(client, backend)}: the two open L{RecordingPeer}s.
         """
-        client = clientFactory(self.reactor).buildProtocol(FRONT)
-        self.connectClient(client)
-        self.pump()
-        backend = backendFactory(self.reactor).buildProtocol(FRONT)
-        self.acceptBackend(backend)
-        self.pump()
-        self.assertTrue(client.opened and backend.opened)
-        return client, backend
+        return openOnSite(self)
 
     def openWebSocket(self, server=""):
         """
@@ -253,6 +262,28 @@ class ServiceClockTestCase(RelayTestCase):
             # returns nothing.
             port.stopListening = lambda: succeed(None)
         [self.site] = self.service.sites
+
+
+class LifetimeReloadTests(ServiceClockTestCase):
+    """
+    A reload changing C{max_websocket_lifetime}, through the service.
+    """
+
+    def test_reload(self):
+        """
+        Websockets opened before a reload keep the lifetime they opened
+        with; those opened after it take the reloaded one.
+        """
+        before = self.openWebSocket("max_websocket_lifetime = 60")
+        config = parseConfig(CONFIG.format(server="max_websocket_lifetime = 10"), "/tmp/x.toml")
+        result = self.successResultOf(self.service.reload(config))
+        self.assertTrue(result.succeeded, result.problems)
+        after = openOnSite(self)
+        self.advance(10)
+        closes = [[peer.closes for peer in pair] for pair in (before, after)]
+        self.assertEqual(closes, [[[], []], [[LIFETIME_CLOSE]] * 2])
+        self.advance(50)
+        self.assertEqual([peer.closes for peer in before], [[LIFETIME_CLOSE]] * 2)
 
 
 class ShutdownDeadlineTests(ServiceClockTestCase):
