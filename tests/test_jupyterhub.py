@@ -1,0 +1,459 @@
+"""
+JupyterHub drives proxyws, end to end, as it drives configurable-http-proxy:
+a real JupyterHub (from a venv of its own, L{tests.jupyterhubenv}) with
+C{ConfigurableHTTPProxy.should_start = False} and C{api_url} on proxyws's
+admin listener, the dummy authenticator and the local-process spawner; a
+user logs in, their server starts, a kernel runs C{1+1} over its websocket,
+the server stops, everything through proxyws's public port, while the
+routes JupyterHub adds and removes are checked on the admin listener.
+
+JupyterHub polls proxyws's routes every L{ACTIVITY_INTERVAL} seconds (its
+C{last_activity_interval}: C{GET /api/routes}, then its check of every
+route), so every call its C{ConfigurableHTTPProxy} makes runs during the
+test; a route it found missing, stale or wrong, or a call that failed,
+shows in its log, which the test reads.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from urllib.parse import quote, urlencode
+
+from twisted.trial.unittest import SynchronousTestCase
+from websockets.sync.client import connect
+
+from proxyws.apiroutes import formatTime, parseTime
+
+from .helpers import freePort
+from .httpclient import Client
+from .jupyterhubenv import ensureVenv
+from .test_twistd import startProxyProcess, temporaryDirectory
+
+# Seconds JupyterHub may take to start, and a user's server to start or
+# stop: generous, for a loaded two-core machine.
+SLOW = 240.0
+
+# Seconds any other single wait may take.
+WAIT = 60.0
+
+# The user (a name that is percent-encoded in URLs, as JupyterHub's routes
+# then are), the dummy authenticator's password, and the tokens.
+USER = "zo\u00eb"
+USER_PATH = quote(USER)
+PASSWORD = "proxyws-test-password"
+PROXY_TOKEN = "proxyws-admin-" + uuid.uuid4().hex
+HUB_TOKEN = "proxyws-hub-" + uuid.uuid4().hex
+
+# A file in the user's home, which their server serves.
+HOME_FILE = "hello.txt"
+HOME_TEXT = b"hello from the user's server\n"
+
+# JupyterHub's last_activity_interval: how often it reads proxyws's routes.
+ACTIVITY_INTERVAL = 2
+
+# Lines in JupyterHub's log telling that a call to the proxy failed or that
+# the routes it read back were not those it had added.
+HUB_COMPLAINTS = (
+    "api_request to the proxy failed",
+    "api_request to proxy failed",
+    "Adding missing route",
+    "Deleting stale route",
+    "Updating route",
+    "Updating Hub route",
+    "Found no user for route",
+    "Found no spawner for route",
+)
+
+# The debug line JupyterHub logs each time it checks the routes it read.
+ROUTE_CHECK = "Checking routes"
+
+# proxyws: one public listener, the admin listener with the token
+# JupyterHub sends (CONFIGPROXY_AUTH_TOKEN), no route of its own.
+PROXY_CONFIG = """\
+[[listen]]
+address = "127.0.0.1"
+port = {public}
+
+[admin]
+address = "127.0.0.1"
+port = {admin}
+token_env = "CONFIGPROXY_AUTH_TOKEN"
+"""
+
+# JupyterHub: proxyws in place of configurable-http-proxy (the first two
+# lines, and the token in CONFIGPROXY_AUTH_TOKEN, are what README.rst
+# shows), served at proxyws's public URL.
+HUB_CONFIG = """\
+c = get_config()  # noqa: F821
+c.ConfigurableHTTPProxy.should_start = False
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{admin}"
+c.JupyterHub.bind_url = "http://127.0.0.1:{public}"
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub}
+c.JupyterHub.db_url = "sqlite:///" + {directory!r} + "/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = {directory!r} + "/cookie_secret"
+c.JupyterHub.pid_file = {directory!r} + "/jupyterhub.pid"
+c.JupyterHub.last_activity_interval = {interval}
+c.JupyterHub.log_level = "DEBUG"
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {password!r}
+c.Authenticator.allowed_users = {{{user!r}}}
+c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+c.SimpleLocalProcessSpawner.home_dir_template = {directory!r} + "/home/{{username}}"
+c.Spawner.cmd = [{singleuser!r}]
+c.Spawner.args = ["--allow-root"]
+c.Spawner.start_timeout = {slow}
+c.Spawner.http_timeout = {slow}
+c.JupyterHub.services = [{{"name": "proxyws-test", "api_token": {token!r}}}]
+c.JupyterHub.load_roles = [{{
+    "name": "proxyws-test",
+    "scopes": ["admin:users", "admin:servers", "access:servers"],
+    "services": ["proxyws-test"],
+}}]
+"""
+
+
+def waitFor(predicate, timeout, what, log=None):
+    """
+    Poll C{predicate} until it returns something true.
+
+    @param what: what is waited for, for the failure's message.
+    @param log: a callable returning text to add to that message.
+    @return: the true value.
+    @raise AssertionError: when C{timeout} seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("{} not within {:.0f} s{}".format(
+                what, timeout, ":\n" + log() if log else ""))
+        time.sleep(0.1)
+
+
+def executeRequest(code):
+    """
+    A Jupyter C{execute_request} on the shell channel, as the websocket's
+    JSON form carries it.
+
+    @return: C{(message id, text to send)}.
+    """
+    messageId = uuid.uuid4().hex
+    message = {
+        "header": {"msg_id": messageId, "username": USER, "session": uuid.uuid4().hex,
+                   "msg_type": "execute_request", "version": "5.3", "date": ""},
+        "parent_header": {},
+        "metadata": {},
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+        "channel": "shell",
+        "buffers": [],
+    }
+    return messageId, json.dumps(message)
+
+
+def executeResult(webSocket, messageId):
+    """
+    Read the kernel's messages until the C{execute_result} answering
+    C{messageId}.
+
+    @return: its C{text/plain} data.
+    """
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        message = json.loads(webSocket.recv(timeout=WAIT))
+        if message.get("parent_header", {}).get("msg_id") != messageId:
+            continue
+        if message.get("msg_type") == "execute_result":
+            return message["content"]["data"]["text/plain"]
+        if message.get("msg_type") == "error":
+            raise AssertionError("the kernel failed: {!r}".format(message["content"]))
+    raise AssertionError("no execute_result within {} s".format(WAIT))
+
+
+class HubProcess:
+    """
+    A C{jupyterhub} subprocess and its log.
+    """
+
+    def __init__(self, testCase, venv, directory, environment):
+        """
+        Start it in C{directory} on its C{jupyterhub_config.py}; it is
+        stopped (its user servers with it) when the test ends.
+        """
+        self._logPath = os.path.join(directory, "jupyterhub.log")
+        with open(self._logPath, "wb") as output:
+            self.process = subprocess.Popen(
+                [os.path.join(venv, "bin", "jupyterhub"), "-f", "jupyterhub_config.py"],
+                cwd=directory, env=environment, stdin=subprocess.DEVNULL,
+                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        self.serverPids = []
+        testCase.addCleanup(self.stop)
+
+    def output(self):
+        """
+        @return: what it logged so far.
+        """
+        with open(self._logPath, errors="replace") as f:
+            return f.read()
+
+    def tail(self):
+        """
+        @return: the end of its log.
+        """
+        return self.output()[-6000:]
+
+    def stop(self):
+        """
+        SIGTERM (JupyterHub stops the user servers it started), then kill
+        whatever is left: the hub's process group, and the user servers
+        (which run in sessions of their own).
+        """
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(WAIT)
+        for pid in self.serverPids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+class JupyterHubTests(SynchronousTestCase):
+    """
+    JupyterHub with proxyws in place of configurable-http-proxy.
+    """
+
+    def setUp(self):
+        """
+        Start proxyws, then JupyterHub pointing at its admin listener.
+        """
+        self.venv, _ = ensureVenv()
+        self.public, self.admin, self.hubPort = freePort(), freePort(), freePort()
+        os.environ["CONFIGPROXY_AUTH_TOKEN"] = PROXY_TOKEN
+        try:
+            self.proxy = startProxyProcess(
+                self, PROXY_CONFIG.format(public=self.public, admin=self.admin))
+        finally:
+            del os.environ["CONFIGPROXY_AUTH_TOKEN"]
+        self.proxy.waitForPort(self.admin, WAIT)
+        directory = temporaryDirectory(self)
+        home = os.path.join(directory, "home", USER)
+        os.makedirs(home)
+        with open(os.path.join(home, HOME_FILE), "wb") as f:
+            f.write(HOME_TEXT)
+        with open(os.path.join(directory, "jupyterhub_config.py"), "w") as f:
+            f.write(HUB_CONFIG.format(
+                admin=self.admin, public=self.public, hub=self.hubPort, directory=directory,
+                interval=ACTIVITY_INTERVAL, password=PASSWORD, user=USER,
+                singleuser=os.path.join(self.venv, "bin", "jupyterhub-singleuser"),
+                slow=int(SLOW), token=HUB_TOKEN))
+        environment = dict(os.environ, CONFIGPROXY_AUTH_TOKEN=PROXY_TOKEN,
+                           PATH=os.path.join(self.venv, "bin") + os.pathsep + os.environ["PATH"])
+        environment.pop("PYTHONPATH", None)
+        self.hub = HubProcess(self, self.venv, directory, environment)
+        self.routes = Client(self.admin, {"Authorization": "token " + PROXY_TOKEN})
+        self.api = Client(self.public, {"Authorization": "token " + HUB_TOKEN})
+
+    def logs(self):
+        """
+        @return: the end of JupyterHub's log and of proxyws's, for failures.
+        """
+        return "JupyterHub:\n{}\nproxyws:\n{}".format(self.hub.tail(), self.proxy.output()[-4000:])
+
+    def wait(self, predicate, what, timeout=WAIT):
+        """
+        L{waitFor}, failing with both logs.
+        """
+        def waited():
+            if self.hub.process.poll() is not None:
+                raise AssertionError("JupyterHub exited:\n" + self.logs())
+            self.assertUncomplaining()
+            return predicate()
+
+        return waitFor(waited, timeout, what, self.logs)
+
+    def assertUncomplaining(self):
+        """
+        Fail when JupyterHub's log says that a call to proxyws failed or
+        that the routes it read back were not those it had added.
+        """
+        output = self.hub.output()
+        for complaint in HUB_COMPLAINTS:
+            if complaint in output:
+                raise AssertionError("JupyterHub: {!r}:\n{}".format(complaint, self.logs()))
+
+    def route(self, prefix):
+        """
+        @param prefix: a prefix other than C{/} (for which the API answers
+            with the whole table, as configurable-http-proxy does).
+        @return: a route as C{GET /api/routes/PREFIX} on the admin listener
+            shows it, or L{None} when it answers 404.
+        """
+        answer = self.routes.get("/api/routes" + quote(prefix))
+        if answer.status == 404:
+            return None
+        self.assertEqual(answer.status, 200, answer)
+        return answer.json()
+
+    def table(self):
+        """
+        @return: every route, as C{GET /api/routes} shows them.
+        """
+        answer = self.routes.get("/api/routes")
+        self.assertEqual(answer.status, 200, answer)
+        return answer.json()
+
+    def inactiveSince(self, when):
+        """
+        @return: the prefixes C{GET /api/routes?inactive_since=} lists for
+            a time (seconds since the epoch).
+        """
+        answer = self.routes.get("/api/routes?" + urlencode({"inactive_since": formatTime(when)}))
+        self.assertEqual(answer.status, 200, answer)
+        return set(answer.json())
+
+    def test_userSessionThroughProxyws(self):
+        """
+        Log in, start a server, open it, run C{1+1} in a kernel over its
+        websocket, stop the server: through proxyws's public port, with
+        JupyterHub adding and removing the routes on proxyws's admin
+        listener.
+        """
+        started = time.monotonic()
+        self.hubServed()
+        browser = self.logIn()
+        self.startServer()
+        prefix = "/user/" + USER
+        route = self.route(prefix)
+        self.assertEqual(
+            {key: route[key] for key in ("user", "server_name", "jupyterhub")},
+            {"user": USER, "server_name": "", "jupyterhub": True})
+        self.assertRegex(route["target"], r"^http://127\.0\.0\.1:\d+$")
+        self.assertNotEqual(route["target"], "http://127.0.0.1:{}".format(self.hubPort))
+        self.assertIn(prefix, self.table())
+        checks = self.hub.output().count(ROUTE_CHECK)
+        self.openServer(browser)
+        self.runKernel(browser, prefix)
+        # JupyterHub read the routes back (its activity poll and route
+        # check) while the user's route was there, and found nothing to mend.
+        self.wait(lambda: self.hub.output().count(ROUTE_CHECK) > checks, "a route check",
+                  ACTIVITY_INTERVAL * 30)
+        self.stopServer(prefix)
+        self.assertUncomplaining()
+        print("JupyterHub end to end: {:.1f} s".format(time.monotonic() - started))
+
+    def hubServed(self):
+        """
+        JupyterHub added its own route (C{/}, to the hub) through the API,
+        and proxyws serves the hub on its public port.
+        """
+        hub = self.wait(lambda: self.table().get("/"), "the hub's route", SLOW)
+        self.assertEqual(hub, dict(hub, target="http://127.0.0.1:{}".format(self.hubPort),
+                                   hub=True, jupyterhub=True))
+        self.wait(lambda: self.api.status("/hub/api/") == 200, "the hub through proxyws")
+
+    def logIn(self):
+        """
+        Log in through the hub's form (with its C{_xsrf} field and cookie)
+        as a browser does: a wrong password is refused, the right one gives
+        a session that the hub's pages accept.
+
+        @return: the browser (a L{Client} with the session's cookies).
+        """
+        browser = Client(self.public)
+        page = browser.get("/hub/login")
+        self.assertEqual(page.status, 200, page)
+        xsrf = re.search(rb'name="_xsrf" value="([^"]+)"', page.body).group(1).decode("ascii")
+        self.assertIsNotNone(browser.cookie("_xsrf"))
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        for password, status in ((PASSWORD + "x", 403), (PASSWORD, 302)):
+            body = urlencode({"username": USER, "password": password, "_xsrf": xsrf})
+            answer = browser.request("POST", "/hub/login", body.encode("utf-8"), form)
+            self.assertEqual(answer.status, status, answer)
+        self.assertIsNotNone(browser.cookie("jupyterhub-session-id"))
+        home = browser.get("/hub/home")
+        self.assertEqual(home.status, 200, home)
+        self.assertIn(USER.encode("utf-8"), home.body)
+        return browser
+
+    def startServer(self):
+        """
+        Start the user's server through the hub's API and wait until the
+        hub says it is ready (JupyterHub adds its route before that).
+        """
+        answer = self.api.request("POST", "/hub/api/users/{}/server".format(USER_PATH), b"")
+        self.assertIn(answer.status, (201, 202), answer)
+
+        def ready():
+            server = self.api.get("/hub/api/users/" + USER_PATH).json()["servers"].get("")
+            return server if server and server["ready"] else None
+
+        server = self.wait(ready, "the user's server", SLOW)
+        self.hub.serverPids.append(server["state"]["pid"])
+
+    def openServer(self, browser):
+        """
+        The browser opens a file of the user's server: redirected to the
+        hub's OAuth authorization and back to the server's callback, it
+        gets the server's cookies (path C{/user/NAME/}) and the file.
+        """
+        answer = browser.follow("/user/{}/files/{}".format(USER_PATH, HOME_FILE))
+        self.assertEqual((answer.status, answer.body), (200, HOME_TEXT), answer)
+        self.assertIsNotNone(browser.cookie("jupyterhub-user-" + USER_PATH))
+
+    def runKernel(self, browser, prefix):
+        """
+        Start a kernel through proxyws (the server's XSRF cookie sent back
+        in its header), open its websocket channels through proxyws with
+        the browser's cookies, run C{1+1} and read C{2}; the route's last
+        activity moves with the websocket's messages, as C{inactive_since}
+        shows.
+        """
+        base = "/user/{}/api/kernels".format(USER_PATH)
+        xsrf = browser.cookie("_xsrf", "/user/{}/".format(USER_PATH))
+        kernel = browser.request("POST", base, {"name": "python3"}, {"X-XSRFToken": xsrf})
+        self.assertEqual(kernel.status, 201, kernel)
+        path = "{}/{}/channels".format(base, kernel.json()["id"])
+        with connect("ws://127.0.0.1:{}{}".format(self.public, path),
+                     additional_headers={"Cookie": browser.cookieHeader(path)},
+                     open_timeout=WAIT, max_size=None) as webSocket:
+            before = parseTime(self.route(prefix)["last_activity"])
+            # Only websocket messages reach the server from here on.
+            waitFor(lambda: time.time() > before + 0.01, WAIT, "the clock")
+            since = time.time()
+            messageId, request = executeRequest("1+1")
+            webSocket.send(request)
+            self.assertEqual(executeResult(webSocket, messageId), "2")
+            self.assertNotIn(prefix, self.inactiveSince(since))
+            self.assertIn(prefix, self.inactiveSince(time.time() + 1))
+            self.assertGreaterEqual(
+                parseTime(self.route(prefix)["last_activity"]), formatSeconds(since))
+
+    def stopServer(self, prefix):
+        """
+        Stop the user's server through the hub's API: JupyterHub removes its
+        route, and proxyws no longer has it.
+        """
+        answer = self.api.request("DELETE", "/hub/api/users/{}/server".format(USER_PATH))
+        self.assertIn(answer.status, (202, 204), answer)
+        self.wait(lambda: self.route(prefix) is None, "the route's removal", SLOW)
+        self.assertNotIn(prefix, self.table())
+        self.assertIn("/", self.table())
+
+
+def formatSeconds(when):
+    """
+    @return: C{when} as the API shows it (milliseconds), in seconds.
+    """
+    return parseTime(formatTime(when))
