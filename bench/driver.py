@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
@@ -71,6 +72,11 @@ SMALL_PATH = "/small"  # backend answers 200 "hello"
 # (its nginx listens on UP_MEMBERS ports); direct, the backend answers it.
 UP_PATH = "/up/small"
 UP_MEMBERS = 3
+# The same answer through a route added with configurable-http-proxy's API
+# (prefix API_PREFIX, to the HTTP backend): the whole path goes to the
+# backend, which answers API_PATH as it answers SMALL_PATH.
+API_PREFIX = "/chp"
+API_PATH = API_PREFIX + SMALL_PATH
 POST_PATH = "/post"  # backend reads and discards the body, answers 200 "ok"
 BIG_PATH = "/big.bin"  # static file of BIG_SIZE bytes
 BIG_SIZE = 100 * 2**20
@@ -95,7 +101,7 @@ PROXYWS_VARIANTS = [
 ]
 
 # The measurements, in the order they run (names for --only).
-TESTS = ("smallget", "smallup", "post64k", "download", "httplat", "wsmsgs", "wslat", "wsbig", "wshs", "wsidle")
+TESTS = ("smallget", "smallup", "apiroute", "post64k", "download", "httplat", "wsmsgs", "wslat", "wsbig", "wshs", "wsidle")
 
 # The table: key in the results, label, unit, which way is better, and the
 # spec's target for the proxyws/nginx ratio ("ge" 0.15: proxyws >= 0.15 x
@@ -108,6 +114,10 @@ ROWS = [
     ("smallup.proxy_cpu_us", "  proxy CPU per request", "us/req", "low", None),
     ("smallup.single_rps", "  same rounds, single backend", "req/s", "high", None),
     ("smallup.single_proxy_cpu_us", "  same rounds, proxy CPU per request", "us/req", "low", None),
+    ("apiroute.rps", "small GET via CHP API route", "req/s", "high", None),
+    ("apiroute.proxy_cpu_us", "  proxy CPU per request", "us/req", "low", None),
+    ("apiroute.config_rps", "  same rounds, config route", "req/s", "high", None),
+    ("apiroute.config_proxy_cpu_us", "  same rounds, proxy CPU per request", "us/req", "low", None),
     ("post64k.rps", "64 KiB POST (wrk -c32)", "req/s", "high", None),
     ("download.best_mibps", "100 MiB HTTP download, best of 3", "MiB/s", "high", ("ge", 0.55)),
     ("httplat.p50_us", "HTTP latency p50, 1 conn", "us", "low", None),
@@ -359,6 +369,7 @@ http {{
         client_max_body_size 0;
         location = {small} {{ default_type text/plain; return 200 "hello"; }}
         location = {up} {{ default_type text/plain; return 200 "hello"; }}
+        location = {api} {{ default_type text/plain; return 200 "hello"; }}
         location = {post} {{ default_type text/plain; return 200 "ok"; }}
         location / {{ root {prefix}/www; }}
     }}
@@ -370,6 +381,7 @@ http {{
         ),
         small=SMALL_PATH,
         up=UP_PATH,
+        api=API_PATH,
         post=POST_PATH,
         prefix=prefix,
     )
@@ -463,10 +475,12 @@ def tomlValue(value):
     return json.dumps(str(value))
 
 
-def proxywsConfig(prefix, name, port, httpPort, wsPort, extra, upPorts=()):
+def proxywsConfig(prefix, name, port, httpPort, wsPort, extra, upPorts=(), adminPort=None):
     """
     proxyws in front of the same backends, the access log to a file;
-    C{/up/} to an upstream of the HTTP backend on C{upPorts} (round robin).
+    C{/up/} to an upstream of the HTTP backend on C{upPorts} (round robin);
+    with C{adminPort}, an admin listener there (no token, loopback) for
+    configurable-http-proxy's API.
     """
     server = {"access_log": "%s/%s-access.log" % (prefix, name), "shutdown_timeout": 2}
     server.update(extra)
@@ -496,6 +510,8 @@ def proxywsConfig(prefix, name, port, httpPort, wsPort, extra, upPorts=()):
         'backend = "http://127.0.0.1:%d/"' % httpPort,
         "",
     ]
+    if adminPort is not None:
+        lines += ["[admin]", 'address = "127.0.0.1"', "port = %d" % adminPort, ""]
     return "\n".join(lines)
 
 
@@ -552,6 +568,7 @@ class Bench:
         self.backendProcs = {}
         self.idle = None
         self.noisy = []
+        self.apiTargets = {}
 
     # -- starting --
 
@@ -649,14 +666,16 @@ class Bench:
 
         return Target("nginx", "nginx", port, port, start(), start)
 
-    def _startProxyws(self, name, extra, port):
+    def _startProxyws(self, name, extra, port, adminPort=None):
         # "cpus" is where the variant runs (taskset's list, e.g. "0-1" for
         # two workers on both cores); the other keys go to [server].
         extra = dict(extra)
         cpus = extra.pop("cpus", PROXY_CPU)
         conf = self._write(
             name + ".toml",
-            proxywsConfig(self.tmp, name, port, self.httpPort, self.wsPort, extra, self.upPorts),
+            proxywsConfig(
+                self.tmp, name, port, self.httpPort, self.wsPort, extra, self.upPorts, adminPort
+            ),
         )
         twistd = os.path.join(self.venv, "bin", "twistd")
 
@@ -673,6 +692,61 @@ class Bench:
 
         return Target(name, "proxyws", port, port, start(), start)
 
+    def apiTarget(self, target):
+        """
+        The target the API-route row measures for C{target}: for a proxyws
+        variant, another proxyws with the variant's settings and an admin
+        listener, started at the first call, with a route added through
+        configurable-http-proxy's API (C{API_PREFIX} to the HTTP backend);
+        for direct and nginx, the target itself.
+
+        @return: a L{Target}, or L{None} for a variant with workers (the
+            admin listener runs with one process) or one that did not start.
+        """
+        if target.kind != "proxyws":
+            return target
+        if target.name not in self.apiTargets:
+            extra = dict(PROXYWS_VARIANTS + self.options.variant)[target.name]
+            self.apiTargets[target.name] = None
+            if extra.get("workers", 1) == 1:
+                try:
+                    self.apiTargets[target.name] = self._startAPITarget(target.name, extra)
+                except (OSError, StartError) as e:
+                    self.problem(target, "apiroute", "the proxy with an API route: %s" % e)
+        return self.apiTargets[target.name]
+
+    def _startAPITarget(self, name, extra):
+        """
+        Start a proxyws with an admin listener, and add the API route.
+
+        @return: its L{Target}.
+        """
+        adminPort = freePort()
+        api = self._startProxyws(name + "-api", extra, freePort(), adminPort)
+        waitForPort(adminPort, api.proc)
+        body = json.dumps({"target": "http://127.0.0.1:%d" % self.httpPort}).encode()
+        request = urllib.request.Request(
+            "http://127.0.0.1:%d/api/routes%s" % (adminPort, API_PREFIX), body, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            if answer.status != 201:
+                raise StartError("the API answered %d to the route" % answer.status)
+        return api
+
+    def stopAPITargets(self):
+        """
+        Stop the proxies L{apiTarget} started, and report the errors in
+        their logs.
+        """
+        for api in self.apiTargets.values():
+            if api is not None:
+                self.procs.stop(api.proc)
+                bad = scanLog(api.proc.logFile, api.kind)
+                if bad:
+                    self.problem(api, "log", "errors in %s:\n      %s" % (
+                        os.path.basename(api.proc.logFile), "\n      ".join(bad[:8])))
+        self.apiTargets = {}
+
     def expectedSeconds(self):
         """
         @return: roughly how long the run takes without retries.
@@ -680,6 +754,10 @@ class Bench:
         timed = 5 * len(self.targets) * (self.mode["seconds"] + self.mode["warmup"] + 1)
         # The rows taken in rounds warm up once a round.
         timed += 2 * (ROUNDS - 1) * len(self.targets) * (self.mode["warmup"] + 1)
+        # The API-route row: two wrk runs a round, each with its warm-up.
+        timed += 2 * ROUNDS * len(self.targets) * (
+            max(1, self.mode["seconds"] // ROUNDS) + self.mode["warmup"] + 1
+        )
         return timed + 60 + self.idleCount() / 100
 
     def idleCount(self):
@@ -765,6 +843,31 @@ class Bench:
             errors[kind] = errors.get(kind, 0) + count
         result = {"errors": errors}
         for prefix, source in (("", up), ("single_", single)):
+            for field in ("rps", "proxy_cpu_us", "load_cpu_us"):
+                if source.get(field) is not None:
+                    result[prefix + field] = source[field]
+        return result
+
+    def apiRoutePair(self, target, seconds):
+        """
+        The small GET through a route added with configurable-http-proxy's
+        API, and right after it through the config's route, on the same
+        proxy (L{apiTarget}), for C{seconds} each.
+
+        @return: the API route's C{rps} and C{proxy_cpu_us}, the config
+            route's as C{config_rps} and C{config_proxy_cpu_us}, and the
+            errors of both; L{None} when the target has no such proxy.
+        """
+        api = self.apiTarget(target)
+        if api is None:
+            return None
+        viaAPI = self.wrk(api, API_PATH, seconds=seconds)
+        viaConfig = self.wrk(api, SMALL_PATH, seconds=seconds)
+        errors = dict(viaAPI.get("errors") or {})
+        for kind, count in (viaConfig.get("errors") or {}).items():
+            errors[kind] = errors.get(kind, 0) + count
+        result = {"errors": errors}
+        for prefix, source in (("", viaAPI), ("config_", viaConfig)):
             for field in ("rps", "proxy_cpu_us", "load_cpu_us"):
                 if source.get(field) is not None:
                     result[prefix + field] = source[field]
@@ -950,6 +1053,10 @@ class Bench:
         perRound = max(1, seconds // ROUNDS)
         self.measure("smallget", lambda t: self.wrk(t, SMALL_PATH, seconds=perRound), ROUNDS)
         self.measure("smallup", lambda t: self.upstreamPair(t, perRound), ROUNDS)
+        try:
+            self.measure("apiroute", lambda t: self.apiRoutePair(t, perRound), ROUNDS)
+        finally:
+            self.stopAPITargets()
         self.measure("post64k", lambda t: self.wrk(t, POST_PATH, "post64k.lua"))
         self.measure(
             "download",

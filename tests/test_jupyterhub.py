@@ -1,5 +1,10 @@
 """
-JupyterHub drives proxyws, end to end, as it drives configurable-http-proxy:
+JupyterHub drives proxyws as it drives configurable-http-proxy.
+
+L{JupyterHubCallsTests}, without sockets: the requests JupyterHub's
+C{ConfigurableHTTPProxy} sends, and what it makes of the answers.
+
+L{JupyterHubTests}, end to end:
 a real JupyterHub (from a venv of its own, L{tests.jupyterhubenv}) with
 C{ConfigurableHTTPProxy.should_start = False} and C{api_url} on proxyws's
 admin listener, the dummy authenticator and the local-process spawner; a
@@ -21,6 +26,7 @@ import signal
 import subprocess
 import time
 import uuid
+from datetime import datetime
 from urllib.parse import quote, urlencode
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -29,6 +35,7 @@ from websockets.sync.client import connect
 from proxyws.apiroutes import formatTime, parseTime
 
 from .helpers import freePort
+from .test_chpapi import APITestsMixin
 from .httpclient import Client
 from .jupyterhubenv import ensureVenv
 from .test_twistd import startProxyProcess, temporaryDirectory
@@ -175,6 +182,167 @@ def executeResult(webSocket, messageId):
         if message.get("msg_type") == "error":
             raise AssertionError("the kernel failed: {!r}".format(message["content"]))
     raise AssertionError("no execute_result within {} s".format(WAIT))
+
+
+def chpPath(routespec):
+    """
+    The API path JupyterHub 6.1.1 asks for a route with: its
+    C{ConfigurableHTTPProxy._routespec_to_chp_path} (a leading C{/}, no
+    trailing one but for the root), after C{/api/routes} (C{url_path_join}).
+
+    @param routespec: a routespec, percent-encoded as JupyterHub makes them
+        (C{/user/zo%C3%AB/}, or C{host/path/} with host routing).
+    @return: the request target (bytes).
+    """
+    path = routespec if routespec.startswith("/") else "/" + routespec
+    if path != "/":
+        path = path.rstrip("/")
+    return ("/api/routes" + path).encode("ascii")
+
+
+def routespecOf(prefix, hostRouting=False):
+    """
+    The routespec JupyterHub 6.1.1 reads a prefix of C{GET /api/routes} as:
+    its C{_routespec_from_chp_path}.
+    """
+    routespec = quote(prefix, safe="@/~")
+    if hostRouting:
+        routespec = routespec.lstrip("/")
+    if not routespec.endswith("/"):
+        routespec += "/"
+    return routespec
+
+
+# The routes JupyterHub adds (routespec, then the data it posts with the
+# target, as Proxy.add_hub_route, add_user, add_service and extra_routes
+# make them), for a hub without host routing.
+JUPYTERHUB_ROUTES = [
+    ("/", {"hub": True}),
+    ("/user/zo%C3%AB/", {"user": USER, "server_name": ""}),
+    ("/user/zo%C3%AB/lab%201/", {"user": USER, "server_name": "lab 1"}),
+    ("/user/bob@example.org/", {"user": "bob@example.org", "server_name": ""}),
+    ("/services/cull/", {"service": "cull"}),
+    ("/extra/", {"extra": True}),
+]
+
+# The same with host routing (JupyterHub.subdomain_host): the hub's route
+# stays "/".
+JUPYTERHUB_HOST_ROUTES = [
+    ("/", {"hub": True}),
+    ("zoe.hub.example.org/user/zoe/", {"user": "zoe", "server_name": ""}),
+]
+
+
+class JupyterHubCallsMixin(APITestsMixin):
+    """
+    JupyterHub's calls to the API, in the order it makes them.
+    """
+
+    def jupyterHubRoutes(self):
+        """
+        C{get_all_routes}: C{GET /api/routes}, read as JupyterHub reads it.
+
+        @return: routespec to C{(target, data)}, the data without
+            C{target} and C{jupyterhub} (C{_reformat_routespec}).
+        """
+        routes = {}
+        for prefix, data in self.routes().items():
+            data = dict(data)
+            self.assertIs(data.pop("jupyterhub"), True)
+            # update_last_activity parses the time (dateutil's isoparse).
+            self.assertIsInstance(datetime.fromisoformat(data["last_activity"]), datetime)
+            routes[routespecOf(prefix, self.hostRouting)] = (data.pop("target"), data)
+        return routes
+
+    def addRoute(self, routespec, target, data):
+        """
+        C{add_route}: the data with C{target} and C{jupyterhub}, POSTed.
+        """
+        body = dict(data, target=target, jupyterhub=True)
+        answer = self.call(b"POST", chpPath(routespec), body)
+        self.assertEqual(answer.code, 201, (routespec, answer.body))
+
+    def deleteRoute(self, routespec):
+        """
+        C{delete_route}: a DELETE.
+
+        @return: the status (404 is logged by JupyterHub, not raised).
+        """
+        return self.call(b"DELETE", chpPath(routespec)).code
+
+    def checkCalls(self, routes):
+        """
+        Every route added is read back under its own routespec, with its
+        target and data (so that C{check_routes} finds nothing missing,
+        stale or changed); a route added again takes its new target; every
+        route is deleted (204), and deleting it again is 404.
+        """
+        self.assertEqual(self.jupyterHubRoutes(), {})
+        for n, (routespec, data) in enumerate(routes):
+            self.addRoute(routespec, "http://127.0.0.1:{}".format(8000 + n), data)
+        found = self.jupyterHubRoutes()
+        for n, (routespec, data) in enumerate(routes):
+            target, read = found.pop(routespec)
+            self.assertEqual(target, "http://127.0.0.1:{}".format(8000 + n))
+            expected = dict(data, last_activity=formatTime(self.clock.seconds()))
+            if self.hostRouting and routespec != "/":
+                # As configurable-http-proxy does, the host goes in the data.
+                expected["host"] = routespec.split("/")[0]
+            self.assertEqual(read, expected)
+        self.assertEqual(found, {})
+        routespec, data = routes[-1]
+        self.addRoute(routespec, "http://127.0.0.1:9999", data)
+        self.assertEqual(self.jupyterHubRoutes()[routespec][0], "http://127.0.0.1:9999")
+        for routespec, _ in routes:
+            self.assertEqual(self.deleteRoute(routespec), 204, routespec)
+            self.assertEqual(self.deleteRoute(routespec), 404, routespec)
+        self.assertEqual(self.jupyterHubRoutes(), {})
+
+
+class JupyterHubCallsTests(JupyterHubCallsMixin, SynchronousTestCase):
+    """
+    JupyterHub 6.1.1's C{ConfigurableHTTPProxy} calls, host routing off.
+    """
+
+    token = PROXY_TOKEN
+
+    def test_calls(self):
+        """
+        Adding, reading back, updating and deleting the routes of the hub,
+        users (named servers and names JupyterHub percent-encodes included),
+        services and extra routes.
+        """
+        self.checkCalls(JUPYTERHUB_ROUTES)
+
+    def test_servedAsAdded(self):
+        """
+        A user's percent-encoded request path takes their route.
+        """
+        for routespec, data in JUPYTERHUB_ROUTES:
+            self.addRoute(routespec, "http://127.0.0.1:8000", data)
+        for path, prefix in [(b"/user/zo%C3%AB/api/kernels", "/user/zo\u00eb"),
+                             (b"/user/zo%C3%AB/lab%201/api", "/user/zo\u00eb/lab 1"),
+                             (b"/user/bob@example.org/tree", "/user/bob@example.org"),
+                             (b"/hub/login", "/")]:
+            match = self.store.table.lookup(None, path)
+            self.assertEqual((match.prefix, match.target), (prefix, path))
+
+
+class JupyterHubHostRoutingCallsTests(JupyterHubCallsMixin, SynchronousTestCase):
+    """
+    The same calls with JupyterHub's host routing (C{subdomain_host}) and
+    proxyws's C{host_routing = true}.
+    """
+
+    token = PROXY_TOKEN
+    hostRouting = True
+
+    def test_calls(self):
+        """
+        Host routes are read back under JupyterHub's routespecs (without a
+        leading C{/}), beside the hub's C{/}.
+        """
+        self.checkCalls(JUPYTERHUB_HOST_ROUTES)
 
 
 class HubProcess:
