@@ -101,7 +101,10 @@ PROXYWS_VARIANTS = [
 ]
 
 # The measurements, in the order they run (names for --only).
-TESTS = ("smallget", "smallup", "apiroute", "post64k", "download", "httplat", "wsmsgs", "wslat", "wsbig", "wshs", "wsidle")
+TESTS = (
+    "smallget", "smallup", "apiroute", "post64k", "download", "httplat", "wsmsgs", "wslat",
+    "wsbig", "wshs", "wsidle",
+)
 
 # The table: key in the results, label, unit, which way is better, and the
 # spec's target for the proxyws/nginx ratio ("ge" 0.15: proxyws >= 0.15 x

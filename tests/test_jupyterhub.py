@@ -4,13 +4,13 @@ JupyterHub drives proxyws as it drives configurable-http-proxy.
 L{JupyterHubCallsTests}, without sockets: the requests JupyterHub's
 C{ConfigurableHTTPProxy} sends, and what it makes of the answers.
 
-L{JupyterHubTests}, end to end:
-a real JupyterHub (from a venv of its own, L{tests.jupyterhubenv}) with
-C{ConfigurableHTTPProxy.should_start = False} and C{api_url} on proxyws's
-admin listener, the dummy authenticator and the local-process spawner; a
-user logs in, their server starts, a kernel runs C{1+1} over its websocket,
-the server stops, everything through proxyws's public port, while the
-routes JupyterHub adds and removes are checked on the admin listener.
+L{JupyterHubTests}, end to end: a real JupyterHub (from a venv of its own,
+L{tests.jupyterhubenv}) with C{ConfigurableHTTPProxy.should_start = False}
+and C{api_url} on proxyws's admin listener, the dummy authenticator and the
+local-process spawner; a user logs in, their server starts, their browser
+logs in to it, a kernel runs C{1+1} over its websocket, the server stops,
+everything through proxyws's public port, while the routes JupyterHub adds
+and removes are checked on the admin listener.
 
 JupyterHub polls proxyws's routes every L{ACTIVITY_INTERVAL} seconds (its
 C{last_activity_interval}: C{GET /api/routes}, then its check of every
@@ -35,9 +35,9 @@ from websockets.sync.client import connect
 from proxyws.apiroutes import formatTime, parseTime
 
 from .helpers import freePort
-from .test_chpapi import APITestsMixin
 from .httpclient import Client
 from .jupyterhubenv import ensureVenv
+from .test_chpapi import APITestsMixin
 from .test_twistd import startProxyProcess, temporaryDirectory
 
 # Seconds JupyterHub may take to start, and a user's server to start or
@@ -75,6 +75,9 @@ HUB_COMPLAINTS = (
     "Found no spawner for route",
 )
 
+# The websocket subprotocol of kernels' binary message form.
+KERNEL_V1 = "v1.kernel.websocket.jupyter.org"
+
 # The debug line JupyterHub logs each time it checks the routes it read.
 ROUTE_CHECK = "Checking routes"
 
@@ -91,9 +94,10 @@ port = {admin}
 token_env = "CONFIGPROXY_AUTH_TOKEN"
 """
 
-# JupyterHub: proxyws in place of configurable-http-proxy (the first two
+# JupyterHub: proxyws in place of configurable-http-proxy (the first three
 # lines, and the token in CONFIGPROXY_AUTH_TOKEN, are what README.rst
-# shows), served at proxyws's public URL.
+# shows), served at proxyws's public URL; the hub's own API and a token
+# for the test, which starts and stops the user's server with it.
 HUB_CONFIG = """\
 c = get_config()  # noqa: F821
 c.ConfigurableHTTPProxy.should_start = False
@@ -146,8 +150,8 @@ def waitFor(predicate, timeout, what, log=None):
 
 def executeRequest(code):
     """
-    A Jupyter C{execute_request} on the shell channel, as the websocket's
-    JSON form carries it.
+    A Jupyter C{execute_request} on the shell channel, in the websocket's
+    JSON form (the protocol without a subprotocol).
 
     @return: C{(message id, text to send)}.
     """
@@ -165,16 +169,54 @@ def executeRequest(code):
     return messageId, json.dumps(message)
 
 
+def packV1(text):
+    """
+    A message of L{executeRequest} in the binary form of the websocket
+    subprotocol L{KERNEL_V1} (what JupyterLab speaks): the count of
+    offsets, the offsets (little-endian 64-bit), the channel, the header,
+    parent header, metadata and content as JSON.
+
+    @return: bytes to send.
+    """
+    message = json.loads(text)
+    parts = [message["channel"].encode("utf-8")] + [
+        json.dumps(message[key]).encode("utf-8")
+        for key in ("header", "parent_header", "metadata", "content")]
+    offsets = [8 * (len(parts) + 2)]
+    for part in parts:
+        offsets.append(offsets[-1] + len(part))
+    head = b"".join(number.to_bytes(8, "little") for number in [len(offsets)] + offsets)
+    return head + b"".join(parts)
+
+
+def unpackV1(data):
+    """
+    Read a message in L{KERNEL_V1}'s binary form.
+
+    @return: the message as the JSON form has it (C{channel}, C{header},
+        C{parent_header}, C{metadata}, C{content}).
+    """
+    count = int.from_bytes(data[:8], "little")
+    offsets = [int.from_bytes(data[8 * n:8 * n + 8], "little") for n in range(1, count + 1)]
+    parts = [data[start:end] for start, end in zip(offsets, offsets[1:])]
+    message = {"channel": parts[0].decode("utf-8")}
+    for key, part in zip(("header", "parent_header", "metadata", "content"), parts[1:]):
+        message[key] = json.loads(part)
+    message["msg_type"] = message["header"]["msg_type"]
+    return message
+
+
 def executeResult(webSocket, messageId):
     """
-    Read the kernel's messages until the C{execute_result} answering
-    C{messageId}.
+    Read the kernel's messages (in either form) until the
+    C{execute_result} answering C{messageId}.
 
     @return: its C{text/plain} data.
     """
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        message = json.loads(webSocket.recv(timeout=WAIT))
+        data = webSocket.recv(timeout=WAIT)
+        message = unpackV1(data) if isinstance(data, bytes) else json.loads(data)
         if message.get("parent_header", {}).get("msg_id") != messageId:
             continue
         if message.get("msg_type") == "execute_result":
@@ -249,7 +291,7 @@ class JupyterHubCallsMixin(APITestsMixin):
         for prefix, data in self.routes().items():
             data = dict(data)
             self.assertIs(data.pop("jupyterhub"), True)
-            # update_last_activity parses the time (dateutil's isoparse).
+            # update_last_activity parses the time (with dateutil's parser).
             self.assertIsInstance(datetime.fromisoformat(data["last_activity"]), datetime)
             routes[routespecOf(prefix, self.hostRouting)] = (data.pop("target"), data)
         return routes
@@ -586,7 +628,8 @@ class JupyterHubTests(SynchronousTestCase):
         in its header), open its websocket channels through proxyws with
         the browser's cookies, run C{1+1} and read C{2}; the route's last
         activity moves with the websocket's messages, as C{inactive_since}
-        shows.
+        shows.  Then the same in the binary form of JupyterLab's
+        subprotocol, which the server picks.
         """
         base = "/user/{}/api/kernels".format(USER_PATH)
         xsrf = browser.cookie("_xsrf", "/user/{}/".format(USER_PATH))
@@ -607,6 +650,13 @@ class JupyterHubTests(SynchronousTestCase):
             self.assertIn(prefix, self.inactiveSince(time.time() + 1))
             self.assertGreaterEqual(
                 parseTime(self.route(prefix)["last_activity"]), formatSeconds(since))
+        with connect("ws://127.0.0.1:{}{}".format(self.public, path), subprotocols=[KERNEL_V1],
+                     additional_headers={"Cookie": browser.cookieHeader(path)},
+                     open_timeout=WAIT, max_size=None) as webSocket:
+            self.assertEqual(webSocket.subprotocol, KERNEL_V1)
+            messageId, request = executeRequest("6*7")
+            webSocket.send(packV1(request))
+            self.assertEqual(executeResult(webSocket, messageId), "42")
 
     def stopServer(self, prefix):
         """
