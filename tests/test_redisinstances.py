@@ -117,6 +117,11 @@ class Instance:
     """
 
     def __init__(self, testCase, redisURL):
+        """
+        Start it on free ports (it is killed when the test ends).
+
+        @param redisURL: the C{redis://} URL of the shared store.
+        """
         self.publicPort, self.adminPort = freePort(), freePort()
         self.process = startProxyProcess(testCase, CONFIG.format(
             public=self.publicPort, admin=self.adminPort, url=redisURL))
