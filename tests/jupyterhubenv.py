@@ -13,6 +13,7 @@ the tests run, so that the time the install takes shows by itself::
     python -m tests.jupyterhubenv PATH
 """
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -81,9 +82,24 @@ def ensureVenv(path=None):
     path = os.path.abspath(path or defaultPath())
     if isReady(path):
         return path, None
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # Test runs of several checkouts may share the venv: one makes it
+    # while the others wait, then find it made.
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if isReady(path):
+            return path, None
+        return path, _make(path)
+
+
+def _make(path):
+    """
+    Make the venv at C{path} afresh.
+
+    @return: the seconds it took.
+    """
     started = time.monotonic()
     shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     python = getattr(sys, "_base_executable", None) or sys.executable
     for command in ([python, "-m", "venv", path],
                     [os.path.join(path, "bin", "pip"), "install", "-q", *REQUIREMENTS]):
@@ -94,7 +110,7 @@ def ensureVenv(path=None):
                 " ".join(command), done.returncode, done.stdout, done.stderr))
     with open(os.path.join(path, MARKER), "w") as f:
         f.write(_wanted())
-    return path, time.monotonic() - started
+    return time.monotonic() - started
 
 
 def main(arguments):
