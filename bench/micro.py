@@ -42,6 +42,15 @@ with and without it, alternated, and prints both (the cost of a no-op
 filter, and that a route without plugins pays nothing)::
 
     python3 bench/micro.py --plugins [--ws] [--rounds 10]
+
+With C{--admin}, the site is built as with an C{[admin]} table: metrics
+recorded for every request and websocket, and an (empty) table of routes
+added through the API tried before the config's routes; with C{--admin api},
+the request or websocket goes through such a route instead (its last
+activity recorded too).  C{--metrics} runs this tree without C{[admin]},
+with it and through an API route, alternated, and prints the three::
+
+    python3 bench/micro.py --metrics [--ws] [--rounds 10]
 """
 
 import argparse
@@ -105,9 +114,11 @@ def noopPlugins(config, reactor):
     return buildPlugins(config, reactor, {"noop": lambda options: Noop()})
 
 
-def build(reactor, noop):
+def build(reactor, noop, admin=None):
     """
     The site of L{CONFIG}, with the no-op plugin on its routes or not.
+
+    @param admin: L{None}, C{"config"} or C{"api"} (see L{adminSite}).
     """
     from proxyws.accesslog import AccessLog
     from proxyws.config import parseConfig
@@ -115,9 +126,39 @@ def build(reactor, noop):
 
     text = CONFIG.format(log=os.devnull, plugins=NOOP if noop else "")
     config = parseConfig(text, "micro.toml")
+    if admin is not None:
+        return adminSite(config, reactor, admin == "api")
     # A tree from before plugins builds its sites without them.
     extra = {"plugins": noopPlugins(config, reactor)} if noop else {}
     return buildSite(config, reactor, AccessLog.open(os.devnull), **extra)[0]
+
+
+def adminSite(config, reactor, api):
+    """
+    The site of C{config} as the server builds it with an C{[admin]} table:
+    with its metrics and the table of API routes.
+
+    @param api: add API routes that take the bench's requests (C{/small})
+        and websockets (C{/ws/echo}) before the config's routes.
+    """
+    from proxyws.accesslog import AccessLog
+    from proxyws.apiroutes import APIRouteTable
+    from proxyws.metrics import Metrics
+    from proxyws.service import buildRoot
+    from proxyws.site import ProxySite
+
+    metrics = Metrics(process=False)
+    table = APIRouteTable(server=config.server)
+    if api:
+        table.add("/small", {"target": "http://127.0.0.1:9000"}, reactor.seconds())
+        table.add("/ws", {"target": "http://127.0.0.1:9001"}, reactor.seconds())
+    root, _ = buildRoot(config, reactor, metrics=metrics, apiRoutes=table)
+    server = config.server
+    site = ProxySite(
+        root, AccessLog.open(os.devnull), reactor, server.clientTimeout,
+        trustedProxies=server.trustedProxies, server=server)
+    site.metrics, site.apiRoutes = metrics, table
+    return site
 
 UPGRADE = (
     b"GET /ws/echo HTTP/1.1\r\n"
@@ -153,7 +194,7 @@ RESPONSE = (
 )
 
 
-def measure(seconds, noop=False):
+def measure(seconds, noop=False, admin=None):
     """
     Relay requests for about C{seconds}.
 
@@ -163,7 +204,7 @@ def measure(seconds, noop=False):
     from twisted.internet.testing import MemoryReactorClock, StringTransport
 
     reactor = MemoryReactorClock()
-    site = build(reactor, noop)
+    site = build(reactor, noop, admin)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     client = StringTransport(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
@@ -298,7 +339,7 @@ def measureUpstream(seconds, mode):
     return used / done * 1e6
 
 
-def measureWebSocket(seconds, noop=False):
+def measureWebSocket(seconds, noop=False, admin=None):
     """
     Relay websocket messages both ways for about C{seconds}.
 
@@ -311,7 +352,7 @@ def measureWebSocket(seconds, noop=False):
     from twisted.internet.testing import MemoryReactorClock, StringTransport
 
     reactor = MemoryReactorClock()
-    site = build(reactor, noop)
+    site = build(reactor, noop, admin)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     client = StringTransport(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
@@ -402,12 +443,21 @@ def main():
     )
     parser.add_argument("--noop", action="store_true", help="a no-op plugin on the routes")
     parser.add_argument("--plugins", action="store_true", help="alternate without and with --noop")
+    parser.add_argument(
+        "--admin", nargs="?", const="config", choices=("config", "api"),
+        help="built as with [admin] (metrics); 'api': through an API route")
+    parser.add_argument(
+        "--metrics", action="store_true", help="alternate without [admin], with it, through the API")
     options = parser.parse_args()
     ws = ["--ws"] if options.ws else []
     if options.compare:
         compare(options.compare, options.rounds, options.seconds, options.ws, options.upstream)
     elif options.plugins:
         runs = [("none", HERE, ws), ("noop", HERE, ws + ["--noop"])]
+        alternate(runs, options.rounds, options.seconds)
+    elif options.metrics:
+        runs = [("no admin", HERE, ws), ("admin", HERE, ws + ["--admin"]),
+                ("api route", HERE, ws + ["--admin", "api"])]
         alternate(runs, options.rounds, options.seconds)
     elif options.beside:
         if not options.upstream:
@@ -417,9 +467,10 @@ def main():
     elif options.upstream:
         print("{:.1f} us per request".format(measureUpstream(options.seconds, options.upstream)))
     elif options.ws:
-        print("{:.2f} us per message".format(measureWebSocket(options.seconds, options.noop)))
+        print("{:.2f} us per message".format(
+            measureWebSocket(options.seconds, options.noop, options.admin)))
     else:
-        print("{:.1f} us per request".format(measure(options.seconds, options.noop)))
+        print("{:.1f} us per request".format(measure(options.seconds, options.noop, options.admin)))
 
 
 if __name__ == "__main__":

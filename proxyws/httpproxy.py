@@ -308,6 +308,10 @@ class _Exchange:
         """
         where = resendTo(kind, self.request.method, self._body is not None)
         if where is SAME or (where is NEXT and self._nextBackend()):
+            if where is NEXT:
+                # The member failed, though the request goes on to another:
+                # its error counts (a stale connection sent again does not).
+                countBackendError(self.request, error.kind)
             self._cancelTimer()
             self.start(fresh=where is SAME)
             return

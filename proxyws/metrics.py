@@ -243,6 +243,7 @@ class _Collector:
         @return: the metric families, read now.
         """
         metrics = self._metrics
+        metrics.sweep()
         routes = sorted(metrics._routes.values(), key=lambda r: r.label)
         yield from _trafficFamilies(routes)
         yield from _webSocketFamilies(routes)
@@ -340,6 +341,9 @@ class Metrics:
         self.upstreamMembers = upstreamMembers
         self.apiRouteCount = apiRouteCount
         self._routes = {}
+        # Labels of routes a reload removed, kept while they have open
+        # websockets.
+        self._retired = set()
         self._reloads = dict.fromkeys(RELOAD_RESULTS, 0)
         self.registry.register(_Collector(self))
         if process:
@@ -366,9 +370,17 @@ class Metrics:
         @param labels: the labels to keep.
         """
         keep = set(labels) | {NO_ROUTE, API_ROUTE}
-        for label, route in list(self._routes.items()):
-            if label not in keep and not route.open:
-                del self._routes[label]
+        self._retired = set(self._routes) - keep
+        self.sweep()
+
+    def sweep(self):
+        """
+        Forget the routes a reload removed whose websockets are all closed
+        (done at scrape time, so that closing a websocket does no more).
+        """
+        for label in [label for label in self._retired if not self._routes[label].open]:
+            self._retired.discard(label)
+            del self._routes[label]
 
     def reloadDone(self, succeeded):
         """

@@ -117,6 +117,11 @@ class ReverseProxyResource(Resource):
                 errorPage(request, NotFound("no route matches this request"))
             return NOT_DONE_YET
         route = found.route
+        # From here on the request is the route's: what its own rules
+        # answer (redirect, 413, 401/403) counts on its metrics too.
+        request.routeMatch = found
+        if self._metrics:
+            request.routeMetrics = self._metrics.get(route.index)
         if route.redirect is not None and request.scheme == b"http":
             redirectToHTTPS(request, route.redirect)
             return NOT_DONE_YET
@@ -158,11 +163,8 @@ class ReverseProxyResource(Resource):
 
     def _dispatch(self, request, found, body):
         # The handler of an upstream route reads the match (the normalized
-        # path, a match route's groups) to choose a member.
-        request.routeMatch = found
+        # path, a match route's groups), set by render, to choose a member.
         index = found.route.index
-        if self._metrics:
-            request.routeMetrics = self._metrics.get(index)
         if index is None:
             http, webSocket = self._api(found.api)
             if isWebSocketUpgrade(request):

@@ -59,6 +59,9 @@ from .upstreamproxy import httpHandler, webSocketHandler
 
 _log = ProxyLogger()
 
+# Seconds the route store is given to write its last activity at a stop.
+STORE_STOP_TIMEOUT = 2.0
+
 
 def buildRoot(
     config,
@@ -624,6 +627,8 @@ class ProxyService(Service):
         count = 0
         for site in self.sites:
             for relay in site.relays():
+                if relay.route.index is None:
+                    continue  # an API route's: the API's table outlives reloads
                 if routeIdentity(old, relay.route) not in kept and not relay.retiring:
                     relay.retire(config.server.reloadGrace)
                     count += 1
@@ -710,8 +715,12 @@ class ProxyService(Service):
             # Last: /healthz says "stopping" while requests drain.
             if self.admin is None:
                 return None
-            return DeferredList(
-                [maybeDeferred(self.admin.stopService), maybeDeferred(self.store.stop)])
+            # A store that cannot say goodbye (Redis hung) does not hold
+            # the stop up for long.
+            store = maybeDeferred(self.store.stop).addTimeout(STORE_STOP_TIMEOUT, self._reactor)
+            store.addErrback(lambda f: _log.warn(
+                "the route store did not stop cleanly: {why}", why=f.getErrorMessage()))
+            return DeferredList([maybeDeferred(self.admin.stopService), store], consumeErrors=True)
 
         DeferredList([stopped, drained]).addCallback(stopAdmin).addCallback(done)
         return finished

@@ -12,8 +12,6 @@ stop can let requests in flight finish, close idle keep-alive connections
 and close websockets with 1001.
 """
 
-from functools import partial
-
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.http import NO_BODY_CODES
@@ -444,9 +442,6 @@ class ProxySite(Site):
         self._relays.add(relay)
         relay.generation = channel.generation
         relay.counted, channel.counted = getattr(channel, "counted", None), None
-        match = relay.request.routeMatch
-        if match is not None and match.api is not None and self.apiRoutes is not None:
-            relay.activity = partial(self._touch, match.api.prefix)
         if self._drained is not None:
             relay.goAway()
 
@@ -459,8 +454,26 @@ class ProxySite(Site):
         self._checkLimit()
         self._checkDrained()
 
-    def _touch(self, prefix):
-        self.apiRoutes.touch(prefix, self.reactor.seconds())
+    def webSocketActivity(self, request):
+        """
+        What the websocket of C{request} calls when either peer sends
+        something.
+
+        @return: a callable recording the last activity of the API route
+            it took, or L{None} for a config route.
+        """
+        match = request.routeMatch
+        table = self.apiRoutes
+        if match is None or match.api is None or table is None:
+            return None
+        prefix, seconds = match.api.prefix, self.reactor.seconds
+
+        def touch():
+            # APIRouteTable.touch, without its call: this runs for every
+            # read of either peer.
+            table.recent[prefix] = seconds()
+
+        return touch
 
     def _checkDrained(self):
         if self._drained is not None and not self._channels and not self._relays:
@@ -476,7 +489,8 @@ class ProxySite(Site):
         @param size: the bytes sent to log instead of the body's length.
         """
         code = request.code if status is None else status
-        if status != 101:
+        # Without [admin] there is nothing to count or record.
+        if (self.metrics is not None or self.apiRoutes is not None) and status != 101:
             self._requestDone(request, code)
         headers = request.requestHeaders
         referer = headers.getRawHeaders(b"Referer")

@@ -38,7 +38,7 @@ from zope.interface import implementer
 
 from .affinity import NOCACHE, selectionRequest
 from .errors import PluginFailed, UpstreamUnavailable, errorPage
-from .httpproxy import HTTPRouteHandler, _Exchange, connectError
+from .httpproxy import HTTPRouteHandler, _Exchange, connectError, countBackendError
 from .interfaces import IRouteHandler
 from .logs import ProxyLogger
 from .resend import STALE
@@ -381,6 +381,8 @@ class _UpstreamUpgrade(Upgrade):
         attempt = self._attempt
         attempt.failed(error.detail)
         if attempt.next():
+            # The member's error counts, though the upgrade goes on.
+            countBackendError(self.request, error.kind)
             self._backend = attempt.backend
             self._connect()
             return

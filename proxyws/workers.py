@@ -347,9 +347,15 @@ def main(argv):
     control = _Control(service, path)
     # Reloads come on standard input; standard output stays the log's.
     stdio.StandardIO(control, stdin=0, stdout=os.open(os.devnull, os.O_WRONLY))
-    if rest:
-        control.dataReceived(rest)
-    reactor.callWhenRunning(service.startService)
+
+    def start():
+        service.startService()
+        # A reload sent before the worker read its first config applies
+        # once it serves that one.
+        if rest:
+            control.dataReceived(rest)
+
+    reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     # SIGTERM or SIGINT start one graceful stop, however often they come (a
     # worker gets its parent's and, from a terminal or supervisor killing

@@ -100,7 +100,7 @@ class FrameScanner:
         "_fragmented",
         "_reserved",
         "_mask",
-        "messageBytes",
+        "_messageStart",
         "controls",
         "closeEnd",
         "limit",
@@ -126,10 +126,20 @@ class FrameScanner:
         self._fragmented = False
         self._reserved = 0x30 if compressed else 0x70
         self._mask = None if masked is None else (0x80 if masked else 0)
-        self.messageBytes = 0
+        # The payload bytes of data frames so far are counted once, for
+        # the metrics and the size limit alike: a message's own size is
+        # what came since it began.
+        self._messageStart = 0
         self.controls = ()
         self.closeEnd = -1
         self.messages = self.payload = 0
+
+    @property
+    def messageBytes(self):
+        """
+        Payload bytes of the data message in progress.
+        """
+        return self.payload - self._messageStart
 
     def atBoundary(self):
         """
@@ -174,7 +184,7 @@ class FrameScanner:
                 raise
             if used < 0:
                 break
-            if self.limit and self.messageBytes > self.limit and tooBig is None:
+            if self.limit and self.payload - self._messageStart > self.limit and tooBig is None:
                 # Cut before this frame, when all of its header is here; read
                 # on, so that the stream stays followed.
                 tooBig = position if clean else -1
@@ -235,10 +245,9 @@ class FrameScanner:
             elif opcode > BINARY or self._fragmented or first & self._reserved:
                 raise BadFrame("invalid data frame")
             else:
-                self.messageBytes = 0
+                self._messageStart = self.payload
                 self.messages += 1
             self._fragmented = not fin
-            self.messageBytes += length
             self.payload += length
         self._remaining = length
         return used

@@ -14,6 +14,7 @@ report to their L{proxyws.wsproxy.Upgrade}; neither sees a frame.
 from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
 from twisted.internet.protocol import Factory, Protocol
 
+from .backend import _lost
 from .errors import BadResponse
 from .heads import (
     CHUNKED,
@@ -173,6 +174,11 @@ class BackendHandshake(WebSocketClientProtocol):
                             return
             except BadResponse as e:
                 return self._fail(e)
+        lost = _lost(False, reason)
+        if lost.tlsFailed:
+            # The TLS handshake or the certificate check failed: a TLS
+            # error, as on the HTTP path.
+            return self._fail(lost)
         self._fail(reason.getErrorMessage() if reason is not None else None)
 
 

@@ -444,6 +444,8 @@ class Upgrade:
         """
         if isinstance(reason, BadResponse):
             self._fail(BadGateway("the backend answered the websocket handshake with garbage", "protocol"), str(reason))
+        elif getattr(reason, "tlsFailed", False):
+            self._fail(BadGateway("the TLS handshake with the backend failed", "tls"), str(reason))
         else:
             self._fail(
                 BadGateway("the backend closed the connection during the websocket handshake", "broken"),

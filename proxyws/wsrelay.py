@@ -151,9 +151,10 @@ class Relay:
     @ivar messages: the websocket's L{proxyws.wsmessages.MessageSession}
         when its route has websocket filters, else L{None}: frames relay
         as they are.
-    @ivar activity: a callable (without arguments) called when frames
+    @ivar activity: a callable (without arguments) called when bytes
         arrive from either peer (a route added through the API records its
-        last activity), or L{None}.
+        last activity), or L{None}: the site's C{webSocketActivity} gives
+        it when the relay starts.
     @ivar counter: the websocket's L{proxyws.metrics.WebSocketCounter} when
         there are metrics, else L{None}.
     """
@@ -209,6 +210,7 @@ class Relay:
             "backend", backendSocket.transport, FrameScanner(limit, compressed, masked=False)
         )
         client.peer, backend.peer = backend, client
+        self.activity = self._site.webSocketActivity(self.request)
         # Bytes go straight from each connection to its passage.
         clientPassage, backendPassage = self.passage(client), self.passage(backend)
         clientEarly = channel.upgrade(_Receiver(clientPassage, partial(self.lost, client)))
@@ -247,11 +249,19 @@ class Relay:
         of its own, in the same relay, with the same closing, pings, limits
         and backpressure.
 
+        Bytes from a websocket whose route records its last activity (a
+        route added through the API) go through L{_touching} first, so
+        that other websockets pay nothing for it.
+
         @return: a callable taking the bytes.
         """
         if self.messages is not None:
-            return self.messages.passage(leg)
-        return partial(self.forward, leg)
+            passage = self.messages.passage(leg)
+        else:
+            passage = partial(self.forward, leg)
+        if self.activity is not None:
+            return _touching(passage, self.activity)
+        return passage
 
     def forward(self, leg, data):
         """
@@ -288,8 +298,6 @@ class Relay:
                     other.sent += len(data)
         if boundary >= 0 and self._idle is not None:
             self._idle.restart(self._route.wsIdleTimeout)
-        if self.activity is not None:
-            self.activity()
         if scanner.controls:
             for opcode, payload in scanner.controls:
                 if opcode == CLOSE:
@@ -582,6 +590,21 @@ class Relay:
         """
         code, text = SHUTDOWN
         self.closeBoth(code, text, "server shutting down")
+
+
+def _touching(passage, activity):
+    """
+    A passage that records activity after handing the bytes on.
+
+    @param passage: the passage (a callable taking the bytes).
+    @param activity: a callable without arguments.
+    """
+
+    def touched(data):
+        passage(data)
+        activity()
+
+    return touched
 
 
 class _Receiver:

@@ -476,3 +476,27 @@ class APIRouterTests(TestCase):
             handlers(self.table.add("/b", {"target": "http://127.0.0.1:%d" % (n + 3)}, 0))
         self.assertLessEqual(len(handlers._cache), APIHandlers.SLACK + 3)
         self.assertIs(handlers(route)[0], handlers(route)[0])
+
+
+class StopTests(AdminTestCase):
+    """
+    A graceful stop with an admin listener.
+    """
+
+    @inlineCallbacks
+    def test_hungStoreDoesNotHoldTheStop(self):
+        """
+        A route store that never says it stopped (a Redis that hangs) is
+        given a short while, and the stop completes.
+        """
+        from twisted.internet.defer import Deferred
+
+        from proxyws import service as serviceModule
+
+        self.patch(serviceModule, "STORE_STOP_TIMEOUT", 0.1)
+        self.startWithAdmin(LISTEN)
+        hung = Deferred()
+        self.patch(self.service.store, "stop", lambda: hung)
+        yield self.service.stopService()
+        self.assertFalse(self.service.admin.port.connected)
+        self.assertTrue(hung.called)

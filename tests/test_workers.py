@@ -207,3 +207,56 @@ class WorkerTests(SynchronousTestCase):
             self.assertEqual(get(port, "/headers?n={}".format(n))[0], 200)
         self.assertNotIn("not valid TOML", proxy.output())
         self.assertEqual(proxy.stop(signal.SIGTERM)[0], 0, proxy.output())
+
+
+class EarlyReloadTests(SynchronousTestCase):
+    """
+    A reload that reaches a worker before it started serving.
+    """
+
+    def test_reloadBeforeStart(self):
+        """
+        A worker whose standard input holds its config and, already, a
+        reload (a SIGHUP soon after the parent started it) starts on the
+        first and then applies the second.
+        """
+        import subprocess
+        import sys
+        import tempfile
+
+        from proxyws.workers import netstring
+
+        from .helpers import subprocessEnvironment
+
+        port = freePort()
+        directory = tempfile.mkdtemp()
+        self.addCleanup(__import__("shutil").rmtree, directory, True)
+        path = os.path.join(directory, "proxy.toml")
+        listen = '[[listen]]\naddress = "127.0.0.1"\nport = {}\n\n'.format(port)
+        first = listen + '[[route]]\npath = "/old/"\nbackend = "http://127.0.0.1:9/"\n'
+        second = listen + '[[route]]\npath = "/new/"\nbackend = "http://127.0.0.1:9/"\n'
+        with open(path, "w") as f:
+            f.write(first)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "proxyws.workers", path, "0"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=subprocessEnvironment())
+        self.addCleanup(worker.wait)
+        self.addCleanup(worker.kill)
+        worker.stdin.write(netstring(first) + netstring(second))
+        worker.stdin.flush()
+        # The old route is gone (404) and the new one is there (its backend
+        # refuses: 502) once the reload is applied.
+        waitFor(lambda: _statusOrNone(port, "/new/x") == 502)
+        self.assertEqual(get(port, "/old/x")[0], 404)
+        self.assertIsNone(worker.poll())
+
+
+def _statusOrNone(port, path):
+    """
+    @return: the status of a GET, or L{None} when nothing listens yet.
+    """
+    try:
+        return get(port, path)[0]
+    except OSError:
+        return None
