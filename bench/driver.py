@@ -72,6 +72,11 @@ SMALL_PATH = "/small"  # backend answers 200 "hello"
 # (its nginx listens on UP_MEMBERS ports); direct, the backend answers it.
 UP_PATH = "/up/small"
 UP_MEMBERS = 3
+# The same answer through a route added with configurable-http-proxy's API
+# (prefix API_PREFIX, to the HTTP backend): the whole path goes to the
+# backend, which answers API_PATH as it answers SMALL_PATH.
+API_PREFIX = "/chp"
+API_PATH = API_PREFIX + SMALL_PATH
 POST_PATH = "/post"  # backend reads and discards the body, answers 200 "ok"
 BIG_PATH = "/big.bin"  # static file of BIG_SIZE bytes
 BIG_SIZE = 100 * 2**20
@@ -96,7 +101,10 @@ PROXYWS_VARIANTS = [
 ]
 
 # The measurements, in the order they run (names for --only).
-TESTS = ("smallget", "smallup", "metrics", "post64k", "download", "httplat", "wsmsgs", "wslat", "wsbig", "wshs", "wsidle")
+TESTS = (
+    "smallget", "smallup", "metrics", "apiroute", "post64k", "download", "httplat", "wsmsgs",
+    "wslat", "wsbig", "wshs", "wsidle",
+)
 
 # The table: key in the results, label, unit, which way is better, and the
 # spec's target for the proxyws/nginx ratio ("ge" 0.15: proxyws >= 0.15 x
@@ -114,6 +122,10 @@ ROWS = [
     ("metrics.off_rps", "  same rounds, metrics off", "req/s", "high", None),
     ("metrics.off_proxy_cpu_us", "  same rounds, proxy CPU per request", "us/req", "low", None),
     ("metrics.added_cpu_us", "  CPU on - off, median of rounds", "us/req", "low", None),
+    ("apiroute.rps", "small GET via CHP API route", "req/s", "high", None),
+    ("apiroute.proxy_cpu_us", "  proxy CPU per request", "us/req", "low", None),
+    ("apiroute.config_rps", "  same rounds, config route", "req/s", "high", None),
+    ("apiroute.config_proxy_cpu_us", "  same rounds, proxy CPU per request", "us/req", "low", None),
     ("post64k.rps", "64 KiB POST (wrk -c32)", "req/s", "high", None),
     ("download.best_mibps", "100 MiB HTTP download, best of 3", "MiB/s", "high", ("ge", 0.55)),
     ("httplat.p50_us", "HTTP latency p50, 1 conn", "us", "low", None),
@@ -365,6 +377,7 @@ http {{
         client_max_body_size 0;
         location = {small} {{ default_type text/plain; return 200 "hello"; }}
         location = {up} {{ default_type text/plain; return 200 "hello"; }}
+        location = {api} {{ default_type text/plain; return 200 "hello"; }}
         location = {post} {{ default_type text/plain; return 200 "ok"; }}
         location / {{ root {prefix}/www; }}
     }}
@@ -376,6 +389,7 @@ http {{
         ),
         small=SMALL_PATH,
         up=UP_PATH,
+        api=API_PATH,
         post=POST_PATH,
         prefix=prefix,
     )
@@ -473,7 +487,8 @@ def proxywsConfig(prefix, name, port, httpPort, wsPort, extra, upPorts=(), admin
     """
     proxyws in front of the same backends, the access log to a file;
     C{/up/} to an upstream of the HTTP backend on C{upPorts} (round robin);
-    with C{adminPort}, an C{[admin]} listener there (metrics on).
+    with C{adminPort}, an C{[admin]} listener there (no token, loopback):
+    metrics on, and configurable-http-proxy's API.
     """
     server = {"access_log": "%s/%s-access.log" % (prefix, name), "shutdown_timeout": 2}
     server.update(extra)
@@ -565,6 +580,9 @@ class Bench:
         # by the variant's name: not a column, measured beside it.
         self.twins = {}
         self.turns = {}
+        # Twin name -> the twin once the API route was added to it, or
+        # None when its API refused the route.
+        self.apiRouted = {}
 
     # -- starting --
 
@@ -599,7 +617,8 @@ class Bench:
             self.targets.append(self._startProxyws(name, extra, freePort()))
             # [admin] runs with one worker only (a config with both is refused).
             single = extra.get("workers", 1) == 1
-            if single and (not self.options.only or "metrics" in self.options.only):
+            wanted = {"metrics", "apiroute"}
+            if single and (not self.options.only or wanted & set(self.options.only)):
                 self.twins[name] = self._startProxyws(
                     name + "-metrics", extra, freePort(), adminPort=freePort()
                 )
@@ -696,6 +715,38 @@ class Bench:
         target.adminPort = adminPort
         return target
 
+    def apiTarget(self, target):
+        """
+        The target the API-route row measures for C{target}: for a proxyws
+        variant, its twin with an admin listener (L{twins}), to which a
+        route is added through configurable-http-proxy's API
+        (C{API_PREFIX} to the HTTP backend) at the first call; for direct
+        and nginx, the target itself.
+
+        @return: a L{Target}, or L{None} for a variant without a twin (the
+            admin listener runs with one process) or one whose API refused
+            the route.
+        """
+        if target.kind != "proxyws":
+            return target
+        twin = self.twins.get(target.name)
+        if twin is None or twin.name in self.apiRouted:
+            return self.apiRouted.get(twin.name) if twin is not None else None
+        body = json.dumps({"target": "http://127.0.0.1:%d" % self.httpPort}).encode()
+        request = urllib.request.Request(
+            "http://127.0.0.1:%d/api/routes%s" % (twin.adminPort, API_PREFIX), body, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                if answer.status != 201:
+                    raise StartError("the API answered %d to the route" % answer.status)
+        except (OSError, StartError) as e:
+            self.problem(target, "apiroute", "the route through the API: %s" % e)
+            self.apiRouted[twin.name] = None
+            return None
+        self.apiRouted[twin.name] = twin
+        return twin
+
     def expectedSeconds(self):
         """
         @return: roughly how long the run takes without retries.
@@ -705,6 +756,10 @@ class Bench:
         timed += 2 * (ROUNDS - 1) * len(self.targets) * (self.mode["warmup"] + 1)
         # The metrics row: two wrk runs a round for each twin.
         timed += 2 * ROUNDS * len(self.twins) * (self.mode["warmup"] + 2)
+        # The API-route row: two wrk runs a round, each with its warm-up.
+        timed += 2 * ROUNDS * len(self.twins) * (
+            max(1, self.mode["seconds"] // ROUNDS) + self.mode["warmup"] + 1
+        )
         return timed + 60 + self.idleCount() / 100
 
     def idleCount(self):
@@ -816,6 +871,31 @@ class Bench:
         result["counted"] = countedRequests(twin.adminPort)
         if not result["counted"]:
             self.problem(twin, "metrics", "its /metrics counted no request")
+        return result
+
+    def apiRoutePair(self, target, seconds):
+        """
+        The small GET through a route added with configurable-http-proxy's
+        API, and right after it through the config's route, on the same
+        proxy (L{apiTarget}), for C{seconds} each.
+
+        @return: the API route's C{rps} and C{proxy_cpu_us}, the config
+            route's as C{config_rps} and C{config_proxy_cpu_us}, and the
+            errors of both; L{None} when the target has no such proxy.
+        """
+        api = self.apiTarget(target)
+        if api is None:
+            return None
+        viaAPI = self.wrk(api, API_PATH, seconds=seconds)
+        viaConfig = self.wrk(api, SMALL_PATH, seconds=seconds)
+        errors = dict(viaAPI.get("errors") or {})
+        for kind, count in (viaConfig.get("errors") or {}).items():
+            errors[kind] = errors.get(kind, 0) + count
+        result = {"errors": errors}
+        for prefix, source in (("", viaAPI), ("config_", viaConfig)):
+            for field in ("rps", "proxy_cpu_us", "load_cpu_us"):
+                if source.get(field) is not None:
+                    result[prefix + field] = source[field]
         return result
 
     def problem(self, target, test, text):
@@ -999,6 +1079,7 @@ class Bench:
         self.measure("smallget", lambda t: self.wrk(t, SMALL_PATH, seconds=perRound), ROUNDS)
         self.measure("smallup", lambda t: self.upstreamPair(t, perRound), ROUNDS)
         self.measure("metrics", lambda t: self.metricsPair(t, perRound), ROUNDS)
+        self.measure("apiroute", lambda t: self.apiRoutePair(t, perRound), ROUNDS)
         self.measure("post64k", lambda t: self.wrk(t, POST_PATH, "post64k.lua"))
         self.measure(
             "download",
