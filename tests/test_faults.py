@@ -328,7 +328,10 @@ class GarbageTests(FaultTestCase):
     and the backend connection is closed.
     """
 
-    # What the backend answers, and how it ends after.
+    # What the backend answers, and how it ends after: garbage, another
+    # protocol, and the answers issue 11 found taken as valid (a 101 to a
+    # request that asked for no upgrade, two lengths, a coding with a
+    # length, lengths no server holds, statuses out of range).
     ANSWERS = [
         (b"garbage\r\n\r\n", STAY),
         (b"HTTP/1.1 2OO OK\r\n\r\n", STAY),
@@ -337,6 +340,15 @@ class GarbageTests(FaultTestCase):
         (b"\x16\x03\x01\x00\x05hello", RST),
         (b"SSH-2.0-OpenSSH_9.6\r\n", STAY),
         (b"x" * 70000, STAY),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", STAY),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", STAY),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello", STAY),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nhello", STAY),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 12345678901234567890123456\r\n\r\n", STAY),
+        (b"HTTP/1.1 -1 X\r\n\r\n", STAY),
+        (b"HTTP/1.1 1_000 X\r\n\r\n", STAY),
+        (b"HTTP/1.1 99999 X\r\n\r\n", STAY),
+        (b"HTTP/1.1 100 Continue\r\n\r\n", FIN),
     ]
 
     @inlineCallbacks
@@ -356,9 +368,9 @@ class GarbageTests(FaultTestCase):
             yield client.lost.wait(5)
             yield backend.protocols[0].lost.wait()
             yield self.assertNothingOpen()
-            results.append((answer[:20], client.received.split(b"\r\n", 1)[0]))
+            results.append((answer[:50], client.received.split(b"\r\n", 1)[0]))
         self.assertEqual(
-            results, [(answer[:20], b"HTTP/1.1 502 Bad Gateway") for answer, _ in self.ANSWERS]
+            results, [(answer[:50], b"HTTP/1.1 502 Bad Gateway") for answer, _ in self.ANSWERS]
         )
 
 
