@@ -230,14 +230,19 @@ class ProxyChannel(Protocol):
             request.refuse(error)
             self.loseConnection()
 
-    def pauseReading(self):
+    def pauseReading(self, backendStalled):
         """
-        The request body has nowhere to go yet (the backend connection is
-        not ready, or the backend is not reading): stop reading the client,
-        and its body timeout with it, since the client is not the one late.
+        The request body has nowhere to go now: stop reading the client.
+
+        @param backendStalled: whether the backend stopped reading it.  The
+            body timeout then stops too, as the client is not the one late
+            (the response timeout runs instead).  While the backend
+            connection is being made it runs on: it also bounds the wait of
+            a client gone meanwhile, whose close is not read while reading
+            is paused.
         """
         self.transport.pauseProducing()
-        if self._state is BODY:
+        if backendStalled and self._state is BODY:
             self._deadline.stop()
 
     def resumeReading(self):

@@ -129,7 +129,8 @@ class RequestBody:
     def __init__(self, channel, length):
         """
         @param channel: the client's connection: its C{pauseReading} and
-            C{resumeReading} stop and start reading the body.
+            C{resumeReading} stop and start reading the body (see
+            L{proxyws.channel.ProxyChannel.pauseReading}).
         @param length: the declared length, or L{None} for chunked.
         """
         self._channel = channel
@@ -181,7 +182,7 @@ class RequestBody:
             return
         if self._consumer is None or self._paused:
             self._pending.append(data)
-            self._channel.pauseReading()
+            self._channel.pauseReading(self._paused)
         else:
             self._consumer.write(data)
 
@@ -198,7 +199,7 @@ class RequestBody:
         The backend is not reading: stop reading from the client.
         """
         self._paused = True
-        self._channel.pauseReading()
+        self._channel.pauseReading(True)
         if self.whenStalled is not None:
             self.whenStalled(True)
 

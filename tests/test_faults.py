@@ -20,9 +20,11 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
 
 from proxyws import channel
 
@@ -241,7 +243,8 @@ class FaultTestCase(TestCase):
         What is still open in the proxy.
 
         @return: C{(client connections, websockets, requests in flight,
-            backend connections lent out, idle backend connections)}.
+            backend connections lent out, idle backend connections,
+            requests waiting for a backend connection)}.
         """
         site, pool = self.service.site, self.service.pool
         inFlight = sum(r["connections"] for r in self.service.status()["routes"])
@@ -252,13 +255,14 @@ class FaultTestCase(TestCase):
             inFlight,
             sum(pool._busy.values()),
             len(pool._idleSet),
+            sum(map(len, pool._waiting.values())),
         )
 
     def assertNothingOpen(self):
         """
         Wait until nothing is open in the proxy (or fail after a while).
         """
-        return waitUntil(lambda: self.openInProxy() == (0, 0, 0, 0, 0))
+        return waitUntil(lambda: self.openInProxy() == (0, 0, 0, 0, 0, 0))
 
 
 class BackendBreaksOffTests(FaultTestCase):
@@ -510,6 +514,39 @@ class ClientLeavesTests(FaultTestCase):
             [(f, e, b"499 ") for f in ("length", "chunked") for e in (FIN, RST)],
         )
 
+    @inlineCallbacks
+    def test_whileWaitingForConnection(self):
+        """
+        A client that leaves while its request waits for a connection to
+        the backend (at C{backend_max_connections}) is forgotten, and the
+        backend never gets its request.  Without a body the proxy reads
+        its close at once (499); with a body it reads nothing from the
+        client meanwhile, and learns of it when the body timeout ends the
+        wait (408).  Once the request ahead is gone too nothing stays open.
+        """
+        results = []
+        for waitingRequest in [
+            b"GET /w HTTP/1.1\r\nHost: a\r\n\r\n",
+            self.HEADS["length"] + self.SENT["length"],
+        ]:
+            backend = startScripted(self, b"")
+            port = self.startProxy(
+                route(backend.port)
+                + "\n[server]\nbackend_max_connections = 1\nbody_timeout = 0.3\n"
+            )
+            ahead = yield connectClient(self, port, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+            yield waitUntil(lambda: len(backend.heads) == 1)
+            waiting = yield connectClient(self, port, waitingRequest)
+            yield waitUntil(lambda: self.openInProxy()[5] == 1)
+            waiting.transport.loseConnection()
+            yield waitUntil(lambda: self.openInProxy()[5] == 0)
+            ahead.transport.loseConnection()
+            yield backend.protocols[0].lost.wait()
+            yield self.assertNothingOpen()
+            statuses = [line.split(b'" ', 1)[1][:4] for line in self.accessLog.lines]
+            results.append((len(backend.protocols), statuses))
+        self.assertEqual(results, [(1, [b"499 ", b"499 "]), (1, [b"408 ", b"499 "])])
+
 
 class WebSocketBackendDiesTests(FaultTestCase):
     """
@@ -676,6 +713,12 @@ class TLSListenerTests(FaultTestCase):
         self.assertEqual(self.failures, [])
         self.assertEqual(self.backend.heads, [])
         yield self.assertServes()
+
+    def test_handshakeListener(self):
+        """
+        A client connection is told when its TLS handshake is done.
+        """
+        self.assertTrue(verifyObject(IHandshakeListener, channel.ProxyChannel()))
 
     @inlineCallbacks
     def test_handshakeTimeout(self):
