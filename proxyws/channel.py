@@ -247,10 +247,12 @@ class ProxyChannel(Protocol):
 
     def resumeReading(self):
         """
-        The request body can go on: read the client again, and time it
-        again while its body comes.
+        The request body can go on, or is whole: read the client again
+        (unless the connection holds enough of its next requests already),
+        and time it again while its body comes.
         """
-        self.transport.resumeProducing()
+        if not self._readingPaused:
+            self.transport.resumeProducing()
         if self._state is BODY:
             self._deadline.start(self.site.bodyTimeout, self._timedOut, 408)
 

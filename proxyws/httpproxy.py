@@ -171,7 +171,10 @@ class RequestBody:
             self._consumer.write(data)
         if self._complete and not self._finished.called:
             self._finish()
-        elif not self._paused:
+        if not self._paused:
+            # Also once the body is whole: the client's reading was paused
+            # when it came before the backend connection, and the next
+            # request (or the client's close) must still be read.
             self._channel.resumeReading()
 
     def dataReceived(self, data):

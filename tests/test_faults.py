@@ -469,6 +469,36 @@ class SilentBackendTests(FaultTestCase):
         self.assertIn(b'"POST /x HTTP/1.1" 504 ', self.accessLog.lines[0])
 
 
+class KeepAliveTests(FaultTestCase):
+    """
+    A kept-alive client connection goes on reading after a request with a
+    body, however the body met the backend connection.
+    """
+
+    @inlineCallbacks
+    def test_bodyBeforeConnection(self):
+        """
+        A body that came whole before the backend connection was made (a
+        new connection for each request: the backend closes after each
+        answer) leaves the client's connection reading: the next request on
+        it is answered.  (It was left paused, and the next request waited
+        for the idle timeout to close the connection.)
+        """
+        backend = startScripted(
+            self, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", FIN
+        )
+        port = self.startProxy(route(backend.port))
+        post = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+        client = yield connectClient(self, port, post)
+        for count in (1, 2, 3):
+            yield waitUntil(lambda: client.received.count(b"\r\n\r\nok") == count)
+            client.transport.write(post if count < 3 else b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        yield waitUntil(lambda: client.received.count(b"\r\n\r\nok") == 4)
+        self.assertEqual([h.split(b" ")[0] for h in backend.heads], [b"POST"] * 3 + [b"GET"])
+        client.transport.loseConnection()
+        yield self.assertNothingOpen()
+
+
 class ClientLeavesTests(FaultTestCase):
     """
     A client that leaves in the middle of its upload: the backend's request
