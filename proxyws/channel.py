@@ -14,8 +14,9 @@ this protocol gives them what they ask of their channel: C{requestDone},
 C{registerProducer}, C{write}, the addresses.
 """
 
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Protocol
+from zope.interface import implementer
 
 from .access import within
 from .bodies import decoderFor
@@ -40,6 +41,7 @@ KEPT_LIMIT = 65536
 ABORT_TIMEOUT = 15.0
 
 
+@implementer(IHandshakeListener)
 class ProxyChannel(Protocol):
     """
     One client connection.
@@ -87,6 +89,8 @@ class ProxyChannel(Protocol):
     # Between two requests, before the next head's first byte: the idle
     # (keep-alive) timeout runs rather than the head timeout.
     _idle = False
+    # Over TLS, until the handshake is done.
+    _handshaking = False
 
     def __init__(self):
         self.requests = []
@@ -101,6 +105,7 @@ class ProxyChannel(Protocol):
         if hasattr(transport, "setTcpNoDelay"):
             transport.setTcpNoDelay(True)
         self.scheme = b"https" if ISSLTransport(transport, None) is not None else b"http"
+        self._handshaking = self.scheme == b"https"
         self.localPort = b"%d" % transport.getHost().port
         site = self.site
         self._reader = HeadReader(site.headLimits)
@@ -110,6 +115,12 @@ class ProxyChannel(Protocol):
         # client that does not read pauses the response's producer.
         transport.registerProducer(self, True)
         self._registered = True
+
+    def handshakeCompleted(self):
+        """
+        The TLS handshake is done (L{IHandshakeListener}).
+        """
+        self._handshaking = False
 
     def notePeer(self):
         """
@@ -219,6 +230,32 @@ class ProxyChannel(Protocol):
             request.refuse(error)
             self.loseConnection()
 
+    def pauseReading(self, backendStalled):
+        """
+        The request body has nowhere to go now: stop reading the client.
+
+        @param backendStalled: whether the backend stopped reading it.  The
+            body timeout then stops too, as the client is not the one late
+            (the response timeout runs instead).  While the backend
+            connection is being made it runs on: it also bounds the wait of
+            a client gone meanwhile, whose close is not read while reading
+            is paused.
+        """
+        self.transport.pauseProducing()
+        if backendStalled and self._state is BODY:
+            self._deadline.stop()
+
+    def resumeReading(self):
+        """
+        The request body can go on, or is whole: read the client again
+        (unless the connection holds enough of its next requests already),
+        and time it again while its body comes.
+        """
+        if not self._readingPaused:
+            self.transport.resumeProducing()
+        if self._state is BODY:
+            self._deadline.start(self.site.bodyTimeout, self._timedOut, 408)
+
     def _keep(self, data):
         self._kept.append(data)
         if not self._readingPaused and sum(map(len, self._kept)) > KEPT_LIMIT:
@@ -251,6 +288,11 @@ class ProxyChannel(Protocol):
         """
         if status is None:
             self._close()
+        elif self._handshaking:
+            # Nothing can reach a client whose TLS handshake is not done
+            # (a 408 would wait for it): cut the connection now.
+            self._state = CLOSED
+            self.transport.abortConnection()
         elif self._state is HEAD:
             self._refuse(HeadError(408, "the request head did not come in time"))
         elif self._state is BODY:

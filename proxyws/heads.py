@@ -20,6 +20,12 @@ from .headers import TOKEN
 # proxy_buffer_size is 4-8 KiB; large cookies need more).
 MAX_HEAD = 65536
 
+# Every response head starts with this (RFC 9112 4): bytes that cannot be
+# its beginning (a server of another protocol, such as SSH's banner) are
+# no HTTP/1.x answer, and waiting for more of them would only hold the
+# client until the response timeout.
+_START = b"HTTP/1."
+
 # RFC 9110 15: status codes are three digits from 100 to 599.
 _STATUS = re.compile(rb"[1-5][0-9][0-9]")
 
@@ -99,11 +105,16 @@ def findHeadEnd(buffer):
 
     @return: the offset of the blank line's C{CRLF CRLF}, or -1 when the
         head is not complete.
-    @raise BadResponse: when the head is larger than L{MAX_HEAD}.
+    @raise BadResponse: when the head is larger than L{MAX_HEAD}, or when
+        an incomplete one does not start as a status line does.
     """
     end = buffer.find(b"\r\n\r\n")
     if end < 0 and len(buffer) > MAX_HEAD or end > MAX_HEAD:
         raise BadResponse("response head larger than {} bytes".format(MAX_HEAD))
+    if end < 0:
+        start = buffer[:7]
+        if _START[: len(start)] != start:
+            raise BadResponse("not an HTTP/1.x response: {!r}".format(buffer[:40]))
     return end
 
 

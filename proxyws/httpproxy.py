@@ -55,13 +55,16 @@ _BODY_EXPECTED = frozenset([b"POST", b"PUT", b"PATCH"])
 
 _RESPONSE_TIMEOUT = "response timeout: the backend sent no response in time"
 _READ_TIMEOUT = "read timeout: the backend stopped sending the response"
+_SEND_TIMEOUT = "response timeout: the backend stopped reading the request body"
 
-# Failures of a connection attempt, and what the client is told.
+# Failures of a connection attempt, and what the client is told ({host}:
+# the backend's host name, as the config has it).
 _CONNECT_FAILURES = [
     (netError.TimeoutError, GatewayTimeout, "connect_timeout",
      "connect timeout: the backend did not accept the connection in time"),
     (netError.ConnectionRefusedError, BadGateway, "connect", "connection refused by the backend"),
-    (netError.DNSLookupError, BadGateway, "connect", "the backend host name could not be resolved"),
+    (netError.DNSLookupError, BadGateway, "connect",
+     "the backend host name {host!r} could not be resolved"),
 ]
 
 _log = ProxyLogger()
@@ -80,14 +83,16 @@ def _describe(reason):
     return reason.getErrorMessage() or reason.type.__name__
 
 
-def connectError(reason):
+def connectError(reason, host):
     """
     The L{proxyws.errors.ResponseError} for a failed backend connection
     attempt.
+
+    @param host: the host name (or address) of the backend, as text.
     """
     for failureType, errorType, kind, text in _CONNECT_FAILURES:
         if reason.check(failureType):
-            return errorType(text, kind)
+            return errorType(text.format(host=host), kind)
     return BadGateway(
         "cannot connect to the backend: {}".format(reason.getErrorMessage()), "connect"
     )
@@ -115,14 +120,20 @@ class RequestBody:
     so at most one socket read is held at a time.
 
     @ivar length: the body length or C{UNKNOWN_LENGTH} (chunked).
+    @ivar whenStalled: called with C{True} when the backend stops reading
+        the body and with C{False} when it reads again, or L{None}.
     """
 
-    def __init__(self, transport, length):
+    whenStalled = None
+
+    def __init__(self, channel, length):
         """
-        @param transport: the client's transport (a push producer).
+        @param channel: the client's connection: its C{pauseReading} and
+            C{resumeReading} stop and start reading the body (see
+            L{proxyws.channel.ProxyChannel.pauseReading}).
         @param length: the declared length, or L{None} for chunked.
         """
-        self._transport = transport
+        self._channel = channel
         self.length = UNKNOWN_LENGTH if length is None else length
         self._consumer = None
         self._pending = []
@@ -160,8 +171,11 @@ class RequestBody:
             self._consumer.write(data)
         if self._complete and not self._finished.called:
             self._finish()
-        elif not self._paused:
-            self._transport.resumeProducing()
+        if not self._paused:
+            # Also once the body is whole: the client's reading was paused
+            # when it came before the backend connection, and the next
+            # request (or the client's close) must still be read.
+            self._channel.resumeReading()
 
     def dataReceived(self, data):
         """
@@ -171,7 +185,7 @@ class RequestBody:
             return
         if self._consumer is None or self._paused:
             self._pending.append(data)
-            self._transport.pauseProducing()
+            self._channel.pauseReading(self._paused)
         else:
             self._consumer.write(data)
 
@@ -188,13 +202,19 @@ class RequestBody:
         The backend is not reading: stop reading from the client.
         """
         self._paused = True
-        self._transport.pauseProducing()
+        self._channel.pauseReading(True)
+        if self.whenStalled is not None:
+            self.whenStalled(True)
 
     def resumeProducing(self):
         """
         The backend reads again.
         """
         self._paused = False
+        if self.whenStalled is not None:
+            # Before the flush, which may finish the body and start the
+            # wait for the answer.
+            self.whenStalled(False)
         if self._consumer is not None:
             self._flush()
 
@@ -204,7 +224,7 @@ class RequestBody:
         """
         self._stopped = True
         self._pending = []
-        self._transport.resumeProducing()
+        self._channel.resumeReading()
 
 
 class _ResponseProducer:
@@ -294,7 +314,7 @@ class _Exchange:
 
     def _connectFailed(self, reason):
         if not reason.check(CancelledError):
-            self._backendFailed(CONNECT, connectError(reason), reason)
+            self._backendFailed(CONNECT, connectError(reason, self._backend.host), reason)
 
     def _backendFailed(self, kind, error, reason):
         """
@@ -330,7 +350,9 @@ class _Exchange:
         if self._body is None:
             self._startResponseTimer()
         else:
-            # The backend answers after the body: time it from the end.
+            # The backend answers after the body: time it from the end, and
+            # while the backend takes none of it.
+            self._body.whenStalled = self._bodyStalled
             self._body.whenSent(self._startResponseTimer)
         connection.send(self, self.request.method, self._requestHead(), self._body)
 
@@ -358,6 +380,20 @@ class _Exchange:
             and not self.request.startedWriting
         ):
             self._armTimer(self._route.responseTimeout, _RESPONSE_TIMEOUT)
+
+    def _bodyStalled(self, stalled):
+        """
+        The backend stopped reading the request body (C{stalled}), or reads
+        it again: before its answer starts, it has the response timeout to
+        take more, or the client gets 504 (not the body timeout's 408: the
+        client is not the one late).
+        """
+        if not stalled:
+            if self._timer is not None and self._timerArguments[1] is _SEND_TIMEOUT:
+                self._cancelTimer()
+        elif self._timer is None and self._connection is not None and not self._finished:
+            if not self.request.startedWriting:
+                self._armTimer(self._route.responseTimeout, _SEND_TIMEOUT)
 
     def requestFailed(self, error, responded):
         """

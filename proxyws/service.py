@@ -24,7 +24,6 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succee
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.protocols.haproxy import proxyEndpoint
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from . import __version__
 from .accesslog import AccessLog
@@ -53,7 +52,7 @@ from .routing import Router
 from .site import ProxySite
 from .sockets import _bind
 from .timers import Deadline
-from .tls import BackendTLSPolicy, serverContext
+from .tls import BackendTLSPolicy, ListenerTLSFactory, serverContext
 from .upstream import Upstreams
 from .upstreamproxy import httpHandler, webSocketHandler
 
@@ -452,7 +451,7 @@ class ProxyService(Service):
     def _tlsFactory(listener, site, contexts):
         if listener.tls is None:
             return None
-        return TLSMemoryBIOFactory(contexts[listenerKey(listener)], False, site)
+        return ListenerTLSFactory(contexts[listenerKey(listener)], site)
 
     def reopenLogs(self):
         """

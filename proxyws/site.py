@@ -115,7 +115,7 @@ class ProxyRequest(Request):
         if self._expectContinue:
             self._expectContinue = False
             writeNow(self.channel.transport, encodeResponseHead(b"HTTP/1.1", 100, b"Continue", ()))
-        self._body = RequestBody(self.channel.transport, self._length)
+        self._body = RequestBody(self.channel, self._length)
         return self._body
 
     def handleContentChunk(self, data):

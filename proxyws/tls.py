@@ -31,10 +31,12 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
 )
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from .certificates import SUBKEYS, _authorities, _problemAt, loadCertificate, selectCertificate
-from .errors import ConfigError
+from .errors import ConfigError, HeadError
+from .framing import refusal
 from .logs import ProxyLogger
 from .upstream import memberBackends
 
@@ -465,6 +467,60 @@ def serverContext(config, listener):
         configPath=config.path,
         keyPath=keyPath,
     )
+
+
+# What a plain HTTP request on a TLS port gets (nginx's words), and the
+# first bytes that tell one: a TLS connection opens with a handshake record
+# (0x16, or 0x80 and up for an SSLv2-style hello), an HTTP request with a
+# method, in capitals.
+PLAIN_HTTP = HeadError(400, "The plain HTTP request was sent to HTTPS port")
+_METHOD_START = range(ord("A"), ord("Z") + 1)
+
+
+class _ListenerTLSProtocol(BufferingTLSTransport):
+    """
+    TLS on a listener's connection, with an answer of its own to a client
+    that speaks plain HTTP to it: 400 saying so, in plain text, and a close
+    (an access-log line too), where TLS alone would close without a word.
+    Only the first read is looked at.
+    """
+
+    _first = True
+
+    def dataReceived(self, data):
+        """
+        Bytes from the client: TLS, unless the first ones are plain HTTP.
+        """
+        if self._first:
+            self._first = False
+            if data[0] in _METHOD_START:
+                self._refusePlain()
+                return
+        BufferingTLSTransport.dataReceived(self, data)
+
+    def _refusePlain(self):
+        answer = refusal(PLAIN_HTTP)
+        self.transport.write(answer)
+        self.transport.loseConnection()
+        refused = getattr(self.factory.wrappedFactory, "refused", None)
+        if refused is not None:
+            size = len(answer) - answer.index(b"\r\n\r\n") - 4
+            refused(self.wrappedProtocol, PLAIN_HTTP.status, size)
+
+
+class ListenerTLSFactory(TLSMemoryBIOFactory):
+    """
+    TLS for a listener's connections (see L{_ListenerTLSProtocol}).
+    """
+
+    protocol = _ListenerTLSProtocol
+
+    def __init__(self, contextFactory, wrappedFactory):
+        """
+        @param contextFactory: the listener's L{ServerContextFactory}.
+        @param wrappedFactory: the site.
+        """
+        TLSMemoryBIOFactory.__init__(self, contextFactory, False, wrappedFactory)
 
 
 class BackendTLSPolicy:

@@ -377,7 +377,7 @@ class _UpstreamUpgrade(Upgrade):
         self._connecting = None
         if self._done:
             return
-        error = connectError(reason)
+        error = connectError(reason, self._backend.host)
         attempt = self._attempt
         attempt.failed(error.detail)
         if attempt.next():

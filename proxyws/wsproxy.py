@@ -300,7 +300,7 @@ class Upgrade:
     def _connectFailed(self, reason):
         self._connecting = None
         if not self._done:
-            self._fail(connectError(reason), reason.getErrorMessage())
+            self._fail(connectError(reason, self._backend.host), reason.getErrorMessage())
 
     def _clientGone(self, reason):
         """

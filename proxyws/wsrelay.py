@@ -534,8 +534,14 @@ class Relay:
         if self._why is None:
             self._why = "{} lost: connection closed".format(leg.side)
         if not leg.scanner.atBoundary():
-            # Cut off inside a frame: no close frame can follow.
-            other.transport.abortConnection()
+            # Cut off inside a frame: no close frame can follow.  The other
+            # peer gets what was relayed, then the end of its connection
+            # without a close frame (1006 to a websocket client), which no
+            # client can take for the end of the frame; not a reset, which
+            # would throw away what it has not read yet (whole messages,
+            # even the 101).  One that does not take it in time is cut off.
+            self._wait(other, "close", CLOSE_TIMEOUT, self._closeTimedOut)
+            other.transport.loseConnection()
             return
         self._sendClose(other, code, text.encode("utf-8"))
 

@@ -149,6 +149,23 @@ class ParseTests(SynchronousTestCase):
         self.assertRaises(BadResponse, findHeadEnd, b"x" * (MAX_HEAD + 1))
         self.assertRaises(BadResponse, findHeadEnd, b"x" * (MAX_HEAD + 1) + b"\r\n\r\n")
 
+    def test_findHeadEndRefusesAnotherProtocol(self):
+        """
+        L{findHeadEnd} waits for the rest of a head only while what came
+        can start a status line; bytes of another protocol (an SSH banner,
+        a TLS alert) are refused at once, not waited on.
+        """
+        for start in [b"", b"H", b"HTTP/", b"HTTP/1.", b"HTTP/1.1 20", b"HTTP/1.0 200 OK\r\nA: b"]:
+            self.assertEqual(findHeadEnd(start), -1, start)
+        for start, text in [
+            (b"SSH-2.0-OpenSSH_9.6\r\n", "not an HTTP/1.x response: b'SSH-2.0-OpenSSH_9.6\\r\\n'"),
+            (b"\x15\x03\x03\x00\x02\x02\x46", "not an HTTP/1.x response: b'\\x15\\x03\\x03\\x00\\x02\\x02F'"),
+            (b"http/1.1 200", "not an HTTP/1.x response: b'http/1.1 200'"),
+            (b"HTTP/2 200", "not an HTTP/1.x response: b'HTTP/2 200'"),
+        ]:
+            error = self.assertRaises(BadResponse, findHeadEnd, start)
+            self.assertEqual(str(error), text)
+
 
 class FramingTests(SynchronousTestCase):
     """

@@ -285,7 +285,7 @@ class ResendTests(UpstreamProxyTestCase):
         for reason, text in [
             (ConnectionRefusedError(), "connection refused by the backend"),
             (ConnectTimeout(), "connect timeout: the backend did not accept the connection in time"),
-            (DNSLookupError(), "the backend host name could not be resolved"),
+            (DNSLookupError(), "the backend host name '127.0.0.1' could not be resolved"),
         ]:
             self.reactor.tcpClients.clear()
             self.reactor.connectors.clear()
