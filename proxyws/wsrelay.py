@@ -14,6 +14,9 @@ route's message size limit, and see closes and pongs go by.
 Each connection's transport is the streaming producer of the other's
 writes, so a slow reader on one side pauses reading on the other.
 
+A connection is read more bytes at a time while a peer sends faster than
+the proxy reads (L{proxyws.wsreads}).
+
 Whole messages: a feature that must see message contents (a websocket
 filter) gives a direction another passage (L{Relay.passage}), one that
 assembles, inflates and re-frames messages; nothing else in the relay
@@ -29,6 +32,7 @@ from .internals import writeNow
 from .timers import Deadline
 from .errors import BadFrame, MessageTooBig
 from .wsframes import CLOSE, PING, PONG, FrameScanner, closePayload, controlFrame, parseClose
+from .wsreads import UNSET, resize, startReading
 
 # What the other side is told when one side goes away without a close frame
 # (RFC 6455 7.4.1): the client vanished -> the backend is told the client
@@ -69,6 +73,11 @@ class Leg:
     @ivar sent: bytes written to this leg's peer.
     @ivar counting: the L{FrameScanner} whose counts of messages and bytes
         the metrics read: L{scanner}, or a message passage's own.
+    @ivar reader: the TCP transport of the connection (whose C{bufferSize}
+        is the read size), or L{None}.
+    @ivar readSize: a read this long is full (more is waiting): the read
+        size, or L{proxyws.wsreads.UNSET} when it cannot be changed.
+    @ivar grown: the read size is above the route's C{ws_buffer_size}.
     """
 
     __slots__ = (
@@ -84,6 +93,9 @@ class Leg:
         "deadline",
         "sent",
         "counting",
+        "reader",
+        "readSize",
+        "grown",
     )
 
     def __init__(self, side, transport, scanner):
@@ -99,6 +111,9 @@ class Leg:
         self.deadline = None
         self.sent = 0
         self.counting = scanner
+        self.reader = None
+        self.readSize = UNSET
+        self.grown = False
 
     def mask(self):
         """
@@ -214,7 +229,7 @@ class Relay:
         clientEarly = channel.upgrade(_Receiver(clientPassage, partial(self.lost, client)))
         backendSocket.relayTo(_Receiver(backendPassage, partial(self.lost, backend)))
         for leg in (client, backend):
-            _setBufferSize(leg.transport, route.wsBufferSize)
+            startReading(leg, route.wsBufferSize)
         client.transport.registerProducer(_Producer(backend.transport), True)
         backend.transport.registerProducer(_Producer(client.transport), True)
         self._site.webSocketOpened(self, channel)
@@ -251,7 +266,18 @@ class Relay:
         """
         if self.messages is not None:
             return self.messages.passage(leg)
-        return partial(self.forward, leg)
+        return partial(self._received, leg)
+
+    def _received(self, leg, data):
+        """
+        Bytes read from C{leg}'s peer: relay them (L{forward}), and change
+        the read size when this read calls for it
+        (L{proxyws.wsreads.readSizeAfter}).
+        """
+        size = len(data)
+        if size >= leg.readSize or (leg.grown and 2 * size < leg.readSize):
+            resize(leg, size, self._route.wsBufferSize)
+        self.forward(leg, data)
 
     def forward(self, leg, data):
         """
@@ -594,15 +620,3 @@ class _Receiver:
     def __init__(self, dataReceived, connectionLost):
         self.dataReceived = dataReceived
         self.connectionLost = connectionLost
-
-
-def _setBufferSize(transport, size):
-    """
-    Set the write-buffer threshold of a transport (how much may wait to be
-    written before the other side's reading pauses, and the read size), or
-    of the TCP transport below a TLS one.
-    """
-    while transport is not None and not hasattr(transport, "bufferSize"):
-        transport = getattr(transport, "transport", None)
-    if transport is not None:
-        transport.bufferSize = size
