@@ -46,21 +46,24 @@ def readSizeAfter(current, got, base):
     return current
 
 
-def startReading(leg, size):
+def startReading(leg, size, growing=True):
     """
     Read C{leg}'s connection C{size} bytes at a time: set the C{bufferSize}
-    of its TCP transport (below a TLS one, if any), and remember that
-    transport as the leg's C{reader}.
+    of its TCP transport (below a TLS one, if any), and, when C{growing},
+    remember that transport as the leg's C{reader}, whose read size
+    L{resize} changes.
 
     @param leg: a L{proxyws.wsrelay.Leg}; its C{readSize} stays L{UNSET}
-        when no transport below it has a C{bufferSize}.
+        (no read is full) when not C{growing} or when no transport below it
+        has a C{bufferSize}.
     """
     transport = leg.transport
     while transport is not None and not hasattr(transport, "bufferSize"):
         transport = getattr(transport, "transport", None)
     if transport is not None:
         transport.bufferSize = size
-        leg.reader, leg.readSize = transport, size
+        if growing:
+            leg.reader, leg.readSize = transport, size
 
 
 def resize(leg, got, base):

@@ -229,7 +229,9 @@ class Relay:
         clientEarly = channel.upgrade(_Receiver(clientPassage, partial(self.lost, client)))
         backendSocket.relayTo(_Receiver(backendPassage, partial(self.lost, backend)))
         for leg in (client, backend):
-            startReading(leg, route.wsBufferSize)
+            # A message passage calls forward with frames of its own: only
+            # reads relayed as they are size the reads.
+            startReading(leg, route.wsBufferSize, self.messages is None)
         client.transport.registerProducer(_Producer(backend.transport), True)
         backend.transport.registerProducer(_Producer(client.transport), True)
         self._site.webSocketOpened(self, channel)
@@ -266,25 +268,20 @@ class Relay:
         """
         if self.messages is not None:
             return self.messages.passage(leg)
-        return partial(self._received, leg)
-
-    def _received(self, leg, data):
-        """
-        Bytes read from C{leg}'s peer: relay them (L{forward}), and change
-        the read size when this read calls for it
-        (L{proxyws.wsreads.readSizeAfter}).
-        """
-        size = len(data)
-        if size >= leg.readSize or (leg.grown and 2 * size < leg.readSize):
-            resize(leg, size, self._route.wsBufferSize)
-        self.forward(leg, data)
+        return partial(self.forward, leg)
 
     def forward(self, leg, data):
         """
         Bytes from C{leg}'s peer: relay them to the other peer as they are.
+        When they are a read of C{leg}'s connection (not a message passage's
+        frames), that read may change the read size
+        (L{proxyws.wsreads.readSizeAfter}).
         """
         if leg.closeReceived:
             return  # nothing counts after a peer's own close frame
+        size = len(data)
+        if size >= leg.readSize or (leg.grown and 2 * size < leg.readSize):
+            resize(leg, size, self._route.wsBufferSize)
         scanner = leg.scanner
         try:
             boundary = scanner.feed(data)

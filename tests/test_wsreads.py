@@ -79,17 +79,21 @@ class ReadSizeTests(SynchronousTestCase):
         """
         The TCP transport of a leg, or the one below its TLS transport,
         takes the size and is the leg's reader; a transport with none below
-        it leaves the leg's read size L{UNSET}, which no read reaches.
+        it, or a leg whose reads are not to grow (a message passage reads
+        them), leaves the leg's read size L{UNSET}, which no read reaches.
         """
-        tcp, tls, other = TCPTransport(), TLSTransport(), object()
-        legs = [Leg("client", transport, FrameScanner()) for transport in (tcp, tls, other)]
-        for leg in legs:
+        tcp, tls, other, fixed = TCPTransport(), TLSTransport(), object(), TCPTransport()
+        legs = [Leg("client", transport, FrameScanner()) for transport in (tcp, tls, other, fixed)]
+        for leg in legs[:3]:
             startReading(leg, 8192)
+        startReading(legs[3], 8192, growing=False)
         self.assertEqual(
             [(leg.reader, leg.readSize) for leg in legs],
-            [(tcp, 8192), (tls.transport, 8192), (None, UNSET)],
+            [(tcp, 8192), (tls.transport, 8192), (None, UNSET), (None, UNSET)],
         )
-        self.assertEqual((tcp.bufferSize, tls.transport.bufferSize), (8192, 8192))
+        self.assertEqual(
+            (tcp.bufferSize, tls.transport.bufferSize, fixed.bufferSize), (8192, 8192, 8192)
+        )
 
     def test_resize(self):
         """
