@@ -5,9 +5,10 @@ A connection is read the route's C{ws_buffer_size} bytes at a time.  A peer
 sending a large message fills every read, and each read costs a turn of
 the event loop and a send to the other peer: while reads come back full,
 more is waiting, and the read size doubles, up to L{READ_LIMIT}; each read
-less than half full halves it again, down to C{ws_buffer_size}.  Small
-messages keep small reads: CPython allocates the whole read size for every
-C{recv}, and above 128 KiB the C library maps fresh pages for it.
+shorter than C{ws_buffer_size} (a small message, the end of a large one)
+halves it again, down to C{ws_buffer_size}.  Small messages keep small
+reads: CPython allocates the whole read size for every C{recv}, and above
+128 KiB the C library may map fresh pages for it.
 
 The read size is Twisted's C{bufferSize} of the TCP transport, which is
 also how much may wait to be written to that connection before its peer's
@@ -20,8 +21,8 @@ that reads grow there only when C{ws_buffer_size} is smaller than that.
 import sys
 
 # The read size that full reads grow to.  Measured on the 1 MiB message
-# bench row: reads of 512 KiB and 1 MiB relayed about as fast, 2 and 4 MiB
-# slower (each large read maps and faults in fresh pages).
+# bench row (bench/wsbig.py): reads of 512 KiB and 1 MiB relayed about as
+# fast, 2 and 4 MiB slower (each large read maps and faults in fresh pages).
 READ_LIMIT = 1024 * 1024
 
 # The read size of a leg whose transport has none to set: no read is full.
@@ -36,12 +37,12 @@ def readSizeAfter(current, got, base):
     @param got: the bytes it returned.
     @param base: the route's C{ws_buffer_size}, the smallest read size.
     @return: double C{current} after a full read, up to L{READ_LIMIT} (never
-        less than C{current}); half of it after a read less than half full,
+        less than C{current}); half of it after a read shorter than C{base},
         down to C{base}; else C{current}.
     """
     if got >= current:
         return max(current, min(2 * current, READ_LIMIT))
-    if 2 * got < current:
+    if got < base:
         return max(current // 2, base)
     return current
 

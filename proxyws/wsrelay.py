@@ -280,7 +280,7 @@ class Relay:
         if leg.closeReceived:
             return  # nothing counts after a peer's own close frame
         size = len(data)
-        if size >= leg.readSize or (leg.grown and 2 * size < leg.readSize):
+        if size >= leg.readSize or (leg.grown and size < self._route.wsBufferSize):
             resize(leg, size, self._route.wsBufferSize)
         scanner = leg.scanner
         try:

@@ -28,13 +28,13 @@ READ_SIZES = [
     (768 * KiB, 768 * KiB, 64 * KiB, READ_LIMIT),
     # ws_buffer_size above READ_LIMIT: reads keep that size.
     (4 * READ_LIMIT, 4 * READ_LIMIT, 4 * READ_LIMIT, 4 * READ_LIMIT),
-    # Half full or more: unchanged.
-    (256 * KiB, 128 * KiB, 64 * KiB, 256 * KiB),
+    # Not full, not shorter than ws_buffer_size: unchanged.
     (256 * KiB, 200 * KiB, 64 * KiB, 256 * KiB),
+    (READ_LIMIT, 64 * KiB, 64 * KiB, READ_LIMIT),
     (64 * KiB, 40 * KiB, 64 * KiB, 64 * KiB),
-    # Less than half full: halved, down to ws_buffer_size.
+    # Shorter than ws_buffer_size: halved, down to ws_buffer_size.
     (READ_LIMIT, 14, 64 * KiB, 512 * KiB),
-    (256 * KiB, 128 * KiB - 1, 64 * KiB, 128 * KiB),
+    (256 * KiB, 64 * KiB - 1, 64 * KiB, 128 * KiB),
     (128 * KiB, 32, 64 * KiB, 64 * KiB),
     (64 * KiB, 32, 64 * KiB, 64 * KiB),
     (96 * KiB, 32, 64 * KiB, 64 * KiB),
@@ -103,7 +103,7 @@ class ReadSizeTests(SynchronousTestCase):
         leg = Leg("backend", TCPTransport(), FrameScanner())
         startReading(leg, 64 * KiB)
         seen = []
-        for got in (64 * KiB, 128 * KiB, 150 * KiB, 10, 10):
+        for got in (64 * KiB, 128 * KiB, 100 * KiB, 10, 10):
             resize(leg, got, 64 * KiB)
             seen.append((leg.readSize, leg.reader.bufferSize, leg.grown))
         self.assertEqual(
