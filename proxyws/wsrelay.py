@@ -14,6 +14,9 @@ route's message size limit, and see closes and pongs go by.
 Each connection's transport is the streaming producer of the other's
 writes, so a slow reader on one side pauses reading on the other.
 
+A connection is read more bytes at a time while a peer sends faster than
+the proxy reads (L{proxyws.wsreads}).
+
 Whole messages: a feature that must see message contents (a websocket
 filter) gives a direction another passage (L{Relay.passage}), one that
 assembles, inflates and re-frames messages; nothing else in the relay
@@ -29,6 +32,7 @@ from .internals import writeNow
 from .timers import Deadline
 from .errors import BadFrame, MessageTooBig
 from .wsframes import CLOSE, PING, PONG, FrameScanner, closePayload, controlFrame, parseClose
+from .wsreads import UNSET, resize, startReading
 
 # What the other side is told when one side goes away without a close frame
 # (RFC 6455 7.4.1): the client vanished -> the backend is told the client
@@ -73,6 +77,11 @@ class Leg:
     @ivar sent: bytes written to this leg's peer.
     @ivar counting: the L{FrameScanner} whose counts of messages and bytes
         the metrics read: L{scanner}, or a message passage's own.
+    @ivar reader: the TCP transport of the connection (whose C{bufferSize}
+        is the read size), or L{None}.
+    @ivar readSize: a read this long is full (more is waiting): the read
+        size, or L{proxyws.wsreads.UNSET} when it cannot be changed.
+    @ivar grown: the read size is above the route's C{ws_buffer_size}.
     """
 
     __slots__ = (
@@ -88,6 +97,9 @@ class Leg:
         "deadline",
         "sent",
         "counting",
+        "reader",
+        "readSize",
+        "grown",
     )
 
     def __init__(self, side, transport, scanner):
@@ -103,6 +115,9 @@ class Leg:
         self.deadline = None
         self.sent = 0
         self.counting = scanner
+        self.reader = None
+        self.readSize = UNSET
+        self.grown = False
 
     def mask(self):
         """
@@ -220,7 +235,9 @@ class Relay:
         clientEarly = channel.upgrade(_Receiver(clientPassage, partial(self.lost, client)))
         backendSocket.relayTo(_Receiver(backendPassage, partial(self.lost, backend)))
         for leg in (client, backend):
-            _setBufferSize(leg.transport, route.wsBufferSize)
+            # A message passage calls forward with frames of its own: only
+            # reads relayed as they are size the reads.
+            startReading(leg, route.wsBufferSize, self.messages is None)
         client.transport.registerProducer(_Producer(backend.transport), True)
         backend.transport.registerProducer(_Producer(client.transport), True)
         self._site.webSocketOpened(self, channel)
@@ -270,9 +287,15 @@ class Relay:
     def forward(self, leg, data):
         """
         Bytes from C{leg}'s peer: relay them to the other peer as they are.
+        When they are a read of C{leg}'s connection (not a message passage's
+        frames), that read may change the read size
+        (L{proxyws.wsreads.readSizeAfter}).
         """
         if leg.closeReceived:
             return  # nothing counts after a peer's own close frame
+        size = len(data)
+        if size >= leg.readSize or (leg.grown and size < self._route.wsBufferSize):
+            resize(leg, size, self._route.wsBufferSize)
         scanner = leg.scanner
         try:
             boundary = scanner.feed(data)
@@ -644,15 +667,3 @@ class _Receiver:
     def __init__(self, dataReceived, connectionLost):
         self.dataReceived = dataReceived
         self.connectionLost = connectionLost
-
-
-def _setBufferSize(transport, size):
-    """
-    Set the write-buffer threshold of a transport (how much may wait to be
-    written before the other side's reading pauses, and the read size), or
-    of the TCP transport below a TLS one.
-    """
-    while transport is not None and not hasattr(transport, "bufferSize"):
-        transport = getattr(transport, "transport", None)
-    if transport is not None:
-        transport.bufferSize = size
