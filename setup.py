@@ -43,6 +43,9 @@ setup(
     extras_require={
         "test": [
             "pytest>=8,<10",
+            # A test that hangs fails the run with every thread's stack
+            # (pytest.ini's timeout) instead of holding it until CI gives up.
+            "pytest-timeout>=2.3,<3",
             "websockets>=13,<18",
             "h11>=0.14,<1",
             "hypothesis>=6.100,<7",
