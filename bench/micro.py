@@ -194,11 +194,14 @@ RESPONSE = (
 )
 
 
-def measure(seconds, noop=False, admin=None):
+def connect(noop, admin, first):
     """
-    Relay requests for about C{seconds}.
+    Build a site on a memory reactor, connect a client to it with in-memory
+    transports, send C{first} (a request head) and connect the backend
+    connection the site asks for.
 
-    @return: microseconds of process CPU time per request.
+    @return: C{(channel, client transport, backend protocol, backend
+        transport, reactor)}.
     """
     from twisted.internet.address import IPv4Address
     from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -211,11 +214,21 @@ def measure(seconds, noop=False, admin=None):
         peerAddress=IPv4Address("TCP", "127.0.0.1", 50000),
     )
     channel.makeConnection(client)
-    channel.dataReceived(REQUEST)
+    channel.dataReceived(first)
     host, port, factory, timeout, bindAddress = reactor.tcpClients[0]
     backend = factory.buildProtocol(IPv4Address("TCP", host, port))
     backendTransport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
     backend.makeConnection(backendTransport)
+    return channel, client, backend, backendTransport, reactor
+
+
+def measure(seconds, noop=False, admin=None):
+    """
+    Relay requests for about C{seconds}.
+
+    @return: microseconds of process CPU time per request.
+    """
+    channel, client, backend, backendTransport, reactor = connect(noop, admin, REQUEST)
     backend.dataReceived(RESPONSE)
     if not client.value().endswith(b"hello"):
         raise SystemExit("no response: {!r}".format(client.value()))
@@ -348,22 +361,7 @@ def measureWebSocket(seconds, noop=False, admin=None):
     import base64
     import hashlib
 
-    from twisted.internet.address import IPv4Address
-    from twisted.internet.testing import MemoryReactorClock, StringTransport
-
-    reactor = MemoryReactorClock()
-    site = build(reactor, noop, admin)
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
-    client = StringTransport(
-        hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
-        peerAddress=IPv4Address("TCP", "127.0.0.1", 50000),
-    )
-    channel.makeConnection(client)
-    channel.dataReceived(UPGRADE)
-    host, port, factory, timeout, bindAddress = reactor.tcpClients[0]
-    backend = factory.buildProtocol(IPv4Address("TCP", host, port))
-    backendTransport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
-    backend.makeConnection(backendTransport)
+    channel, client, backend, backendTransport, _ = connect(noop, admin, UPGRADE)
     request = backendTransport.value()
     key = [
         line.split(b":", 1)[1].strip()

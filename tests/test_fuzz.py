@@ -409,6 +409,30 @@ class RecordingRoot(Resource):
         return b"ok " + request.method + b" " + request.uri + b" %d" % len(body)
 
 
+def startFuzzProxy(testCase):
+    """
+    Start a L{RecordingRoot} backend (C{testCase.root}) and an echo websocket
+    backend (C{testCase.echo}), and a proxy with a route to each: C{/ws/}
+    to the echo backend, C{/} to the recording one.  All stop when the test
+    ends.
+
+    @return: what L{startProxy} returns.
+    """
+    testCase.root = RecordingRoot()
+    site = Site(testCase.root)
+    site.log = lambda request: None
+    listening = reactor().listenTCP(0, site, interface="127.0.0.1")
+    testCase.addCleanup(listening.stopListening)
+    testCase.echo = EchoBackend(testCase)
+    config = (
+        '[[listen]]\naddress = "127.0.0.1"\nport = 0\n\n'
+        '[[route]]\npath = "/ws/"\nbackend = "http://127.0.0.1:%d/"\n\n'
+        '[[route]]\npath = "/"\nbackend = "http://127.0.0.1:%d/"\n'
+        % (testCase.echo.port, listening.getHost().port)
+    )
+    return startProxy(testCase, config)
+
+
 class FuzzCase(TestCase):
     """
     The proxy with its backends and the checks shared by the fuzz tests.
@@ -420,19 +444,7 @@ class FuzzCase(TestCase):
         """
         Start the backends and the proxy; collect unhandled errors.
         """
-        self.root = RecordingRoot()
-        site = Site(self.root)
-        site.log = lambda request: None
-        listening = reactor().listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        self.echo = EchoBackend(self)
-        config = (
-            '[[listen]]\naddress = "127.0.0.1"\nport = 0\n\n'
-            '[[route]]\npath = "/ws/"\nbackend = "http://127.0.0.1:%d/"\n\n'
-            '[[route]]\npath = "/"\nbackend = "http://127.0.0.1:%d/"\n'
-            % (self.echo.port, listening.getHost().port)
-        )
-        self.service, self.port, self.accessLog = startProxy(self, config)
+        self.service, self.port, self.accessLog = startFuzzProxy(self)
         self.failures = []
 
         def observe(event):

@@ -15,11 +15,9 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
-from twisted.web.server import Site
 
-from .helpers import startProxy
-from .test_fuzz import RecordingRoot, closeCodeOf
-from .wsbackends import EchoBackend, encodeFrame, reactor, upgradeRequest, waitUntil
+from .test_fuzz import closeCodeOf, startFuzzProxy
+from .wsbackends import encodeFrame, reactor, upgradeRequest, waitUntil
 
 
 def request(*lines, body=b""):
@@ -92,19 +90,7 @@ class FuzzFindingsTests(TestCase):
         """
         Start a recording backend, the echo backend and the proxy.
         """
-        self.root = RecordingRoot()
-        site = Site(self.root)
-        site.log = lambda request: None
-        listening = reactor().listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        self.echo = EchoBackend(self)
-        config = (
-            '[[listen]]\naddress = "127.0.0.1"\nport = 0\n\n'
-            '[[route]]\npath = "/ws/"\nbackend = "http://127.0.0.1:%d/"\n\n'
-            '[[route]]\npath = "/"\nbackend = "http://127.0.0.1:%d/"\n'
-            % (self.echo.port, listening.getHost().port)
-        )
-        _, self.port, _ = startProxy(self, config)
+        _, self.port, _ = startFuzzProxy(self)
 
     @inlineCallbacks
     def assertRefused(self, data, status):

@@ -38,7 +38,7 @@ from .helpers import freePort
 from .httpclient import Client
 from .jupyterhubenv import ensureVenv
 from .test_chpapi import APITestsMixin
-from .test_twistd import startProxyProcess, temporaryDirectory
+from .test_twistd import startProxyProcess, temporaryDirectory, waitFor
 
 # Seconds JupyterHub may take to start, and a user's server to start or
 # stop: generous, for a loaded two-core machine.
@@ -126,26 +126,6 @@ c.JupyterHub.load_roles = [{{
     "services": ["proxyws-test"],
 }}]
 """
-
-
-def waitFor(predicate, timeout, what, log=None):
-    """
-    Poll C{predicate} until it returns something true.
-
-    @param what: what is waited for, for the failure's message.
-    @param log: a callable returning text to add to that message.
-    @return: the true value.
-    @raise AssertionError: when C{timeout} seconds pass first.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("{} not within {:.0f} s{}".format(
-                what, timeout, ":\n" + log() if log else ""))
-        time.sleep(0.1)
 
 
 def executeRequest(code):
@@ -491,7 +471,7 @@ class JupyterHubTests(SynchronousTestCase):
             self.assertUncomplaining()
             return predicate()
 
-        return waitFor(waited, timeout, what, self.logs)
+        return waitFor(waited, timeout, what, self.logs, step=0.1)
 
     def assertUncomplaining(self):
         """
@@ -641,7 +621,7 @@ class JupyterHubTests(SynchronousTestCase):
                      open_timeout=WAIT, max_size=None) as webSocket:
             before = parseTime(self.route(prefix)["last_activity"])
             # Only websocket messages reach the server from here on.
-            waitFor(lambda: time.time() > before + 0.01, WAIT, "the clock")
+            waitFor(lambda: time.time() > before + 0.01, WAIT, "the clock", step=0.002)
             since = time.time()
             messageId, request = executeRequest("1+1")
             webSocket.send(request)

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from .adminhelpers import RedisServer
 from .helpers import freePort
 from .httpclient import Client
-from .test_twistd import WAIT, startProxyProcess
+from .test_twistd import WAIT, startProxyProcess, waitFor
 
 # An instance: a public listener and an admin listener (loopback, no
 # token) with the Redis route store; no route of its own, so a path no API
@@ -91,23 +91,6 @@ def startBackend(testCase):
 
     testCase.addCleanup(stop)
     return "http://127.0.0.1:{}".format(server.server_address[1])
-
-
-def waitFor(predicate, what, timeout=WAIT):
-    """
-    Poll C{predicate} (every 2 ms) until it returns something true.
-
-    @return: the true value.
-    @raise AssertionError: when C{timeout} seconds pass first.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("{} not within {} s".format(what, timeout))
-        time.sleep(0.002)
 
 
 class Instance:
@@ -182,7 +165,7 @@ class TwoInstancesTests(SynchronousTestCase):
         self.second = Instance(self, self.redis.url)
         for instance in (self.first, self.second):
             instance.waitUntilListening()
-            waitFor(lambda: instance.health() == "ok\n", "the route store")
+            waitFor(lambda: instance.health() == "ok\n", what="the route store", step=0.002)
 
     def servedByBoth(self, path):
         """
@@ -201,11 +184,11 @@ class TwoInstancesTests(SynchronousTestCase):
             prefix = "/user/u{}".format(n)
             self.assertEqual(self.first.add(prefix, self.target), 201)
             answered = time.monotonic()
-            waitFor(lambda: self.second.serves(prefix + "/x"), "the new route")
+            waitFor(lambda: self.second.serves(prefix + "/x"), what="the new route", step=0.002)
             delays.append(time.monotonic() - answered)
         self.assertTrue(self.first.serves("/user/u0/x"))
         self.assertEqual(self.second.remove("/user/u0"), 204)
-        waitFor(lambda: self.first.public.get("/user/u0/x").status == 404, "the removal")
+        waitFor(lambda: self.first.public.get("/user/u0/x").status == 404, what="the removal", step=0.002)
         self.assertEqual(self.first.remove("/user/u0"), 404)
         self.assertTrue(self.first.serves("/user/u1/x"))
         self.assertEqual(self.first.admin.get("/api/routes").json().keys(),
@@ -224,20 +207,20 @@ class TwoInstancesTests(SynchronousTestCase):
         Redis going and coming back once.
         """
         self.assertEqual(self.first.add("/kept", self.target), 201)
-        waitFor(lambda: self.servedByBoth("/kept/x"), "the route on both")
+        waitFor(lambda: self.servedByBoth("/kept/x"), what="the route on both", step=0.002)
         self.redis.kill()
         for instance in (self.first, self.second):
-            waitFor(lambda: instance.health().startswith("degraded"), "degraded")
+            waitFor(lambda: instance.health().startswith("degraded"), what="degraded", step=0.002)
         self.assertTrue(self.servedByBoth("/kept/x"))
         self.assertEqual(self.first.add("/new", self.target), 503)
         self.assertEqual(self.second.remove("/kept"), 503)
         self.assertEqual(list(self.second.admin.get("/api/routes").json()), ["/kept"])
         self.redis.start()
         for instance in (self.first, self.second):
-            waitFor(lambda: instance.health() == "ok\n", "recovery", WAIT * 2)
+            waitFor(lambda: instance.health() == "ok\n", WAIT * 2, "recovery", step=0.002)
         self.assertTrue(self.servedByBoth("/kept/x"))
         self.assertEqual(self.second.add("/new", self.target), 201)
-        waitFor(lambda: self.first.serves("/new/x"), "the new route")
+        waitFor(lambda: self.first.serves("/new/x"), what="the new route", step=0.002)
         for instance in (self.first, self.second):
             self.assertEqual(sorted(instance.admin.get("/api/routes").json()), ["/kept", "/new"])
             output = instance.process.output()

@@ -39,17 +39,24 @@ COMBINED_LINE = re.compile(
 )
 
 
-def waitFor(predicate, timeout=WAIT):
+def waitFor(predicate, timeout=WAIT, what="the condition", log=None, step=0.05):
     """
-    Poll C{predicate} until it returns something true, or fail.
+    Poll C{predicate} every C{step} seconds until it returns something true.
+
+    @param what: what is waited for, for the failure's message.
+    @param log: a callable returning text to add to that message.
+    @return: the true value.
+    @raise AssertionError: when C{timeout} seconds pass first.
     """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
         if value:
             return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met within {}s".format(timeout))
+        if time.monotonic() > deadline:
+            raise AssertionError("waited {:g} s for {}{}".format(
+                timeout, what, ":\n" + log() if log else ""))
+        time.sleep(step)
 
 
 def temporaryDirectory(testCase):
