@@ -5,6 +5,7 @@ authentication, as tables.
 
 import base64
 import hashlib
+import os
 from ipaddress import ip_network
 
 import attr
@@ -15,6 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxyws.access import (
     ALLOW_DENY, DENY_ALLOW, AccessRuleError, Htpasswd, allowed, challenge,
     clientAddress, parseBasicAuth, parseHtpasswd, parseRequire, parseRules)
+
+from .test_twistd import temporaryDirectory
 
 # Rules with every case of the Order table: an address may match only an
 # Allow, only a Deny, both (a Deny network inside the Allow one) or neither.
@@ -423,7 +426,7 @@ class HtpasswdTests(SynchronousTestCase):
         lines[4] = b"  " + lines[4] + b"  "
         lines[5] += b":a comment field"
         lines.append(b"   # indented comment")
-        self.path = self.mktemp()
+        self.path = os.path.join(temporaryDirectory(self), "htpasswd")
         with open(self.path, "wb") as f:
             f.write(b"\n".join(lines) + b"\n")
         self.htpasswd = Htpasswd.load(self.path)
@@ -572,7 +575,7 @@ class HtpasswdTests(SynchronousTestCase):
         """
         A file that cannot be read is a L{ValueError} saying why.
         """
-        path = self.mktemp()
+        path = os.path.join(temporaryDirectory(self), "htpasswd")
         error = self.assertRaises(ValueError, Htpasswd.load, path)
         self.assertEqual(
             str(error), "cannot read {!r}: No such file or directory".format(path)
@@ -582,7 +585,7 @@ class HtpasswdTests(SynchronousTestCase):
         """
         L{Htpasswd.load} names the file in its errors.
         """
-        path = self.mktemp()
+        path = os.path.join(temporaryDirectory(self), "htpasswd")
         with open(path, "wb") as f:
             f.write(b"# one\n\nalice:plain\n")
         error = self.assertRaises(ValueError, Htpasswd.load, path)

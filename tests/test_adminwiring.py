@@ -18,6 +18,7 @@ from proxyws.errors import ConfigError
 
 from .helpers import freePort, rawRequest, startBackend
 from .test_reload import ReloadTestCase
+from .test_twistd import temporaryDirectory
 from .wsbackends import EchoBackend, connectAutobahn, waitUntil
 
 TOKEN = "admin-s3cret"
@@ -368,8 +369,7 @@ class ConfigTests(TestCase):
         """
         @return: the problems of a config file holding C{text}.
         """
-        directory = self.mktemp()
-        os.makedirs(directory)
+        directory = temporaryDirectory(self)
         for name, data in files:
             with open(os.path.join(directory, name), "wb") as f:
                 f.write(data)
