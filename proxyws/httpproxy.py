@@ -164,6 +164,12 @@ class RequestBody:
         self._finished.callback(None)
         if self._sent is not None:
             self._sent()
+        # The client's reading was paused when the body came before the
+        # backend connection, or when its last piece filled the backend's
+        # socket (the backend connection lets go of a whole body, and never
+        # resumes it): the next request (or the client's close) must still
+        # be read.
+        self._channel.resumeReading()
 
     def _flush(self):
         pending, self._pending = self._pending, []
@@ -171,10 +177,7 @@ class RequestBody:
             self._consumer.write(data)
         if self._complete and not self._finished.called:
             self._finish()
-        if not self._paused:
-            # Also once the body is whole: the client's reading was paused
-            # when it came before the backend connection, and the next
-            # request (or the client's close) must still be read.
+        elif not self._paused:
             self._channel.resumeReading()
 
     def dataReceived(self, data):

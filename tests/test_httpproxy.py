@@ -973,6 +973,39 @@ class FlowControlTests(ProxyTestCase):
         [(_, _, body)] = parseResponses(client.value())
         self.assertEqual(body, b"ok")
 
+    def test_lastPieceFillsBackendSocket(self):
+        """
+        A body whose last piece fills the backend's socket (the backend
+        connection pauses the body as it takes it) leaves the client's
+        connection reading once the body is whole: the backend connection
+        lets go of the body then and never resumes it, and the next request
+        on the connection must still be read.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n"
+        )
+        protocol, backend = self.acceptBackend()
+        writeSequence = backend.writeSequence
+
+        def fill(pieces):
+            # The socket is full once this is written: the transport pauses
+            # its producer within the write, as Twisted's does.
+            writeSequence(pieces)
+            backend.producer.pauseProducing()
+
+        backend.writeSequence = fill
+        channel.dataReceived(b"3\r\ndef\r\n0\r\n\r\n")
+        self.assertTrue(backend.value().endswith(b"3\r\ndef\r\n0\r\n\r\n"))
+        self.assertIsNone(backend.producer)
+        self.assertEqual(client.producerState, "producing")
+        protocol.dataReceived(OK)
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol.dataReceived(OK)
+        self.assertEqual([body for _, _, body in parseResponses(client.value())], [b"ok"] * 2)
+
     def test_slowUploadIsNotAResponseTimeout(self):
         """
         C{response_timeout} is how long the backend may take to answer a
