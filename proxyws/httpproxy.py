@@ -164,19 +164,14 @@ class RequestBody:
         self._finished.callback(None)
         if self._sent is not None:
             self._sent()
-        # The client's reading was paused when the body came before the
-        # backend connection, or when its last piece filled the backend's
-        # socket (the backend connection lets go of a whole body, and never
-        # resumes it): the next request (or the client's close) must still
-        # be read.
-        self._channel.resumeReading()
 
     def _flush(self):
         pending, self._pending = self._pending, []
         for data in pending:
             self._consumer.write(data)
-        if self._complete and not self._finished.called:
-            self._finish()
+        if self._complete:
+            if not self._finished.called:
+                self._finish()
         elif not self._paused:
             self._channel.resumeReading()
 
@@ -199,13 +194,22 @@ class RequestBody:
         self._complete = True
         if self._consumer is not None and not self._pending and not self._stopped:
             self._finish()
+        # Nothing more of the body is to be read: the client is read again
+        # (its next request, which the channel bounds, or its close), however
+        # the body held it back: before the backend connection was made
+        # (the client may leave while it waits), or by a backend that did
+        # not take its last piece at once (the backend connection lets go of
+        # a whole body and never resumes it).
+        self._channel.resumeReading()
 
     def pauseProducing(self):
         """
-        The backend is not reading: stop reading from the client.
+        The backend is not reading: stop reading from the client, unless
+        the body is whole.
         """
         self._paused = True
-        self._channel.pauseReading(True)
+        if not self._complete:
+            self._channel.pauseReading(True)
         if self.whenStalled is not None:
             self.whenStalled(True)
 

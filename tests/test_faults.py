@@ -549,14 +549,16 @@ class ClientLeavesTests(FaultTestCase):
         """
         A client that leaves while its request waits for a connection to
         the backend (at C{backend_max_connections}) is forgotten, and the
-        backend never gets its request.  Without a body the proxy reads
-        its close at once (499); with a body it reads nothing from the
-        client meanwhile, and learns of it when the body timeout ends the
-        wait (408).  Once the request ahead is gone too nothing stays open.
+        backend never gets its request.  Without a body, or with one that
+        came whole, the proxy reads its close at once (499); with a body
+        still to come it reads nothing from the client meanwhile, and
+        learns of it when the body timeout ends the wait (408).  Once the
+        request ahead is gone too nothing stays open.
         """
         results = []
         for waitingRequest in [
             b"GET /w HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /w HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
             self.HEADS["length"] + self.SENT["length"],
         ]:
             backend = startScripted(self, b"")
@@ -575,7 +577,9 @@ class ClientLeavesTests(FaultTestCase):
             yield self.assertNothingOpen()
             statuses = [line.split(b'" ', 1)[1][:4] for line in self.accessLog.lines]
             results.append((len(backend.protocols), statuses))
-        self.assertEqual(results, [(1, [b"499 ", b"499 "]), (1, [b"408 ", b"499 "])])
+        self.assertEqual(
+            results, [(1, [b"499 ", b"499 "]), (1, [b"499 ", b"499 "]), (1, [b"408 ", b"499 "])]
+        )
 
 
 class WebSocketBackendDiesTests(FaultTestCase):
