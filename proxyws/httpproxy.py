@@ -151,6 +151,13 @@ class RequestBody:
         self._flush()
         return self._finished
 
+    @property
+    def sent(self):
+        """
+        Whether the whole body has been handed to the backend connection.
+        """
+        return self._finished.called
+
     def whenSent(self, callback):
         """
         Call C{callback()} once the whole body has been handed to the
@@ -497,6 +504,14 @@ class _Exchange:
         self._connection = None
         if error is None:
             self._done()
+            body = self._body
+            if body is not None and not body.sent:
+                # Answered before the backend had the whole body: its
+                # connection closes after the answer, once what waits to be
+                # written to it is, which a backend that stopped reading
+                # never takes.  The rest of the body is read and dropped,
+                # under the body timeout, so that the answer can finish.
+                body.stopProducing()
             request.finish()
             return
         _log.warn(

@@ -1006,6 +1006,55 @@ class FlowControlTests(ProxyTestCase):
         protocol.dataReceived(OK)
         self.assertEqual([body for _, _, body in parseResponses(client.value())], [b"ok"] * 2)
 
+    def test_answeredWhileNotReadingBody(self):
+        """
+        A backend that answers whole while it is not reading the request
+        body (its connection closes after such an answer, once what waits
+        for it is written, which may be never): the rest of the body is read
+        from the client and dropped, under the body timeout, the answer
+        finishes, and the connection takes the next request.  (The client
+        was held back for good: no timer ran once the answer was whole.)
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc"
+        )
+        protocol, backend = self.acceptBackend()
+        backend.producer.pauseProducing()
+        self.assertEqual(client.producerState, "paused")
+        protocol.dataReceived(OK)
+        self.assertEqual(client.producerState, "producing")
+        channel.dataReceived(b"defg")
+        self.reactor.advance(59)
+        channel.dataReceived(b"hij")
+        self.assertFalse(backend.value().endswith(b"defghij"))
+        [(status, _, body)] = parseResponses(client.value())
+        self.assertEqual((status, body), (b"HTTP/1.1 200 OK", b"ok"))
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        self.assertEqual(len(parseResponses(client.value())), 2)
+
+    def test_answeredWhileNotReadingBodyTimesOut(self):
+        """
+        After such an answer, a client that stops sending the rest of its
+        body has the body timeout: its connection is cut (the answer went
+        out, so no 408 can follow it).
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc"
+        )
+        protocol, backend = self.acceptBackend()
+        backend.producer.pauseProducing()
+        protocol.dataReceived(OK)
+        self.reactor.advance(59)
+        self.assertTrue(client.connected)
+        self.reactor.advance(1)
+        self.assertFalse(client.connected)
+
     def test_slowUploadIsNotAResponseTimeout(self):
         """
         C{response_timeout} is how long the backend may take to answer a
