@@ -563,6 +563,11 @@ class Relay:
             # client can take for the end of the frame; not a reset, which
             # would throw away what it has not read yet (whole messages,
             # even the 101).  One that does not take it in time is cut off.
+            # The end stands for the close both ways: nothing more is sent
+            # to it (a TCP transport takes writes until it is closed, and a
+            # close frame of the proxy's would be read as the rest of the
+            # frame), and nothing more read from it counts.
+            other.closeSent = other.closeReceived = True
             self._wait(other, "close", CLOSE_TIMEOUT, self._closeTimedOut)
             other.transport.loseConnection()
             return
