@@ -501,16 +501,19 @@ class _Exchange:
         request = self.request
         if request.producer is not None:
             request.unregisterProducer()
-        self._connection = None
+        connection, self._connection = self._connection, None
         if error is None:
             self._done()
             body = self._body
             if body is not None and not body.sent:
                 # Answered before the backend had the whole body: its
-                # connection closes after the answer, once what waits to be
-                # written to it is, which a backend that stopped reading
-                # never takes.  The rest of the body is read and dropped,
-                # under the body timeout, so that the answer can finish.
+                # connection can carry nothing more, and a close would wait
+                # for it to take what waits to be written to it, which a
+                # backend that stopped reading never does (holding the
+                # connection, one of backend_max_connections): cut it.  The
+                # rest of the body is read and dropped, under the body
+                # timeout, so that the answer can finish.
+                connection.transport.abortConnection()
                 body.stopProducing()
             request.finish()
             return

@@ -1009,11 +1009,12 @@ class FlowControlTests(ProxyTestCase):
     def test_answeredWhileNotReadingBody(self):
         """
         A backend that answers whole while it is not reading the request
-        body (its connection closes after such an answer, once what waits
-        for it is written, which may be never): the rest of the body is read
-        from the client and dropped, under the body timeout, the answer
-        finishes, and the connection takes the next request.  (The client
-        was held back for good: no timer ran once the answer was whole.)
+        body: its connection is cut (a close would wait for it to take what
+        waits to be written to it, which may be never, and hold one of its
+        connections meanwhile), and the rest of the body is read from the
+        client and dropped, under the body timeout; the answer finishes,
+        and the connection takes the next request.  (The client was held
+        back for good: no timer ran once the answer was whole.)
         """
         self.buildProxy()
         channel, client = self.connectClient()
@@ -1024,6 +1025,7 @@ class FlowControlTests(ProxyTestCase):
         backend.producer.pauseProducing()
         self.assertEqual(client.producerState, "paused")
         protocol.dataReceived(OK)
+        self.assertTrue(backend.disconnected)
         self.assertEqual(client.producerState, "producing")
         channel.dataReceived(b"defg")
         self.reactor.advance(59)
