@@ -151,6 +151,13 @@ class RequestBody:
         self._flush()
         return self._finished
 
+    @property
+    def sent(self):
+        """
+        Whether the whole body has been handed to the backend connection.
+        """
+        return self._finished.called
+
     def whenSent(self, callback):
         """
         Call C{callback()} once the whole body has been handed to the
@@ -169,12 +176,10 @@ class RequestBody:
         pending, self._pending = self._pending, []
         for data in pending:
             self._consumer.write(data)
-        if self._complete and not self._finished.called:
-            self._finish()
-        if not self._paused:
-            # Also once the body is whole: the client's reading was paused
-            # when it came before the backend connection, and the next
-            # request (or the client's close) must still be read.
+        if self._complete:
+            if not self._finished.called:
+                self._finish()
+        elif not self._paused:
             self._channel.resumeReading()
 
     def dataReceived(self, data):
@@ -196,13 +201,22 @@ class RequestBody:
         self._complete = True
         if self._consumer is not None and not self._pending and not self._stopped:
             self._finish()
+        # Nothing more of the body is to be read: the client is read again
+        # (its next request, which the channel bounds, or its close), however
+        # the body held it back: before the backend connection was made
+        # (the client may leave while it waits), or by a backend that did
+        # not take its last piece at once (the backend connection lets go of
+        # a whole body and never resumes it).
+        self._channel.resumeReading()
 
     def pauseProducing(self):
         """
-        The backend is not reading: stop reading from the client.
+        The backend is not reading: stop reading from the client, unless
+        the body is whole.
         """
         self._paused = True
-        self._channel.pauseReading(True)
+        if not self._complete:
+            self._channel.pauseReading(True)
         if self.whenStalled is not None:
             self.whenStalled(True)
 
@@ -487,9 +501,20 @@ class _Exchange:
         request = self.request
         if request.producer is not None:
             request.unregisterProducer()
-        self._connection = None
+        connection, self._connection = self._connection, None
         if error is None:
             self._done()
+            body = self._body
+            if body is not None and not body.sent:
+                # Answered before the backend had the whole body: its
+                # connection can carry nothing more, and a close would wait
+                # for it to take what waits to be written to it, which a
+                # backend that stopped reading never does (holding the
+                # connection, one of backend_max_connections): cut it.  The
+                # rest of the body is read and dropped, under the body
+                # timeout, so that the answer can finish.
+                connection.transport.abortConnection()
+                body.stopProducing()
             request.finish()
             return
         _log.warn(

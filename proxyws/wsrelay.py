@@ -27,6 +27,8 @@ relay's C{messages} is then the websocket's message session.
 import os
 from functools import partial
 
+from twisted.internet.interfaces import ISSLTransport
+
 from .logs import ProxyLogger
 from .internals import writeNow
 from .timers import Deadline
@@ -563,8 +565,13 @@ class Relay:
             # client can take for the end of the frame; not a reset, which
             # would throw away what it has not read yet (whole messages,
             # even the 101).  One that does not take it in time is cut off.
+            # The end stands for the close both ways: nothing more is sent
+            # to it (a TCP transport takes writes until it is closed, and a
+            # close frame of the proxy's would be read as the rest of the
+            # frame), and nothing more read from it counts.
+            other.closeSent = other.closeReceived = True
             self._wait(other, "close", CLOSE_TIMEOUT, self._closeTimedOut)
-            other.transport.loseConnection()
+            _endWriting(other.transport)
             return
         self._sendClose(other, code, text.encode("utf-8"))
 
@@ -640,6 +647,22 @@ class Relay:
         """
         code, text = SHUTDOWN
         self.closeBoth(code, text, "server shutting down")
+
+
+def _endWriting(transport):
+    """
+    Close a connection once what waits to be written to it is, reading on
+    (and dropping what comes) until its peer closes too, or is cut off.
+
+    Closing a socket with bytes unread resets the connection, and the reset
+    throws away what the peer had not taken yet: over TCP only the writing
+    ends (a FIN).  TLS reads on by itself until the peer's close_notify.
+    """
+    endWriting = getattr(transport, "loseWriteConnection", None)
+    if endWriting is None or ISSLTransport.providedBy(transport):
+        transport.loseConnection()
+    else:
+        endWriting()
 
 
 def _touching(passage, activity):

@@ -549,14 +549,16 @@ class ClientLeavesTests(FaultTestCase):
         """
         A client that leaves while its request waits for a connection to
         the backend (at C{backend_max_connections}) is forgotten, and the
-        backend never gets its request.  Without a body the proxy reads
-        its close at once (499); with a body it reads nothing from the
-        client meanwhile, and learns of it when the body timeout ends the
-        wait (408).  Once the request ahead is gone too nothing stays open.
+        backend never gets its request.  Without a body, or with one that
+        came whole, the proxy reads its close at once (499); with a body
+        still to come it reads nothing from the client meanwhile, and
+        learns of it when the body timeout ends the wait (408).  Once the
+        request ahead is gone too nothing stays open.
         """
         results = []
         for waitingRequest in [
             b"GET /w HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /w HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
             self.HEADS["length"] + self.SENT["length"],
         ]:
             backend = startScripted(self, b"")
@@ -575,7 +577,9 @@ class ClientLeavesTests(FaultTestCase):
             yield self.assertNothingOpen()
             statuses = [line.split(b'" ', 1)[1][:4] for line in self.accessLog.lines]
             results.append((len(backend.protocols), statuses))
-        self.assertEqual(results, [(1, [b"499 ", b"499 "]), (1, [b"408 ", b"499 "])])
+        self.assertEqual(
+            results, [(1, [b"499 ", b"499 "]), (1, [b"499 ", b"499 "]), (1, [b"408 ", b"499 "])]
+        )
 
 
 class WebSocketBackendDiesTests(FaultTestCase):
@@ -648,6 +652,46 @@ class WebSocketBackendDiesTests(FaultTestCase):
                 for _, _, frames, close, rest in self.TABLE
             ],
         )
+
+
+    @inlineCallbacks
+    def test_clientStillSending(self):
+        """
+        A backend cut off inside a frame while the client is still sending
+        (and the proxy, held back by the backend, has not read all of it):
+        the client still gets everything relayed, then the end of its
+        connection, not a reset.  (Closing a socket with bytes unread
+        resets the connection, and the reset throws away what was relayed
+        and not yet taken: the proxy ends its writing, and reads on,
+        dropping what comes, until the client closes.)
+        """
+        backend = startScripted(self, b"", STAY, webSocket=True, reads=False)
+        port = self.startProxy(route(backend.port, scheme="ws"))
+        client = yield connectClient(self, port, upgradeRequest(b"/", b"127.0.0.1"))
+        # The client takes little at a time.
+        client.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        yield waitUntil(lambda: b"\r\n\r\n" in client.received)
+        head = client.received
+        [relay] = self.service.site.relays()
+        # Send until the proxy stops reading the client (the backend does
+        # not read), and the client's own socket is full.
+        frame = encodeFrame(BINARY, b"u" * 2**20)
+        for _ in range(32):
+            client.transport.write(frame)
+        held = relay.client.transport
+        yield waitUntil(
+            lambda: held not in reactor().getReaders() and client.transport.dataBuffer
+        )
+        relayed = self.WHOLE * 2**17 + self.HALF
+        backend.protocols[0].transport.write(relayed)
+        backend.protocols[0].transport.loseConnection()
+        reason = yield client.lost.wait(10)
+        self.assertEqual(
+            (len(client.received), client.received.endswith(self.HALF), reason.__class__),
+            (len(head) + len(relayed), True, ConnectionDone),
+        )
+        yield self.assertNothingOpen()
+        self.assertIn(b'"GET / HTTP/1.1" 101 ', self.accessLog.lines[0])
 
 
 def closeFrameIn(received):

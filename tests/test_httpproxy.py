@@ -973,6 +973,90 @@ class FlowControlTests(ProxyTestCase):
         [(_, _, body)] = parseResponses(client.value())
         self.assertEqual(body, b"ok")
 
+    def test_lastPieceFillsBackendSocket(self):
+        """
+        A body whose last piece fills the backend's socket (the backend
+        connection pauses the body as it takes it) leaves the client's
+        connection reading once the body is whole: the backend connection
+        lets go of the body then and never resumes it, and the next request
+        on the connection must still be read.
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n"
+        )
+        protocol, backend = self.acceptBackend()
+        writeSequence = backend.writeSequence
+
+        def fill(pieces):
+            # The socket is full once this is written: the transport pauses
+            # its producer within the write, as Twisted's does.
+            writeSequence(pieces)
+            backend.producer.pauseProducing()
+
+        backend.writeSequence = fill
+        channel.dataReceived(b"3\r\ndef\r\n0\r\n\r\n")
+        self.assertTrue(backend.value().endswith(b"3\r\ndef\r\n0\r\n\r\n"))
+        self.assertIsNone(backend.producer)
+        self.assertEqual(client.producerState, "producing")
+        protocol.dataReceived(OK)
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol.dataReceived(OK)
+        self.assertEqual([body for _, _, body in parseResponses(client.value())], [b"ok"] * 2)
+
+    def test_answeredWhileNotReadingBody(self):
+        """
+        A backend that answers whole while it is not reading the request
+        body: its connection is cut (a close would wait for it to take what
+        waits to be written to it, which may be never, and hold one of its
+        connections meanwhile), and the rest of the body is read from the
+        client and dropped, under the body timeout; the answer finishes,
+        and the connection takes the next request.  (The client was held
+        back for good: no timer ran once the answer was whole.)
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc"
+        )
+        protocol, backend = self.acceptBackend()
+        backend.producer.pauseProducing()
+        self.assertEqual(client.producerState, "paused")
+        protocol.dataReceived(OK)
+        self.assertTrue(backend.disconnected)
+        self.assertEqual(client.producerState, "producing")
+        channel.dataReceived(b"defg")
+        self.reactor.advance(59)
+        channel.dataReceived(b"hij")
+        self.assertFalse(backend.value().endswith(b"defghij"))
+        [(status, _, body)] = parseResponses(client.value())
+        self.assertEqual((status, body), (b"HTTP/1.1 200 OK", b"ok"))
+        channel.dataReceived(b"GET /app/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        protocol, backend = self.acceptBackend()
+        protocol.dataReceived(OK)
+        self.assertEqual(len(parseResponses(client.value())), 2)
+
+    def test_answeredWhileNotReadingBodyTimesOut(self):
+        """
+        After such an answer, a client that stops sending the rest of its
+        body has the body timeout: its connection is cut (the answer went
+        out, so no 408 can follow it).
+        """
+        self.buildProxy()
+        channel, client = self.connectClient()
+        channel.dataReceived(
+            b"POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc"
+        )
+        protocol, backend = self.acceptBackend()
+        backend.producer.pauseProducing()
+        protocol.dataReceived(OK)
+        self.reactor.advance(59)
+        self.assertTrue(client.connected)
+        self.reactor.advance(1)
+        self.assertFalse(client.connected)
+
     def test_slowUploadIsNotAResponseTimeout(self):
         """
         C{response_timeout} is how long the backend may take to answer a

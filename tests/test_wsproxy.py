@@ -563,6 +563,41 @@ class CloseTests(RelayTestCase):
         self.assertEqual(seen, VANISHES)
 
 
+    def test_nothingAfterPartialFrame(self):
+        """
+        A backend gone inside a frame leaves the client in the middle of
+        it, its connection closing once it takes what was relayed: nothing
+        the proxy would send the client meanwhile follows (a close frame
+        for a graceful stop, the idle timeout, a reload, a message too
+        big), as the client would read it as the rest of the frame, and
+        could take the frame for whole.  The client is cut after
+        L{CLOSE_TIMEOUT} when it takes nothing.
+        """
+        for stop in [
+            lambda relay: relay.goAway(),
+            lambda relay: relay.closeBoth(1001, "proxyws: idle timeout", "idle timeout"),
+            lambda relay: relay._tooBig(relay.client, b"", 0),
+        ]:
+            client, backend = self.openWebSocket()
+            [relay] = self.site.relays()
+            half = encodeFrame(TEXT, b"x" * 100, mask=False)[:12]
+            self.backendConnection.serverIO.write(half)
+            self.pump()
+            # The client stops reading: what the proxy writes it waits.
+            self.clientConnection.clientIO.pauseProducing()
+            self.backendConnection.lose(error.ConnectionLost())
+            # A TCP transport takes writes until it is closed (the memory
+            # one drops them once closing): record them.
+            written = []
+            self.clientConnection.serverIO.write = written.append
+            stop(relay)
+            self.assertEqual(written, [])
+            self.advance(CLOSE_TIMEOUT)
+            self.assertTrue(self.clientConnection.serverIO.disconnected)
+            [(wasClean, code, _)] = client.closes
+            self.assertEqual((wasClean, code), (False, 1006))
+            self.assertEqual(self.reactor.getDelayedCalls(), [])
+
     def test_unansweredClose(self):
         """
         A backend that never answers the client's close frame: after
