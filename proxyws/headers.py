@@ -52,10 +52,31 @@ def connectionTokens(values):
     @return: a L{frozenset} of L{bytes}.
     """
     if not values:
-        return frozenset()
+        return _NO_TOKENS
+    if len(values) == 1:
+        # Nearly every message has one Connection field, with one of a few
+        # values ("keep-alive", "close", "Upgrade"): parsed once each.
+        value = values[0]
+        tokens = _TOKENS.get(value)
+        if tokens is None:
+            tokens = _parseTokens(values)
+            if len(_TOKENS) < _TOKENS_KEPT:
+                _TOKENS[value] = tokens
+        return tokens
+    return _parseTokens(values)
+
+
+def _parseTokens(values):
     return frozenset(
         token.strip().lower() for value in values for token in value.split(b",")
     )
+
+
+# Connection values seen -> the names they list.  Bounded, so that a peer
+# sending new values each time fills nothing.
+_TOKENS = {}
+_TOKENS_KEPT = 256
+_NO_TOKENS = frozenset()
 
 
 def _notCopied(dropped):
