@@ -158,8 +158,26 @@ def formatCombined(host, ident, user, when, requestLine, status, size,
     @return: One line, ending in C{b"\\n"}.
     @rtype: L{bytes}
     """
+    host = host.encode("ascii", "backslashreplace")
+    if ident is None and user is None:
+        # The common line, in one piece when none of its fields needs an
+        # escape: one search over them all rather than one per field.
+        referer = b"-" if referer is None else referer
+        userAgent = b"-" if userAgent is None else userAgent
+        if _MUST_ESCAPE.search(b" ".join((host, requestLine, referer, userAgent))) is None:
+            return _COMBINED % (
+                host,
+                b"-",
+                b"-",
+                formatTime(when),
+                requestLine,
+                status,
+                b"%d" % (size,) if size > 0 else b"-",
+                referer,
+                userAgent,
+            )
     return _COMBINED % (
-        escapeLogItem(host.encode("ascii", "backslashreplace")),
+        escapeLogItem(host),
         _optional(ident),
         b'""' if user == b"" else _optional(user),
         formatTime(when),

@@ -52,10 +52,31 @@ def connectionTokens(values):
     @return: a L{frozenset} of L{bytes}.
     """
     if not values:
-        return frozenset()
+        return _NO_TOKENS
+    if len(values) == 1:
+        # Nearly every message has one Connection field, with one of a few
+        # values ("keep-alive", "close", "Upgrade"): parsed once each.
+        value = values[0]
+        tokens = _TOKENS.get(value)
+        if tokens is None:
+            tokens = _parseTokens(values)
+            if len(_TOKENS) < _TOKENS_KEPT:
+                _TOKENS[value] = tokens
+        return tokens
+    return _parseTokens(values)
+
+
+def _parseTokens(values):
     return frozenset(
         token.strip().lower() for value in values for token in value.split(b",")
     )
+
+
+# Connection values seen -> the names they list.  Bounded, so that a peer
+# sending new values each time fills nothing.
+_TOKENS = {}
+_TOKENS_KEPT = 256
+_NO_TOKENS = frozenset()
 
 
 def _notCopied(dropped):
@@ -103,20 +124,26 @@ def requestHeaders(
     out = [
         (b"Host", [frontHost if preserveHost and frontHost else backendHost]),
     ]
-    lowered = [name.lower() for name, _ in items]
-    named = ()
-    if b"connection" in lowered:
-        named = connectionTokens(
-            [value for lower, item in zip(lowered, items) if lower == b"connection" for value in item[1]]
-        )
     notCopied = _notCopied(dropped)
     forwardedFor = None
-    for lower, item in zip(lowered, items):
-        if lower in notCopied or lower in named or lower.startswith(b"proxy-"):
+    connection = None
+    for item in items:
+        lower = item[0].lower()
+        if lower in notCopied or lower.startswith(b"proxy-"):
             if lower == b"x-forwarded-for":
                 forwardedFor = b", ".join(item[1]) + b", " + clientAddress
+            elif lower == b"connection":
+                connection = list(item[1]) if connection is None else connection + list(item[1])
             continue
         out.append(item)
+    if connection is not None:
+        # What Connection names is hop-by-hop too; it may come before
+        # Connection, so it is taken out once every header is seen (in one
+        # loop over them, as the names it lists are nearly always hop-by-hop
+        # already: keep-alive, close, upgrade).
+        named = connectionTokens(connection)
+        if not named <= notCopied:
+            out[1:] = [item for item in out[1:] if item[0].lower() not in named]
     out.extend(added)
     out.append((b"X-Forwarded-For", [forwardedFor or clientAddress]))
     out.append((b"X-Forwarded-Proto", [scheme]))
@@ -172,19 +199,23 @@ def responseFields(fields, backendOrigin, frontOrigin, reverse):
         C{Content-Length} (which the proxy writes from the body it relays),
         the URL fields mapped back.
     """
-    lowered = [name.lower() for name, _ in fields]
-    named = ()
-    if b"connection" in lowered:
-        named = connectionTokens(
-            [field[1] for lower, field in zip(lowered, fields) if lower == b"connection"]
-        )
     out = []
-    for lower, field in zip(lowered, fields):
-        if lower in _NOT_RELAYED or lower in named or lower.startswith(b"proxy-"):
+    connection = None
+    for field in fields:
+        lower = field[0].lower()
+        if lower in _NOT_RELAYED or lower.startswith(b"proxy-"):
+            if lower == b"connection":
+                connection = [field[1]] if connection is None else connection + [field[1]]
             continue
         if lower in URL_HEADERS:
             field = (field[0], rewriteURL(field[1], backendOrigin, frontOrigin, reverse))
         out.append(field)
+    if connection is not None:
+        # As in requestHeaders: what Connection names goes too, once every
+        # field is seen.
+        named = connectionTokens(connection)
+        if not named <= _NOT_RELAYED:
+            out = [field for field in out if field[0].lower() not in named]
     return out
 
 

@@ -36,6 +36,19 @@ GROUP_REFERENCE = re.compile(rb"\$([0-9])")
 # rest of the path.
 _INFERABLE = re.compile(rb"\^((?:[A-Za-z0-9_~/-]|\\[./-])*)\((?:\.\*|\.\+)\)\$?")
 
+# Each Router keeps the outcome of routing the (Host, target) pairs it has
+# seen: clients ask for the same few targets again and again (a page and
+# its assets, the polls of an application), and the routes of a Router
+# never change (a reload builds a new one), so an outcome stays right.
+# Bounded in entries (the cache starts over when full) and in target
+# length, so that a client sending new targets each time costs memory for
+# nothing.
+ROUTE_CACHE_ENTRIES = 1024
+ROUTE_CACHE_TARGET = 256
+
+# What the cache holds for a pair it has not seen (None is an outcome).
+_UNKNOWN = object()
+
 
 def splitTarget(target):
     """
@@ -319,6 +332,7 @@ class Router:
                 self._default = host.index
         # The longest wildcard suffix wins.
         self._wildcards.sort(key=lambda entry: -len(entry[0]))
+        self._outcomes = {}
 
     def hostFor(self, hostName):
         """
@@ -343,6 +357,25 @@ class Router:
         @param target: the request target as received.
         @return: a L{RouteMatch}, or L{None} when no route matches.
         @raise BadRequest: when the target cannot be normalized.
+        """
+        # Routing is a pure function of the two (see ROUTE_CACHE_ENTRIES):
+        # a RouteMatch is never changed by its users, so one can serve
+        # every request for the same target.
+        key = (host, target)
+        outcomes = self._outcomes
+        found = outcomes.get(key, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found
+        found = self._route(host, target)
+        if len(target) <= ROUTE_CACHE_TARGET and (host is None or len(host) <= ROUTE_CACHE_TARGET):
+            if len(outcomes) >= ROUTE_CACHE_ENTRIES:
+                outcomes.clear()
+            outcomes[key] = found
+        return found
+
+    def _route(self, host, target):
+        """
+        L{route}, worked out.
         """
         path, query = splitTarget(target)
         path = normalizePath(path)

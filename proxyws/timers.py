@@ -22,7 +22,7 @@ class Deadline:
     @ivar due: when it expires (the clock's seconds), or L{None} when stopped.
     """
 
-    __slots__ = ("_clock", "_call", "_callback", "_args", "due")
+    __slots__ = ("_clock", "_call", "_fires", "_callback", "_args", "due")
 
     def __init__(self, clock):
         """
@@ -30,6 +30,9 @@ class Deadline:
         """
         self._clock = clock
         self._call = None
+        # When the scheduled call fires: noted here, as asking the call
+        # (its getTime) is one more call for every start.
+        self._fires = None
         self._callback = None
         self._args = ()
         self.due = None
@@ -46,18 +49,20 @@ class Deadline:
         call = self._call
         if call is None:
             self._call = clock.callLater(seconds, self._fire)
-        elif call.getTime() > due:
+            self._fires = due
+        elif self._fires > due:
             call.reset(seconds)
+            self._fires = due
 
     def restart(self, seconds):
         """
         Push the deadline to C{seconds} from now, when one is running.
         """
         if self.due is not None:
-            self.due = self._clock.seconds() + seconds
-            call = self._call
-            if call.getTime() > self.due:
-                call.reset(seconds)
+            due = self.due = self._clock.seconds() + seconds
+            if self._fires > due:
+                self._call.reset(seconds)
+                self._fires = due
 
     def stop(self):
         """
@@ -88,6 +93,7 @@ class Deadline:
         now = clock.seconds()
         if now < due:
             self._call = clock.callLater(due - now, self._fire)
+            self._fires = due
             return
         self.due = None
         callback, args = self._callback, self._args

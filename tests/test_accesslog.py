@@ -224,6 +224,29 @@ class FormatCombinedTests(SynchronousTestCase):
             b'"http://x/\\t" "UA\\\\\\x7f"\n')
         self.assertEqual(line.count(b"\n"), 1)
 
+    def test_escapedWithoutUser(self):
+        """
+        A line with neither logname nor user (as the proxy writes them) is
+        escaped field by field too: each field needing an escape gets it,
+        the others are written as they are, and an empty referer is C{""}.
+        """
+        prefix = b' - - [15/Jan/2021:04:00:00 -0800] "'
+        cases = [
+            (("192.0.2.7", b'GET /a"b HTTP/1.1', b"r", b"u"),
+             b'192.0.2.7' + prefix + b'GET /a\\"b HTTP/1.1" 200 5 "r" "u"\n'),
+            (("192.0.2.7", b"GET / HTTP/1.1", b"http://x/\t", None),
+             b'192.0.2.7' + prefix + b'GET / HTTP/1.1" 200 5 "http://x/\\t" "-"\n'),
+            (("192.0.2.7", b"GET / HTTP/1.1", None, b"UA\\\x7f"),
+             b'192.0.2.7' + prefix + b'GET / HTTP/1.1" 200 5 "-" "UA\\\\\\x7f"\n'),
+            (("h\u00e9", b"GET / HTTP/1.1", b"", b"\xe9"),
+             b'h\\\\xe9' + prefix + b'GET / HTTP/1.1" 200 5 "" "\\xe9"\n'),
+            (("192.0.2.7", b"GET / HTTP/1.1", b"", b"-"),
+             b'192.0.2.7' + prefix + b'GET / HTTP/1.1" 200 5 "" "-"\n'),
+        ]
+        for (host, request, referer, agent), expected in cases:
+            line = formatCombined(host, None, None, WINTER, request, 200, 5, referer, agent)
+            self.assertEqual(line, expected, (host, request, referer, agent))
+
     def test_ipv6Unquoted(self):
         """
         An IPv6 client address is written bare, as Apache's C{%h}, not

@@ -96,6 +96,20 @@ class RequestHeadersTests(SynchronousTestCase):
         for kept in [b"Accept", b"Content-Length", b"Authorization"]:
             self.assertIn((kept, dict(items)[kept]), out, kept)
 
+    def test_namedBeforeConnection(self):
+        """
+        A header that Connection names is not forwarded when it comes
+        before Connection either; the others keep their order.
+        """
+        out = forward([
+            (b"X-Before", [b"1"]),
+            (b"Accept", [b"*/*"]),
+            (b"X-Kept", [b"k"]),
+            (b"Connection", [b"keep-alive, x-before"]),
+        ])
+        self.assertEqual(out[1:3], [(b"Accept", [b"*/*"]), (b"X-Kept", [b"k"])])
+        self.assertNotIn(b"x-before", names(out))
+
     def test_hopByHopAnyCase(self):
         """
         Header names are compared without regard to case.
@@ -243,6 +257,19 @@ class ResponseFieldsTests(SynchronousTestCase):
             (b"Date", b"x"),
         ], BACKEND, FRONT, (b"/", b"/"))
         self.assertEqual(out, [(b"Content-Type", b"text/plain"), (b"Date", b"x")])
+
+    def test_namedBeforeConnection(self):
+        """
+        A field that Connection names is not relayed when it comes before
+        Connection either; the others keep their order.
+        """
+        out = responseFields([
+            (b"X-Before", b"1"),
+            (b"Date", b"x"),
+            (b"Location", b"/base/y"),
+            (b"Connection", b"keep-alive, X-BEFORE"),
+        ], BACKEND, FRONT, (b"/base/", b"/app/"))
+        self.assertEqual(out, [(b"Date", b"x"), (b"Location", b"/app/y")])
 
     def test_urlHeadersRewritten(self):
         """

@@ -31,6 +31,12 @@ VALID = [
     ),
     (b"HTTP/1.1 101 Switching Protocols\r\nX-Tab: a\tb", (b"HTTP/1.1", 101, b"Switching Protocols", [(b"X-Tab", b"a\tb")])),
     (b"HTTP/1.1 599 Odd\r\nEmpty:", (b"HTTP/1.1", 599, b"Odd", [(b"Empty", b"")])),
+    # Spaces and tabs around values are not theirs; inside, they are.
+    (
+        b"HTTP/1.1 200 OK\r\nA: \t \r\nB:\t x \t y\t \r\nC:z  \r\nD: \xff\xfe ",
+        (b"HTTP/1.1", 200, b"OK", [(b"A", b""), (b"B", b"x \t y"), (b"C", b"z"), (b"D", b"\xff\xfe")]),
+    ),
+    (b"HTTP/1.1 200 OK\r\nX-Colon: a:b: \r\nx: ", (b"HTTP/1.1", 200, b"OK", [(b"X-Colon", b"a:b:"), (b"x", b"")])),
 ]
 
 # Heads no proxy may relay: each was relayed, or answered differently on

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxyws.config import parseConfig
 from proxyws.errors import BadRequest
 from proxyws.routing import (
-    Router, compileTemplate, expandTemplate, hostMatches, hostOfHeader,
+    ROUTE_CACHE_ENTRIES, ROUTE_CACHE_TARGET, Router, compileTemplate, expandTemplate, hostMatches, hostOfHeader,
     normalizePath, prefixMatches, reverseMapping, splitTarget, withQuery)
 
 LISTEN = '[[listen]]\naddress = "127.0.0.1"\nport = 8080\n'
@@ -481,6 +481,73 @@ class RouterTests(SynchronousTestCase):
         An empty table matches nothing.
         """
         self.assertIsNone(Router([]).route(b"x", b"/"))
+
+
+class RouteCacheTests(SynchronousTestCase):
+    """
+    L{Router.route} keeps its outcomes: asked again, it answers the same,
+    and what it keeps is bounded.
+    """
+
+    ROUTES = (
+        'path = "/app/"\nbackend = "http://127.0.0.1:3838/base/"',
+        "match = '^/(.*/__sockjs__/[0-9]+/.*)'\nbackend = \"ws://127.0.0.1:3838/$1\"",
+        'host = "shiny.example.com"\npath = "/"\nbackend = "https://10.0.0.5:8443/"',
+    )
+
+    # (host, target) pairs, each routed (or not) as a new router would.
+    CASES = [
+        (b"x", b"/app/foo?x=1"),
+        (b"x", b"/app/./a/../b%7e"),
+        (b"x", b"/shiny/__sockjs__/12/abc/xhr?t=1"),
+        (b"shiny.example.com", b"/other?q"),
+        (b"other.example.com", b"/other"),
+        (None, b"/app/"),
+        (b"x", b"/app"),
+    ]
+
+    def test_sameOutcomeAgain(self):
+        """
+        A pair routed again gets the outcome it got the first time, the
+        same a new router gives.
+        """
+        router = routerFor(*self.ROUTES)
+        first = [router.route(host, target) for host, target in self.CASES]
+        again = [router.route(host, target) for host, target in self.CASES]
+        fresh = [routerFor(*self.ROUTES).route(host, target) for host, target in self.CASES]
+        for host, target, a, b, c in zip(*zip(*self.CASES), first, again, fresh):
+            self.assertIs(a, b, (host, target))
+            if c is None:
+                self.assertIsNone(a, (host, target))
+            else:
+                self.assertEqual(
+                    (a.route.index, a.target, a.path), (c.route.index, c.target, c.path),
+                    (host, target))
+
+    def test_refusalsNotKept(self):
+        """
+        A target that cannot be normalized is refused every time.
+        """
+        router = routerFor(*self.ROUTES)
+        for _ in range(2):
+            self.assertRaises(BadRequest, router.route, b"x", b"/a%zz")
+
+    def test_bounded(self):
+        """
+        At most L{ROUTE_CACHE_ENTRIES} outcomes are kept, and none for a
+        target or host longer than L{ROUTE_CACHE_TARGET}; routing goes on
+        right past the bound.
+        """
+        router = routerFor(*self.ROUTES)
+        for n in range(ROUTE_CACHE_ENTRIES * 2 + 10):
+            found = router.route(b"x", b"/app/%d" % n)
+            self.assertEqual(found.target, b"/base/%d" % n)
+            self.assertLessEqual(len(router._outcomes), ROUTE_CACHE_ENTRIES)
+        router._outcomes.clear()
+        long = b"/app/" + b"a" * ROUTE_CACHE_TARGET
+        self.assertEqual(router.route(b"x", long).target, b"/base/" + b"a" * ROUTE_CACHE_TARGET)
+        self.assertEqual(router.route(b"x" * (ROUTE_CACHE_TARGET + 1), b"/app/").target, b"/base/")
+        self.assertEqual(router._outcomes, {})
 
 
 class ReverseMappingTests(SynchronousTestCase):
