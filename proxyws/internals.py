@@ -10,9 +10,6 @@ runs slower, never wrongly.
 The uses:
   - L{writeNow} reads the write queue of Twisted's C{FileDescriptor}, to
     send at once when nothing is queued (fallback: C{transport.write}).
-  - L{addFields} fills the dictionary of a twisted.web C{Headers}
-    (C{_rawHeaders}), with names put in Twisted's case by its own
-    C{_nameEncoder} (fallback: C{Headers.addRawHeader}).
   - L{parseExpression} is the standard library's own regular expression
     parser (C{re._parser}), for the check of C{match} expressions at load
     (L{proxyws.patterns}); no fallback.
@@ -29,16 +26,11 @@ from pprint import pformat
 
 from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
-from twisted.web import http_headers
 
 # (owner, name, what proxyws uses it for, what happens without it).
 PRIVATE_NAMES = [
     (FileDescriptor, "_tempDataBuffer", "writing to a socket at once", "transport.write"),
     (re, "_parser", "checking match expressions at load", None),
-    (http_headers.Headers, "_rawHeaders", "filling a request's headers at once",
-     "Headers.addRawHeader"),
-    (http_headers, "_nameEncoder", "filling a request's headers at once",
-     "Headers.addRawHeader"),
 ]
 
 
@@ -95,39 +87,6 @@ def writeNow(transport, data):
             return
         data = data[sent:]
     transport.write(data)
-
-
-# Filling a request's headers.
-
-_DIRECT_FIELDS = _present({"_rawHeaders", "_nameEncoder"})
-
-
-def addFields(headers, fields):
-    """
-    Add the fields of a request head to a twisted.web C{Headers}.
-
-    C{Headers.addRawHeader} puts each name in Twisted's case and replaces
-    line breaks in each value: four calls per field, for every field of
-    every request.  The fields of a head L{proxyws.framing} read hold no CR
-    or LF, so this puts them in the headers' dictionary at once, with names
-    in the same case.
-
-    @param headers: a C{twisted.web.http_headers.Headers}.
-    @param fields: C{(name, value)} pairs of a L{proxyws.framing.RequestHead}.
-    """
-    if not _DIRECT_FIELDS:
-        for name, value in fields:
-            headers.addRawHeader(name, value)
-        return
-    raw = headers._rawHeaders
-    canonical = http_headers._nameEncoder.encode
-    for name, value in fields:
-        name = canonical(name)
-        values = raw.get(name)
-        if values is None:
-            raw[name] = [value]
-        else:
-            values.append(value)
 
 
 # The standard library's regular expression parser.

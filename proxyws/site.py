@@ -24,7 +24,7 @@ from .errors import ServiceUnavailable, errorPage
 from .framing import DEFAULT_LIMITS, HeadLimits, hasBody
 from .heads import encodeResponseHead, mergeFields
 from .httpproxy import RequestBody
-from .internals import addFields, writeNow
+from .internals import writeNow
 from .metrics import NO_ROUTE
 
 # What OPTIONS * (a question about the server itself) is answered with.
@@ -75,7 +75,9 @@ class ProxyRequest(Request):
 
         @param head: its L{proxyws.framing.RequestHead}.
         """
-        addFields(self.requestHeaders, head.fields)
+        add = self.requestHeaders.addRawHeader
+        for name, value in head.fields:
+            add(name, value)
         self.hostHeader = head.host
         if hasBody(head):
             self._bodyPending = True

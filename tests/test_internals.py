@@ -9,7 +9,6 @@ import sys
 
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
 
 from proxyws import internals
 
@@ -70,59 +69,6 @@ class FallbackTests(SynchronousTestCase):
         transport = StringTransport()
         internals.writeNow(transport, b"bytes")
         self.assertEqual(transport.value(), b"bytes")
-
-
-class AddFieldsTests(SynchronousTestCase):
-    """
-    L{internals.addFields} fills a C{Headers} as C{Headers.addRawHeader}
-    does, with or without the private names it uses.
-    """
-
-    # Fields as a request head holds them: names in any case, repeated
-    # names, values as sent.
-    FIELDS = (
-        (b"host", b"example.com"),
-        (b"USER-AGENT", b"bench/1.0"),
-        (b"x-forwarded-for", b"10.0.0.1"),
-        (b"Accept", b"*/*"),
-        (b"X-Forwarded-For", b"10.0.0.2"),
-        (b"etag", b'"x"'),
-        (b"Te", b"trailers"),
-    )
-
-    def expected(self):
-        """
-        The headers as twisted.web fills them, field by field.
-        """
-        headers = Headers()
-        for name, value in self.FIELDS:
-            headers.addRawHeader(name, value)
-        return list(headers.getAllRawHeaders())
-
-    def test_sameAsTwisted(self):
-        """
-        The names are in Twisted's case, the values of a repeated name kept
-        in their order, the names in the order first seen; added to
-        headers that already hold some, they are added after.
-        """
-        headers = Headers()
-        internals.addFields(headers, self.FIELDS)
-        self.assertEqual(list(headers.getAllRawHeaders()), self.expected())
-        self.assertTrue(internals._DIRECT_FIELDS)
-        headers = Headers()
-        internals.addFields(headers, self.FIELDS[:3])
-        internals.addFields(headers, self.FIELDS[3:])
-        self.assertEqual(list(headers.getAllRawHeaders()), self.expected())
-
-    def test_withoutDictionaryAccess(self):
-        """
-        Without the private names, the fields go through
-        C{Headers.addRawHeader}, with the same outcome.
-        """
-        self.patch(internals, "_DIRECT_FIELDS", False)
-        headers = Headers()
-        internals.addFields(headers, self.FIELDS)
-        self.assertEqual(list(headers.getAllRawHeaders()), self.expected())
 
 
 class AutobahnPatchTests(SynchronousTestCase):
