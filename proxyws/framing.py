@@ -29,6 +29,7 @@ version other than 1.0 and 1.1, 413 for a body over its limit.
 import ipaddress
 import re
 from collections import namedtuple
+from functools import lru_cache
 
 import attr
 
@@ -551,40 +552,32 @@ def _checkCodings(codings):
 
 # Connection values seen -> their options: clients send few distinct ones.
 # Bounded, so that a client sending new values each time fills nothing.
-_OPTIONS = {}
-_OPTIONS_KEPT = 256
-
-
 def _connectionOptions(values):
     """
     The lower-cased options of the Connection fields (a list of tokens;
     empty elements are allowed, RFC 9110 5.6.1).
+
+    @raise HeadError: when an option is not a token.
     """
     if values is None:
-        return _NO_OPTIONS
+        return frozenset()
     if len(values) == 1:
-        value = values[0]
-        options = _OPTIONS.get(value)
-        if options is None:
-            options = _parseOptions(values)
-            if len(_OPTIONS) < _OPTIONS_KEPT:
-                _OPTIONS[value] = options
-        return options
-    return _parseOptions(values)
+        return _optionsOf(values[0])
+    return frozenset().union(*map(_optionsOf, values))
 
 
-_NO_OPTIONS = frozenset()
-
-
-def _parseOptions(values):
+# Nearly every request has one Connection field, with one of a few values:
+# each is parsed once (an invalid one raises every time: nothing is kept).
+# Bounded, so that a client sending new values only pushes older ones out.
+@lru_cache(maxsize=256)
+def _optionsOf(value):
     options = set()
-    for value in values:
-        for option in value.split(b","):
-            option = option.strip(b" \t")
-            if option:
-                if _TOKEN.fullmatch(option) is None:
-                    raise HeadError(400, "invalid Connection field")
-                options.add(option.lower())
+    for option in value.split(b","):
+        option = option.strip(b" \t")
+        if option:
+            if _TOKEN.fullmatch(option) is None:
+                raise HeadError(400, "invalid Connection field")
+            options.add(option.lower())
     return frozenset(options)
 
 

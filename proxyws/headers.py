@@ -8,6 +8,8 @@ name (Set-Cookie, for one) kept separate in their order.  Response headers
 travel as the backend sent them, C{(name, value)} fields in their order.
 """
 
+from functools import lru_cache
+
 # RFC 9110 section 7.6.1: hop-by-hop headers concern one connection and are
 # never forwarded; neither is any header that Connection names, nor any
 # Proxy-* header (credentials and settings meant for this proxy).  Upgrade is
@@ -52,31 +54,18 @@ def connectionTokens(values):
     @return: a L{frozenset} of L{bytes}.
     """
     if not values:
-        return _NO_TOKENS
+        return frozenset()
     if len(values) == 1:
-        # Nearly every message has one Connection field, with one of a few
-        # values ("keep-alive", "close", "Upgrade"): parsed once each.
-        value = values[0]
-        tokens = _TOKENS.get(value)
-        if tokens is None:
-            tokens = _parseTokens(values)
-            if len(_TOKENS) < _TOKENS_KEPT:
-                _TOKENS[value] = tokens
-        return tokens
-    return _parseTokens(values)
+        return _tokensOf(values[0])
+    return frozenset().union(*map(_tokensOf, values))
 
 
-def _parseTokens(values):
-    return frozenset(
-        token.strip().lower() for value in values for token in value.split(b",")
-    )
-
-
-# Connection values seen -> the names they list.  Bounded, so that a peer
-# sending new values each time fills nothing.
-_TOKENS = {}
-_TOKENS_KEPT = 256
-_NO_TOKENS = frozenset()
+# Nearly every message has one Connection field, with one of a few values
+# ("keep-alive", "close", "Upgrade"): each is parsed once.  Bounded, so that
+# a peer sending new values each time only pushes older ones out.
+@lru_cache(maxsize=256)
+def _tokensOf(value):
+    return frozenset(token.strip().lower() for token in value.split(b","))
 
 
 def _notCopied(dropped):
