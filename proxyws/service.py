@@ -378,6 +378,14 @@ class ProxyService(Service):
                 return sock
         return None
 
+    @property
+    def _apiRoutes(self):
+        """
+        The table of the routes added through the admin API, or L{None}
+        without C{[admin]}.
+        """
+        return self.store.table if self.store is not None else None
+
     def _memberGauges(self):
         """
         The rows of the upstream members' gauges, each member labelled by
@@ -403,7 +411,7 @@ class ProxyService(Service):
             upstreams=self.upstreams,
             plugins=plugins,
             metrics=self.metrics,
-            apiRoutes=self.store.table if self.store is not None else None,
+            apiRoutes=self._apiRoutes,
         )
         return root
 
@@ -441,7 +449,7 @@ class ProxyService(Service):
         )
         site.generation = self.generation
         site.metrics = self.metrics
-        site.apiRoutes = self.store.table if self.store is not None else None
+        site.apiRoutes = self._apiRoutes
         self.sites.append(site)
         if self.site is None:
             self.site = site
